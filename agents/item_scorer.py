@@ -1,0 +1,97 @@
+"""A state encoder and a dot-product item head shared by the native DQN and PPO agents.
+
+The state is encoded from the observation (the LLM-encoded ``llm_state`` plus a learned pooling of
+the history's item encodings) into a vector ``s``; every item ``a`` has a representation ``e_a``
+initialised from its LLM text encoding, and its score is ``s . e_a + b_a``. Scoring the whole
+catalogue is therefore one ``[B, D] x [D, n_items]`` matmul, so catalogues of 1e5 items cost
+little more than small ones, and items never seen in training start from their text.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agents.base import Observation
+
+
+class StateEncoder(nn.Module):
+    """Observation -> float [B, hidden_dim] from the llm_state, a response-weighted pool of the
+    history's item encodings, and the history length."""
+
+    def __init__(self, text_dim: int, hidden_dim: int):
+        super().__init__()
+        self.history_projection = nn.Linear(text_dim, hidden_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(text_dim + hidden_dim + 1, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim)
+        )
+
+    def forward(self, observation: Observation, item_text: torch.Tensor) -> torch.Tensor:
+        history = observation["history"].long()
+        valid = (history >= 0).to(torch.float32)
+        weights = valid * (observation["responses"].to(torch.float32) / 5.0 + 0.5)
+        weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-6)
+        # Pooling and the linear projection commute: gather from whichever side is smaller.
+        projection = self.history_projection
+        if history.numel() < item_text.shape[0]:
+            items = projection(item_text[history.clamp(min=0)])  # [B, H, hidden]
+        else:
+            items = projection(item_text)[history.clamp(min=0)]  # project the catalogue once
+        pooled = (weights.unsqueeze(-1) * items).sum(1)
+        length = valid.mean(1, keepdim=True)
+        features = torch.cat([observation["llm_state"].to(torch.float32), torch.relu(pooled), length], dim=-1)
+        return self.mlp(features)
+
+
+class ItemScorer(nn.Module):
+    """Scores all items for a batch of observations: ``scores = encode(obs) @ item_repr.T + bias``.
+
+    Args:
+        item_embeddings: float [n_items, d] frozen LLM encodings of the item texts.
+        hidden_dim: width of the state vector and of the item representations.
+        learn_item_residual: add a learned per-item vector (initialised at zero) to the projected
+            text encoding, so collaborative signal can refine what the text says.
+    """
+
+    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int = 64, learn_item_residual: bool = True):
+        super().__init__()
+        n_items, text_dim = item_embeddings.shape
+        self.n_items = n_items
+        self.register_buffer("item_text", item_embeddings.detach().to(torch.float32).clone(), persistent=False)
+        self.item_projection = nn.Linear(text_dim, hidden_dim, bias=False)
+        self.item_residual = nn.Parameter(torch.zeros(n_items, hidden_dim)) if learn_item_residual else None
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.state_encoder = StateEncoder(text_dim, hidden_dim)
+
+    def item_representations(self) -> torch.Tensor:
+        """Float [n_items, hidden_dim]: projected text encodings plus the learned residual."""
+        representation = self.item_projection(self.item_text)
+        if self.item_residual is not None:
+            representation = representation + self.item_residual
+        return representation
+
+    def encode_state(self, observation: Observation) -> torch.Tensor:
+        """Float [B, hidden_dim]."""
+        return self.state_encoder(observation, self.item_text)
+
+    def forward(self, observation: Observation) -> torch.Tensor:
+        """Float [B, n_items] scores."""
+        return self.encode_state(observation) @ self.item_representations().T + self.item_bias
+
+
+def mask_scores(scores: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+    """Scores with disallowed items (``action_mask`` False) set to -inf; rows with none allowed unmasked."""
+    if action_mask is None:
+        return scores
+    allowed = action_mask.to(torch.bool)
+    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # never leave a row with nothing to pick
+    return scores.masked_fill(~allowed, float("-inf"))
+
+
+def history_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Bool [B, n_items], True for items *not* in the history window (used where full masks are too big)."""
+    mask = torch.ones(history.shape[0], n_items, dtype=torch.bool, device=history.device)
+    valid = history >= 0
+    rows = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)
+    mask[rows[valid], history[valid]] = False
+    return mask

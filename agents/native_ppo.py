@@ -1,0 +1,336 @@
+"""Native PyTorch PPO on the batched recgym vector env, every tensor on the env's device.
+
+Reads top to bottom like a CleanRL script, driven in chunks by train.py through the
+``TrainableAgent`` interface. Each chunk collects whole rollouts of ``num_steps`` vector steps
+(``num_steps * N`` user-steps) into device tensors, computes GAE, and runs ``update_epochs`` epochs
+of clipped-surrogate minibatch updates. No numpy round trips, no per-user Python work.
+
+**Policy.** Logits over the whole catalogue are ``encode(s) . e_a + b_a`` (``ItemScorer``: item
+representations start from the LLM item encodings; 1e5 items cost one matmul). Masked items get
+-inf. **Slates** of k items are drawn without replacement by Gumbel-top-k, i.e. from the
+Plackett-Luce distribution of the logits; the slate's log-probability is the sum over slots of
+``logit[a_j] - logsumexp(logits over items not yet placed)``, which is exact for that distribution.
+The entropy bonus uses the first slot's distribution. With k = 1 this is ordinary categorical PPO.
+
+**Masks.** ``mask="env"`` stores the env's consumed-item mask with each rollout step (exact,
+[num_steps, N, n_items] bools); ``"history"`` derives the mask from the observation's history window
+(no storage, for very large catalogues); ``"none"`` disables masking.
+
+**Truncation.** When a session hits the env's step cap (truncated, not terminated), the value of
+its final observation is bootstrapped into the last reward, as in Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from agents.base import Observation, ScalarLogger, TrainableAgent
+from agents.checkpoint import flatten_state, unflatten_state
+from agents.item_scorer import ItemScorer, StateEncoder, history_mask, mask_scores
+from agents.serialization import (
+    generator_state,
+    load_agent_files,
+    require_tensors,
+    save_agent_files,
+    set_generator_state,
+)
+from recgym.config import from_dict
+from recgym.errors import CheckpointError
+
+
+@dataclass
+class NativePPOConfig:
+    """Hyperparameters of the native PPO (steps count user-steps of the batched env)."""
+
+    hidden_dim: int = 64
+    learning_rate: float = 3e-4
+    num_steps: int = 16  # vector steps per rollout
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+    mask: Literal["env", "history", "none"] = "env"
+    mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    compile: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_steps", "num_minibatches", "update_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError("gamma and gae_lambda must be in [0, 1]")
+
+
+class ActorCritic(nn.Module):
+    """Item-scoring actor and a state-value critic with its own state encoder."""
+
+    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int):
+        super().__init__()
+        self.actor = ItemScorer(item_embeddings, hidden_dim)
+        self.critic_encoder = StateEncoder(item_embeddings.shape[1], hidden_dim)
+        self.critic_head = nn.Linear(hidden_dim, 1)
+
+    def value(self, observation: Observation) -> torch.Tensor:
+        features = torch.relu(self.critic_encoder(observation, self.actor.item_text))
+        return self.critic_head(features).squeeze(-1)
+
+
+def slate_log_prob(logits: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+    """Plackett-Luce log-probability [B] of ``slate`` [B, k] under masked ``logits`` [B, n_items]."""
+    total = torch.zeros(logits.shape[0], device=logits.device)
+    remaining = logits
+    for slot in range(slate.shape[1]):
+        item = slate[:, slot : slot + 1]
+        total = total + remaining.gather(1, item).squeeze(1) - torch.logsumexp(remaining, dim=1)
+        remaining = remaining.scatter(1, item, float("-inf"))
+    return total
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy [B] of the categorical distribution of masked ``logits`` (-inf entries ignored)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    p = log_p.exp()
+    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(1)
+
+
+class NativePPOAgent(TrainableAgent):
+    """PPO whose whole training loop runs on the vector env's device (see the module docstring)."""
+
+    name: ClassVar[str] = "native_ppo"
+    config_class: ClassVar[type] = NativePPOConfig
+
+    def __init__(self, n_items: int, config: NativePPOConfig, *, item_embeddings: torch.Tensor,
+                 slate_size: int = 1, **_: Any) -> None:
+        if item_embeddings.shape[0] != n_items:
+            raise ValueError(f"item_embeddings has {item_embeddings.shape[0]} rows, expected {n_items}")
+        self.n_items = n_items
+        self.config = config
+        self.slate_size = slate_size
+        self.device = torch.device(config.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
+            torch.manual_seed(config.seed)
+            self.network = ActorCritic(item_embeddings, config.hidden_dim).to(self.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
+        self._actor = torch.compile(self.network.actor) if config.compile else self.network.actor
+        self.observation: Observation | None = None
+        self.global_step = 0
+        self._episode_return: torch.Tensor | None = None
+        self._episode_length: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------- acting
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        use_bf16 = self.config.mixed_precision == "bf16" or (
+            self.config.mixed_precision == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    def _logits(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
+        with self._autocast():
+            logits = self._actor(observation).float()
+        if self.config.mask == "history":
+            mask = history_mask(observation["history"], self.n_items)
+        return mask_scores(logits, mask if self.config.mask != "none" else None)
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        observation = {k: v.to(self.device) for k, v in observation.items()}
+        with torch.no_grad(), self._autocast():
+            return self._actor(observation).float()
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Gumbel-top-k: k distinct items from the Plackett-Luce distribution of ``logits``."""
+        uniform = torch.rand(logits.shape, device=logits.device, generator=self.generator)
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
+        return torch.topk(logits + gumbel, self.slate_size, dim=1).indices
+
+    # ----------------------------------------------------------------------------- learning
+
+    def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
+        """Run whole rollouts until at least ``steps`` more env steps are done, updating after each."""
+        config, n = self.config, env.num_envs
+        if env.slate_size != self.slate_size or env.n_items != self.n_items:
+            raise ValueError(f"env has slate_size={env.slate_size}, n_items={env.n_items}; the agent was "
+                             f"built for slate_size={self.slate_size}, n_items={self.n_items}")
+        if self.observation is None:
+            self.observation, _ = env.reset(seed=config.seed)
+            self._episode_return = torch.zeros(n, device=self.device)
+            self._episode_length = torch.zeros(n, device=self.device)
+        end = self.global_step + steps
+        while self.global_step < end:
+            batch, stats = self._collect(env)
+            losses = self._update(batch)
+            self._log(logger, stats, losses)
+
+    def _collect(self, env: Any) -> tuple[dict[str, Any], torch.Tensor]:
+        """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
+        config, n, t_max = self.config, env.num_envs, self.config.num_steps
+        observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
+        masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
+        finished = torch.zeros(4, device=self.device)  # episodes, return sum, length sum, clicks
+        for _ in range(t_max):
+            obs = self.observation
+            mask = env.action_masks() if config.mask == "env" else None
+            with torch.no_grad():
+                logits = self._logits(obs, mask)
+                slate = self._sample(logits)
+                log_prob = slate_log_prob(logits, slate)
+                value = self.network.value(obs)
+            next_obs, reward, terminated, truncated, info = env.step(slate[:, 0] if self.slate_size == 1 else slate)
+            env_reward = reward.to(torch.float32)
+            train_reward = env_reward
+            if truncated.any():  # bootstrap cut-off sessions from their final observation
+                with torch.no_grad():
+                    final_value = self.network.value(info["final_obs"])
+                train_reward = env_reward + config.gamma * final_value * (truncated & ~terminated).to(torch.float32)
+            for key in observations:
+                observations[key].append(obs[key])
+            if mask is not None:
+                masks.append(mask)
+            actions.append(slate)
+            log_probs.append(log_prob)
+            values.append(value)
+            rewards.append(train_reward)
+            done = terminated | truncated
+            dones.append(done.to(torch.float32))
+            self.observation = next_obs
+            self.global_step += n
+
+            self._episode_return += env_reward
+            self._episode_length += 1
+            done_f = done.to(torch.float32)
+            finished += torch.stack([done_f.sum(), (self._episode_return * done_f).sum(),
+                                     (self._episode_length * done_f).sum(), info["clicked"].to(torch.float32).sum()])
+            self._episode_return *= 1.0 - done_f
+            self._episode_length *= 1.0 - done_f
+
+        with torch.no_grad():
+            next_value = self.network.value(self.observation)
+        rewards_t, values_t, dones_t = torch.stack(rewards), torch.stack(values), torch.stack(dones)
+        advantages = torch.zeros_like(rewards_t)
+        last_gae = torch.zeros(n, device=self.device)
+        for t in reversed(range(t_max)):
+            following_value = next_value if t == t_max - 1 else values_t[t + 1]
+            not_done = 1.0 - dones_t[t]
+            delta = rewards_t[t] + config.gamma * following_value * not_done - values_t[t]
+            last_gae = delta + config.gamma * config.gae_lambda * not_done * last_gae
+            advantages[t] = last_gae
+        batch = {
+            "obs": {k: torch.cat(v) for k, v in observations.items()},
+            "mask": torch.cat(masks) if masks else None,
+            "actions": torch.cat(actions),
+            "log_probs": torch.cat(log_probs),
+            "advantages": advantages.reshape(-1),
+            "returns": (advantages + values_t).reshape(-1),
+        }
+        return batch, finished
+
+    def _update(self, batch: dict[str, Any]) -> torch.Tensor:
+        config = self.config
+        size = batch["actions"].shape[0]
+        minibatch = max(1, size // config.num_minibatches)
+        totals = torch.zeros(5, device=self.device)  # policy, value, entropy, approx_kl, clip fraction
+        count = 0
+        for _ in range(config.update_epochs):
+            order = torch.randperm(size, device=self.device, generator=self.generator)
+            for start in range(0, size, minibatch):
+                index = order[start : start + minibatch]
+                obs = {k: v[index] for k, v in batch["obs"].items()}
+                mask = batch["mask"][index] if batch["mask"] is not None else None
+                logits = self._logits(obs, mask)
+                new_log_prob = slate_log_prob(logits, batch["actions"][index])
+                log_ratio = new_log_prob - batch["log_probs"][index]
+                ratio = log_ratio.exp()
+                advantages = batch["advantages"][index]
+                if config.normalize_advantages and advantages.numel() > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                policy_loss = torch.max(-advantages * ratio,
+                                        -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+                value_loss = 0.5 * (self.network.value(obs) - batch["returns"][index]).pow(2).mean()
+                entropy_bonus = entropy(logits).mean()
+                loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.network.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipped = ((ratio - 1).abs() > config.clip_coef).float().mean()
+                totals += torch.stack([policy_loss.detach(), value_loss.detach(), entropy_bonus.detach(), approx_kl, clipped])
+                count += 1
+        return totals / max(count, 1)
+
+    def _log(self, logger: ScalarLogger, stats: torch.Tensor, losses: torch.Tensor) -> None:
+        episodes, return_sum, length_sum, clicks = stats.tolist()  # one device sync per rollout
+        policy, value, entropy_value, approx_kl, clip_fraction = losses.tolist()
+        step = self.global_step
+        if episodes > 0:
+            logger.log_scalar("charts/episodic_return", return_sum / episodes, step)
+            logger.log_scalar("charts/session_length", length_sum / episodes, step)
+        logger.log_scalar("charts/ctr", clicks / (self.config.num_steps * self._episode_return.numel()), step)
+        logger.log_scalar("losses/policy_loss", policy, step)
+        logger.log_scalar("losses/value_loss", value, step)
+        logger.log_scalar("losses/entropy", entropy_value, step)
+        logger.log_scalar("losses/approx_kl", approx_kl, step)
+        logger.log_scalar("losses/clip_fraction", clip_fraction, step)
+
+    # ----------------------------------------------------------------------------- persistence
+
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        state = {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": generator_state(self.generator),
+            "observation": self.observation,
+            "episode_return": self._episode_return,
+            "episode_length": self._episode_length,
+            "global_step": self.global_step,
+        }
+        tensors, skeleton = flatten_state(state)
+        return tensors, {"skeleton": skeleton, "agent": self.name}
+
+    def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        if metadata.get("agent") != self.name:
+            raise CheckpointError(f"checkpoint holds a '{metadata.get('agent')}' agent, not '{self.name}'")
+        state = unflatten_state(tensors, metadata["skeleton"])
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_generator_state(self.generator, state["generator"])
+        to_device = lambda value: None if value is None else value.to(self.device)  # noqa: E731
+        self.observation = None if state["observation"] is None else {
+            k: v.to(self.device) for k, v in state["observation"].items()}
+        self._episode_return = to_device(state["episode_return"])
+        self._episode_length = to_device(state["episode_length"])
+        self.global_step = state["global_step"]
+
+    def save(self, directory: str | Path) -> None:
+        tensors = {f"net.{k}": v for k, v in self.network.state_dict().items()}
+        tensors["item_text"] = self.network.actor.item_text
+        save_agent_files(directory, self.name, self.config, tensors, {"n_items": self.n_items, "slate_size": self.slate_size})
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativePPOAgent:
+        config_data, tensors, extra = load_agent_files(directory, cls.name)
+        require_tensors(tensors, ["item_text"], directory)
+        if device is not None:
+            config_data = {**config_data, "device": device}
+        config = from_dict(cls.config_class, config_data)
+        agent = cls(extra["n_items"], config, item_embeddings=tensors["item_text"], slate_size=extra["slate_size"])
+        try:
+            agent.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        except RuntimeError as error:
+            raise CheckpointError(f"{directory}: weights do not fit the network ({error})") from error
+        return agent

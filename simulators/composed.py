@@ -1,0 +1,197 @@
+"""A simulator composed of the behaviour parts, in RecSim's fixed step order.
+
+Subclasses supply the item catalogue, the logged (or generated) sequences users start from, the
+item topics, and :meth:`ComposedSimulator.rate` - the preference rating of each slate item (and
+whether it came from the log). Everything else - sampling users, building their starting history,
+respond -> choose -> update -> leave, the reward, and running statistics - lives here, as pure
+tensor operations over the batch (no Python loop over users), so it runs unchanged on CUDA.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+
+from recgym.errors import ConfigError
+from simulators.base import Simulator, StepOutcome, UserState
+from simulators.behaviour import (
+    BehaviourConfig,
+    ChoiceModel,
+    InterestModel,
+    LeaveModel,
+    UserSampler,
+    is_liked,
+    respond,
+    reward_function,
+)
+
+_STATISTICS = ("user_steps", "clicks", "likes", "leaves", "shown_from_log", "shown", "chosen_from_log")
+
+
+class ComposedSimulator(Simulator):
+    """Batched users built from behaviour components; subclasses implement :meth:`rate`."""
+
+    name: str = ""  # set by ``simulators.register``
+
+    def __init__(
+        self,
+        config: BehaviourConfig,
+        *,
+        sampler: UserSampler,
+        item_topics: torch.Tensor,
+        item_embeddings: torch.Tensor,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.n_items = int(item_embeddings.shape[0])
+        if item_topics.shape[0] != self.n_items:
+            raise ConfigError(f"item_topics has {item_topics.shape[0]} rows, expected n_items={self.n_items}")
+        self.history_length = config.history_length
+        self.item_embeddings = item_embeddings.to(device=self.device, dtype=torch.float32)
+        self.sampler = sampler
+        self.interest_model = InterestModel(config.interest, item_topics.to(self.device))
+        self.choice_model = ChoiceModel(config.choice)
+        self.leave_model = LeaveModel(config.leave)
+        self.reward_fn = reward_function(config.reward)
+        self._counts = torch.zeros(len(_STATISTICS), dtype=torch.int64, device=self.device)
+
+    # ------------------------------------------------------------------ what subclasses provide
+
+    @abstractmethod
+    def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preference ratings float [B, k] (1-5) of the slate, and bool [B, k] "answered by the log"."""
+
+    # ------------------------------------------------------------------ the Simulator interface
+
+    @property
+    def item_topics(self) -> torch.Tensor:
+        """Float [n_items, n_topics]: the topics fatigue is tracked over."""
+        return self.interest_model.item_topics
+
+    @property
+    def n_topics(self) -> int:
+        return self.interest_model.n_topics
+
+    def init_state(self, batch_size: int) -> UserState:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        b, h, d = batch_size, self.history_length, self.device
+        return UserState(
+            user=torch.zeros(b, dtype=torch.int64, device=d),
+            prefix_length=torch.zeros(b, dtype=torch.int64, device=d),
+            history=torch.full((b, h), -1, dtype=torch.int64, device=d),
+            history_response=torch.zeros((b, h), dtype=torch.float32, device=d),
+            consumed=torch.zeros((b, self.n_items), dtype=torch.bool, device=d),
+            interest=torch.zeros((b, self.n_topics), dtype=torch.float32, device=d),
+            patience=torch.zeros(b, dtype=torch.float32, device=d),
+            step=torch.zeros(b, dtype=torch.int64, device=d),
+        )
+
+    def reset(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
+        if mask.shape != (state.batch_size,) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool [{state.batch_size}], got {mask.dtype} {tuple(mask.shape)}")
+        rows = torch.nonzero(mask.to(state.device)).squeeze(1)
+        n = rows.numel()
+        if n == 0:
+            return
+        user, prefix = self.sampler.sample(n, generator)
+        history, responses = self.sampler.history(user, prefix, self.history_length)
+        state.user.index_copy_(0, rows, user)
+        state.prefix_length.index_copy_(0, rows, prefix)
+        state.history.index_copy_(0, rows, history)
+        state.history_response.index_copy_(0, rows, responses)
+        pair_row, pair_item = self.sampler.consumed_pairs(user, prefix)
+        state.consumed.index_fill_(0, rows, False)
+        state.consumed.view(-1).index_fill_(0, rows.index_select(0, pair_row) * self.n_items + pair_item, True)
+        state.interest.index_fill_(0, rows, 0.0)
+        state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
+        state.step.index_fill_(0, rows, 0)
+
+    def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
+        slate = self._check_slate(state, slate)
+
+        # 1. respond: preference rating (log or model) minus the boredom penalty.
+        ratings, from_log = self.rate(state, slate)
+        response = respond(ratings.to(torch.float32), self.interest_model.penalty(state.interest, slate))
+
+        # 2. choose: at most one item of the slate.
+        slot = self.choice_model.choose(response, generator)
+        clicked = slot >= 0
+        safe_slot = slot.clamp(min=0).unsqueeze(1)
+        item = torch.where(clicked, slate.gather(1, safe_slot).squeeze(1), torch.full_like(slot, -1))
+        chosen_response = torch.where(clicked, response.gather(1, safe_slot).squeeze(1), torch.zeros_like(response[:, 0]))
+        chosen_from_log = clicked & from_log.gather(1, safe_slot).squeeze(1)
+        liked = is_liked(chosen_response, clicked)
+
+        # 3. update: history, consumed mask, interest dynamics.
+        grow = clicked.unsqueeze(1)
+        state.history.copy_(torch.where(grow, torch.cat([state.history[:, 1:], item.unsqueeze(1)], 1), state.history))
+        state.history_response.copy_(
+            torch.where(grow, torch.cat([state.history_response[:, 1:], chosen_response.unsqueeze(1)], 1), state.history_response)
+        )
+        safe_item = item.clamp(min=0).unsqueeze(1)
+        state.consumed.scatter_(1, safe_item, state.consumed.gather(1, safe_item) | grow)
+        state.interest.copy_(self.interest_model.update(state.interest, item, clicked, generator))
+        state.step += 1
+
+        # 4. leave.
+        patience, left = self.leave_model.update(state.patience, clicked, liked, generator)
+        state.patience.copy_(patience)
+
+        reward = self.reward_fn(clicked, liked, chosen_response).to(torch.float32)
+        self._counts += torch.stack(
+            [
+                torch.tensor(state.batch_size, device=state.device),
+                clicked.sum(),
+                liked.sum(),
+                left.sum(),
+                from_log.sum(),
+                torch.tensor(from_log.numel(), device=state.device),
+                chosen_from_log.sum(),
+            ]
+        )
+        return StepOutcome(
+            chosen_slot=slot,
+            item=item,
+            response=chosen_response,
+            clicked=clicked,
+            liked=liked,
+            from_log=chosen_from_log,
+            reward=reward,
+            left=left,
+        )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def statistics(self) -> dict[str, Any]:
+        """Running counts since construction (or :meth:`reset_statistics`) and the logged share.
+
+        ``logged_share`` is the share of shown slate items whose response came from the log;
+        ``chosen_logged_share`` the same among chosen items.
+        """
+        counts = dict(zip(_STATISTICS, (int(v) for v in self._counts.tolist()), strict=True))
+        counts["shown_from_model"] = counts["shown"] - counts["shown_from_log"]
+        counts["chosen_from_model"] = counts["clicks"] - counts["chosen_from_log"]
+        counts["logged_share"] = counts["shown_from_log"] / counts["shown"] if counts["shown"] else 0.0
+        counts["chosen_logged_share"] = counts["chosen_from_log"] / counts["clicks"] if counts["clicks"] else 0.0
+        counts["click_rate"] = counts["clicks"] / counts["user_steps"] if counts["user_steps"] else 0.0
+        counts["like_rate"] = counts["likes"] / counts["user_steps"] if counts["user_steps"] else 0.0
+        return counts
+
+    def reset_statistics(self) -> None:
+        self._counts.zero_()
+
+    def _check_slate(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:
+        if slate.dim() == 1:
+            slate = slate.unsqueeze(1)
+        if slate.dim() != 2 or slate.shape[0] != state.batch_size or slate.shape[1] < 1:
+            raise ValueError(f"slate must be int64 [B={state.batch_size}, k>=1], got shape {tuple(slate.shape)}")
+        if slate.dtype.is_floating_point or slate.dtype == torch.bool:
+            raise ValueError(f"slate must hold integer item indices, got {slate.dtype}")
+        slate = slate.to(device=state.device, dtype=torch.int64)
+        if bool(((slate < 0) | (slate >= self.n_items)).any()):
+            raise ValueError(f"slate items must lie in [0, {self.n_items}); got some outside")
+        return slate

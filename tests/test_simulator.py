@@ -1,0 +1,489 @@
+"""Tests of the batched user simulator: behaviour parts, synthetic and logged users, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import simulators
+from recgym.errors import ConfigError
+from simulators.behaviour import (
+    REWARDS,
+    ChoiceConfig,
+    ChoiceModel,
+    InterestConfig,
+    InterestModel,
+    LeaveConfig,
+    LeaveModel,
+    kmeans_topics,
+    respond,
+)
+from simulators.data import InteractionLog, ItemMetadata, LogSplit
+from simulators.logged import LoggedConfig, LoggedUserSimulator
+from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def started(sim, batch: int, seed: int = 0):
+    state = sim.init_state(batch)
+    g = gen(seed)
+    sim.reset(state, torch.ones(batch, dtype=torch.bool), g)
+    return state, g
+
+
+# ------------------------------------------------------------------------------- choice model
+
+
+def test_choice_picks_at_most_one_valid_slot():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=30, n_items=40))
+    state, g = started(sim, 64)
+    slate = torch.stack([torch.randperm(40, generator=g)[:4] for _ in range(64)])
+    out = sim.step(state, slate, g)
+    assert out.chosen_slot.shape == (64,)
+    assert bool(((out.chosen_slot >= -1) & (out.chosen_slot < 4)).all())
+    chosen = out.chosen_slot >= 0
+    assert torch.equal(out.clicked, chosen)
+    assert torch.equal(out.item[chosen], slate[chosen, out.chosen_slot[chosen]])
+    assert bool((out.item[~chosen] == -1).all()) and bool((out.response[~chosen] == 0).all())
+    assert bool((out.response[chosen] >= 1).all()) and bool((out.response[chosen] <= 5).all())
+
+
+def test_choice_frequencies_match_logit_probabilities():
+    model = ChoiceModel(ChoiceConfig(temperature=0.7, no_choice_rating=3.0))
+    response = torch.tensor([[4.5, 3.0, 2.0]]).repeat(40_000, 1)
+    probs = model.probabilities(response[:1])[0]
+    expected = torch.softmax(torch.tensor([4.5, 3.0, 2.0, 3.0]) / 0.7, 0)
+    assert torch.allclose(probs, expected, atol=1e-6)
+    slot = model.choose(response, gen(1))
+    counts = torch.bincount(torch.where(slot < 0, torch.full_like(slot, 3), slot), minlength=4).double()
+    freq = counts / len(slot)
+    sigma = torch.sqrt(expected.double() * (1 - expected.double()) / len(slot))
+    assert bool(((freq - expected.double()).abs() < 5 * sigma).all()), (freq, expected)
+
+
+def test_slate_of_one_is_a_click_probability():
+    model = ChoiceModel(ChoiceConfig(temperature=0.5, no_choice_rating=3.0))
+    p = model.probabilities(torch.tensor([[4.0]]))[0, 0].item()
+    assert p == pytest.approx(1 / (1 + math.exp(-(4.0 - 3.0) / 0.5)), rel=1e-6)
+
+
+def test_lower_temperature_is_more_deterministic():
+    response = torch.tensor([[4.0, 3.5]])
+    hot = ChoiceModel(ChoiceConfig(temperature=5.0)).probabilities(response)[0, 0]
+    cold = ChoiceModel(ChoiceConfig(temperature=0.1)).probabilities(response)[0, 0]
+    assert cold > 0.99 > hot
+
+
+# ------------------------------------------------------------------------------- interest / boredom
+
+
+def test_fatigue_rises_on_consumed_topic_and_decays():
+    topics = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    model = InterestModel(InterestConfig(fatigue_gain=1.0, fatigue_decay=0.5, boredom_penalty=2.0), topics)
+    interest = torch.zeros(1, 2)
+    interest = model.update(interest, torch.tensor([0]), torch.tensor([True]), gen())
+    assert torch.allclose(interest, torch.tensor([[1.0, 0.0]]))
+    interest = model.update(interest, torch.tensor([2]), torch.tensor([True]), gen())  # spread over 2 topics
+    assert torch.allclose(interest, torch.tensor([[1.0, 0.5]]))
+    interest = model.update(interest, torch.tensor([-1]), torch.tensor([False]), gen())  # no click: decay only
+    assert torch.allclose(interest, torch.tensor([[0.5, 0.25]]))
+    penalty = model.penalty(interest, torch.tensor([[0, 1, 2]]))
+    assert torch.allclose(penalty, torch.tensor([[1.0, 0.5, 0.75]]))
+    assert torch.allclose(respond(torch.tensor([[4.0, 1.2, 5.0]]), penalty), torch.tensor([[3.0, 1.0, 4.25]]))
+
+
+def _like_rate_repeating_one_topic(boredom_penalty: float) -> float:
+    config = SyntheticConfig(
+        n_users=100, n_items=60, n_topics=3, sharpness=2.0,
+        interest=InterestConfig(boredom_penalty=boredom_penalty, fatigue_decay=0.9),
+        leave=LeaveConfig(initial_patience=100.0, max_patience=100.0),
+    )
+    sim = SyntheticSimulator(config)
+    state, g = started(sim, 500)
+    # Each user's favourite topic, then always that topic's best item for the user.
+    best_topic = torch.stack([sim.true_ratings[:, sim.item_topic == t].mean(1) for t in range(3)], 1).argmax(1)
+    likes = 0.0
+    for _ in range(15):
+        scores = sim.true_ratings[state.user].clone()
+        scores[sim.item_topic.unsqueeze(0) != best_topic[state.user].unsqueeze(1)] = -1e9
+        likes += sim.step(state, scores.argmax(1, keepdim=True), g).liked.float().mean().item()
+    return likes / 15
+
+
+def test_boredom_lowers_like_rate_under_repetition():
+    fresh = _like_rate_repeating_one_topic(0.0)
+    bored = _like_rate_repeating_one_topic(1.0)
+    assert fresh > 0.5
+    assert bored < fresh - 0.2, (fresh, bored)
+
+
+def test_drift_uses_the_generator():
+    model = InterestModel(InterestConfig(drift=0.1), torch.eye(3))
+    a = model.update(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool), gen(3))
+    b = model.update(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool), gen(3))
+    assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+def test_kmeans_topics_are_one_hot_and_separate_clusters():
+    g = gen(0)
+    centres = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=1) * 10
+    data = torch.cat([centres[i] + 0.1 * torch.randn(20, 16, generator=g) for i in range(3)])
+    topics = kmeans_topics(data, 3, seed=0)
+    assert topics.shape == (60, 3) and torch.equal(topics.sum(1), torch.ones(60))
+    labels = topics.argmax(1)
+    for i in range(3):
+        assert len(set(labels[20 * i : 20 * (i + 1)].tolist())) == 1
+    assert len(set(labels.tolist())) == 3
+
+
+# ------------------------------------------------------------------------------- leave model
+
+
+def test_patience_bookkeeping():
+    model = LeaveModel(LeaveConfig(initial_patience=2.0, no_click_cost=1.0, dislike_cost=0.5, like_bonus=0.25, max_patience=2.1))
+    patience = model.initial(4, torch.device("cpu"))
+    clicked = torch.tensor([False, True, True, True])
+    liked = torch.tensor([False, False, True, True])
+    patience, left = model.update(patience, clicked, liked, gen())
+    assert torch.allclose(patience, torch.tensor([1.0, 1.5, 2.1, 2.1]))  # like bonus capped at max
+    assert not bool(left.any())
+    patience, left = model.update(patience, torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool), gen())
+    patience, left = model.update(patience, torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool), gen())
+    assert left.tolist() == [True, True, False, False]
+    assert bool((patience >= 0).all())
+
+
+def test_hazard_leaves_at_its_rate():
+    model = LeaveModel(LeaveConfig(hazard=0.1))
+    n = 50_000
+    patience, left = model.update(model.initial(n, torch.device("cpu")), torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool), gen())
+    assert abs(left.float().mean().item() - 0.1) < 5 * math.sqrt(0.09 / n)
+
+
+def test_users_leave_and_sessions_end():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=50, n_items=40))
+    state, g = started(sim, 200)
+    worst = sim.true_ratings[state.user].argmin(1, keepdim=True)
+    ever_left = torch.zeros(200, dtype=torch.bool)
+    for _ in range(30):
+        ever_left |= sim.step(state, worst, g).left
+    assert bool(ever_left.all())
+    assert sim.statistics()["leaves"] >= 200
+
+
+# ------------------------------------------------------------------------------- rewards
+
+
+def test_reward_functions():
+    clicked = torch.tensor([True, True, False])
+    liked = torch.tensor([True, False, False])
+    response = torch.tensor([5.0, 2.0, 0.0])
+    assert REWARDS["click"](clicked, liked, response).tolist() == [1.0, 1.0, 0.0]
+    assert REWARDS["like"](clicked, liked, response).tolist() == [1.0, 0.0, 0.0]
+    assert REWARDS["rating"](clicked, liked, response).tolist() == [5.0, 2.0, 0.0]
+    assert REWARDS["dwell"](clicked, liked, response).tolist() == pytest.approx([1.0, 0.4, 0.0])
+
+
+@pytest.mark.parametrize("reward", sorted(REWARDS))
+def test_step_reward_matches_named_function(reward):
+    sim = SyntheticSimulator(SyntheticConfig(n_users=20, n_items=30, reward=reward))
+    state, g = started(sim, 32)
+    out = sim.step(state, torch.randint(0, 30, (32, 2), generator=g), g)
+    assert torch.equal(out.reward, REWARDS[reward](out.clicked, out.liked, out.response))
+    assert out.reward.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------- state, reset, determinism
+
+
+def rollout(seed: int, steps: int = 12):
+    sim = SyntheticSimulator(SyntheticConfig(n_users=40, n_items=50, interest=InterestConfig(drift=0.05), leave=LeaveConfig(hazard=0.05)))
+    state, g = started(sim, 16, seed)
+    outs = []
+    for _ in range(steps):
+        slate = torch.randint(0, 50, (16, 3), generator=g)
+        out = sim.step(state, slate, g)
+        outs.append(out)
+        sim.reset(state, out.left, g)
+    return state, outs
+
+
+def test_same_seed_rollouts_are_identical_and_seeds_differ():
+    state_a, outs_a = rollout(7)
+    state_b, outs_b = rollout(7)
+    for a, b in zip(outs_a, outs_b, strict=True):
+        for name in ("chosen_slot", "item", "response", "reward", "left", "liked"):
+            assert torch.equal(getattr(a, name), getattr(b, name))
+    for name in ("user", "history", "history_response", "consumed", "interest", "patience", "step"):
+        assert torch.equal(getattr(state_a, name), getattr(state_b, name))
+    _, outs_c = rollout(8)
+    assert any(not torch.equal(a.item, c.item) for a, c in zip(outs_a, outs_c, strict=True))
+
+
+def test_reset_of_masked_rows_leaves_others_untouched():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=40, n_items=50))
+    state, g = started(sim, 10)
+    for _ in range(3):
+        sim.step(state, torch.randint(0, 50, (10, 2), generator=g), g)
+    before = state.clone()
+    mask = torch.zeros(10, dtype=torch.bool)
+    mask[[1, 4]] = True
+    sim.reset(state, mask, g)
+    for name in ("user", "history", "history_response", "consumed", "interest", "patience", "step"):
+        after = getattr(state, name)
+        assert torch.equal(after[~mask], getattr(before, name)[~mask]), name
+    assert bool((state.step[mask] == 0).all()) and bool((state.interest[mask] == 0).all())
+    assert bool((state.patience[mask] == sim.config.leave.initial_patience).all())
+
+
+def test_start_history_and_consumed_come_from_the_prefix():
+    config = SyntheticConfig(n_users=30, n_items=50, events_per_user=20, history_length=8)
+    sim = SyntheticSimulator(config)
+    state, _ = started(sim, 64)
+    items = sim.sampler.item.view(30, 20)
+    assert bool((state.prefix_length >= config.sampler.min_prefix).all())
+    assert bool((state.prefix_length <= 20 - config.sampler.min_future).all())
+    for row in range(64):
+        user, prefix = int(state.user[row]), int(state.prefix_length[row])
+        sequence = items[user, :prefix]
+        expected = sequence[-8:]
+        assert state.history[row, 8 - len(expected):].tolist() == expected.tolist()
+        assert bool((state.history[row, : 8 - len(expected)] == -1).all())
+        assert set(torch.nonzero(state.consumed[row]).squeeze(1).tolist()) == set(sequence.tolist())
+
+
+def test_step_appends_chosen_item_to_history_and_consumed():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=20, n_items=30, history_length=5))
+    state, g = started(sim, 50)
+    before = state.clone()
+    out = sim.step(state, torch.randint(0, 30, (50, 3), generator=g), g)
+    c = out.clicked
+    assert torch.equal(state.history[c, -1], out.item[c])
+    assert torch.equal(state.history[c, :-1], before.history[c, 1:])
+    assert torch.equal(state.history_response[c, -1], out.response[c])
+    assert torch.equal(state.history[~c], before.history[~c])
+    assert bool(state.consumed[c.nonzero().squeeze(1), out.item[c]].all())
+    assert bool((state.step == 1).all())
+
+
+@pytest.mark.parametrize(
+    "slate, message",
+    [
+        (torch.zeros(3, 2, dtype=torch.long), "slate must be"),
+        (torch.full((4, 2), 30, dtype=torch.long), "lie in"),
+        (torch.full((4, 2), -1, dtype=torch.long), "lie in"),
+        (torch.zeros(4, 2), "integer"),
+    ],
+)
+def test_invalid_slates_are_refused(slate, message):
+    sim = SyntheticSimulator(SyntheticConfig(n_users=20, n_items=30))
+    state, g = started(sim, 4)
+    with pytest.raises(ValueError, match=message):
+        sim.step(state, slate, g)
+
+
+def test_invalid_reset_mask_is_refused():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=20, n_items=30))
+    state = sim.init_state(4)
+    with pytest.raises(ValueError, match="mask"):
+        sim.reset(state, torch.ones(3, dtype=torch.bool), gen())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"choice": {"temperature": 0.0}},
+        {"interest": {"fatigue_decay": 1.5}},
+        {"leave": {"hazard": 2.0}},
+        {"reward": "money"},
+        {"history_length": 0},
+        {"events_per_user": 500},
+        {"best_item": 1000},
+        {"sampler": {"min_prefix": 40}},
+    ],
+)
+def test_invalid_configs_raise_config_error(options):
+    with pytest.raises(ConfigError):
+        simulators.make("synthetic", n_users=10, n_items=50, **options)
+
+
+# ------------------------------------------------------------------------------- synthetic known answers
+
+
+def test_best_item_is_the_known_answer():
+    sim = SyntheticSimulator(SyntheticConfig(n_users=50, n_items=30, best_item=7, best_margin=1.5))
+    assert bool((sim.true_ratings.argmax(1) == 7).all())
+    assert bool((sim.true_ratings[:, 7] == 5.0).all())
+    assert float(sim.true_ratings[:, [i for i in range(30) if i != 7]].max()) <= 3.5
+    assert not bool((sim.sampler.item == 7).any())  # never in a starting history
+    state, g = started(sim, 300)
+    best = sim.step(state, torch.full((300, 1), 7), g).liked.float().mean()
+    state, g = started(sim, 300)
+    other = sim.step(state, torch.full((300, 1), 3), g).liked.float().mean()
+    assert best > 0.7 and other == 0
+
+
+def _return(sim: SyntheticSimulator, policy: str, steps: int = 40) -> float:
+    state, g = started(sim, 400)
+    alive = torch.ones(400, dtype=torch.bool)
+    total = torch.zeros(400)
+    for _ in range(steps):
+        scores = sim.true_ratings[state.user].clone()
+        scores[state.consumed] = -1e9
+        if policy == "diversify":  # subtract the boredom the user would feel for each item
+            scores = scores - sim.interest_model.penalty(state.interest, torch.arange(sim.n_items).expand(400, -1))
+        out = sim.step(state, scores.argmax(1, keepdim=True), g)
+        total += out.reward * alive
+        alive &= ~out.left
+    return total.mean().item()
+
+
+def test_diversifying_beats_greedy_under_boredom():
+    config = SyntheticConfig(
+        n_users=200, n_items=100, n_topics=4, sharpness=2.0,
+        interest=InterestConfig(boredom_penalty=1.0, fatigue_decay=0.9),
+    )
+    sim = SyntheticSimulator(config)
+    greedy, diverse = _return(sim, "greedy"), _return(sim, "diversify")
+    assert diverse > greedy * 1.2, (greedy, diverse)
+
+
+def test_synthetic_embeddings_are_normalised_and_population_is_seeded():
+    a = SyntheticSimulator(SyntheticConfig(n_users=10, n_items=20, seed=3))
+    b = SyntheticSimulator(SyntheticConfig(n_users=10, n_items=20, seed=3))
+    c = SyntheticSimulator(SyntheticConfig(n_users=10, n_items=20, seed=4))
+    assert torch.allclose(a.item_embeddings.norm(dim=1), torch.ones(20), atol=1e-5)
+    assert torch.equal(a.true_ratings, b.true_ratings) and not torch.equal(a.true_ratings, c.true_ratings)
+    assert a.item_topics.shape == (20, 5)
+    assert SyntheticSimulator(SyntheticConfig(n_users=10, n_items=20, interest=InterestConfig(topics="kmeans", n_clusters=4))).n_topics == 4
+
+
+# ------------------------------------------------------------------------------- logged users
+
+
+class ConstantModel:
+    """A stand-in preference model: every user rates every item ``value``."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.full(items.shape, self.value)
+
+
+def tiny_log() -> InteractionLog:
+    """3 users, 8 items. User 0 rates items 0..5 in order with ratings 5,4,3,2,1,5."""
+    sequences = {0: ([0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 5]), 1: ([7, 6, 5, 4], [1, 2, 3, 4]), 2: ([1, 3, 5, 7, 0], [2, 2, 2, 2, 2])}
+    user = np.concatenate([[u] * len(s[0]) for u, s in sequences.items()]).astype(np.int64)
+    item = np.concatenate([s[0] for s in sequences.values()]).astype(np.int64)
+    rating = np.concatenate([s[1] for s in sequences.values()]).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(s[0]) for s in sequences.values()])]).astype(np.int64)
+    genres = [("a",), ("b",), ("a", "b"), ("c",), ("a",), ("b",), ("c",), ("a",)]
+    items = ItemMetadata(title=[f"m{i}" for i in range(8)], year=np.zeros(8, np.int32), genres=genres, text=[""] * 8)
+    return InteractionLog(
+        name="tiny", user_raw_ids=np.array(["u0", "u1", "u2"], dtype=object),
+        item_raw_ids=np.array([f"i{i}" for i in range(8)], dtype=object), user=user, item=item,
+        rating=rating, timestamp=np.arange(len(user), dtype=np.int64), user_offsets=offsets, items=items,
+    )
+
+
+def logged(mode: str = "logged-first", **options) -> LoggedUserSimulator:
+    config = simulators.registry.from_dict(LoggedConfig, {"mode": mode, "history_length": 4, "sampler": {"min_prefix": 2}, **options})
+    return LoggedUserSimulator(config, tiny_log(), preference_model=ConstantModel(2.5), item_embeddings=torch.eye(8))
+
+
+def start_user0(sim: LoggedUserSimulator, prefix: int):
+    state = sim.init_state(1)
+    sim.reset(state, torch.ones(1, dtype=torch.bool), gen())
+    state.user[:] = 0
+    state.prefix_length[:] = prefix
+    return state
+
+
+def test_logged_first_returns_the_future_logged_rating_exactly():
+    sim = logged(choice={"temperature": 0.01, "no_choice_rating": 0.0})  # always picks the best slot
+    state = start_user0(sim, prefix=2)  # items 0, 1 are history; 2..5 are the future
+    ratings, from_log = sim.rate(state, torch.tensor([[3, 1, 6, 5]]))
+    assert ratings.tolist() == [[2.0, 2.5, 2.5, 5.0]]  # future 3 -> logged 2; history 1 / unseen 6 -> model
+    assert from_log.tolist() == [[True, False, False, True]]
+    out = sim.step(state, torch.tensor([[5, 6]]), gen())
+    assert out.item.item() == 5 and out.response.item() == 5.0 and bool(out.from_log.item())
+    stats = sim.statistics()
+    assert stats["shown_from_log"] == 1 and stats["shown_from_model"] == 1 and stats["chosen_from_log"] == 1
+    assert stats["logged_share"] == 0.5
+
+
+def test_model_only_mode_always_answers_from_the_model():
+    sim = logged("model-only", choice={"temperature": 0.01, "no_choice_rating": 0.0})
+    state = start_user0(sim, prefix=2)
+    ratings, from_log = sim.rate(state, torch.tensor([[3, 5]]))
+    assert ratings.tolist() == [[2.5, 2.5]] and not bool(from_log.any())
+    out = sim.step(state, torch.tensor([[5, 3]]), gen())
+    assert out.response.item() == 2.5 and not bool(out.from_log.any())
+    assert sim.statistics()["logged_share"] == 0.0 and sim.statistics()["shown_from_model"] == 2
+
+
+def test_logged_users_start_from_real_prefixes():
+    sim = logged()
+    state = sim.init_state(200)
+    sim.reset(state, torch.ones(200, dtype=torch.bool), gen(5))
+    log = tiny_log()
+    for row in range(200):
+        u, p = int(state.user[row]), int(state.prefix_length[row])
+        events = log.item[log.user_slice(u)]
+        assert 2 <= p <= len(events) - 1
+        assert set(torch.nonzero(state.consumed[row]).squeeze(1).tolist()) == set(events[:p].tolist())
+        assert state.history[row][state.history[row] >= 0].tolist() == events[:p][-4:].tolist()
+    assert set(state.user.tolist()) == {0, 1, 2}
+    assert sim.n_topics == 3  # genres a, b, c
+
+
+def test_logged_simulator_with_a_saved_preference_model(tmp_path):
+    from simulators.preference import PreferenceConfig, PreferenceModel
+
+    log = tiny_log()
+    model = PreferenceModel(PreferenceConfig(dim=4), log.n_users, torch.eye(8), global_mean=3.0)
+    with torch.no_grad():  # distinct ratings per (user, item), as a fitted model would give
+        model.user_factor.copy_(torch.randn(3, 4, generator=gen(1)))
+        model.text_projection.copy_(torch.randn(8, 4, generator=gen(2)))
+    model.item_set_fingerprint = log.item_set_fingerprint()
+    model.save(tmp_path / "pref")
+    sim = simulators.make(
+        "logged", LogSplit(log, log, log, "leave-last-out", log), mode="model-only",
+        preference_path=str(tmp_path / "pref"), components={"item_embeddings": torch.eye(8)},
+        sampler={"min_prefix": 2},
+    )
+    assert sim.rating_table is not None  # small: precomputed dense table
+    no_table = simulators.make(
+        "logged", log, mode="model-only", rating_table="never", sampler={"min_prefix": 2},
+        components={"item_embeddings": torch.eye(8), "preference_model": model},
+    )
+    assert no_table.rating_table is None
+    state = sim.init_state(5)
+    sim.reset(state, torch.ones(5, dtype=torch.bool), gen())
+    slate = torch.tensor([[6, 7, 0]] * 5)
+    ratings, _ = sim.rate(state, slate)
+    assert torch.allclose(ratings, model.predict(state.user, slate))
+    assert torch.allclose(no_table.rate(state, slate)[0], ratings)
+    assert simulators.describe(sim)["data_fingerprint"] == log.fingerprint()
+
+
+def test_logged_simulator_needs_data():
+    with pytest.raises(ConfigError, match="needs data"):
+        simulators.make("logged", None, components={"preference_model": ConstantModel(3.0), "item_embeddings": torch.eye(8)})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_rollout_matches_shapes_and_runs():
+    sim = simulators.make("synthetic", device="cuda", n_users=50, n_items=40)
+    state = sim.init_state(32)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    sim.reset(state, torch.ones(32, dtype=torch.bool, device="cuda"), g)
+    out = sim.step(state, torch.randint(0, 40, (32, 3), device="cuda", generator=g), g)
+    assert out.item.device.type == "cuda" and state.consumed.device.type == "cuda"

@@ -32,11 +32,13 @@ def llm_state(history: torch.Tensor, responses: torch.Tensor, item_embeddings: t
     """
     valid = history >= 0
     weights = torch.where(valid, responses.clamp(min=0.0) + 1.0, torch.zeros_like(responses))
-    encoded = item_embeddings[history.clamp(min=0)]  # [B, H, d]
-    pooled = (weights.unsqueeze(-1) * encoded).sum(dim=1)
+    # A weighted embedding bag sums the encodings without materialising a [B, H, d] tensor.
+    pooled = torch.nn.functional.embedding_bag(
+        history.clamp(min=0), item_embeddings, per_sample_weights=weights.to(item_embeddings.dtype), mode="sum"
+    )
     norm = pooled.norm(dim=-1, keepdim=True)
-    state = torch.where(norm > 0, pooled / norm.clamp(min=1e-12), torch.zeros_like(pooled))
-    return state.clamp(-1.0, 1.0).to(torch.float32)
+    state = pooled / norm.clamp(min=1e-12)  # an empty history (pooled == 0) stays the zero vector
+    return state.clamp_(-1.0, 1.0).to(torch.float32)
 
 
 def build_observation(

@@ -1,0 +1,380 @@
+"""Tests of the single-user RecommendationEnv and the registration of the recgym ids."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs import RecommendationEnv
+from envs.observation import build_observation
+from recgym.errors import ConfigError
+from simulators.base import StepOutcome
+from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+
+NEVER_LEAVE = {"leave": {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}}
+ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
+
+
+def make(**kwargs) -> RecommendationEnv:
+    return gym.make("recgym/Synthetic-v0", **kwargs).unwrapped
+
+
+def rollout(env: gym.Env, seed: int, steps: int) -> list:
+    """(observation, reward, terminated, truncated, info) of a fixed-action rollout, resetting on end."""
+    rng = np.random.default_rng(123)
+    observation, info = env.reset(seed=seed)
+    trace = [(observation, info)]
+    for _ in range(steps):
+        action = _valid_action(env, rng)
+        result = env.step(action)
+        trace.append(result)
+        if result[2] or result[3]:
+            trace.append(env.reset())
+    return trace
+
+
+def _valid_action(env: gym.Env, rng: np.random.Generator):
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return np.int64(rng.integers(space.n))
+    return rng.choice(space.nvec[0], size=len(space.nvec), replace=False).astype(np.int64)
+
+
+def assert_same(a, b) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------- registration
+
+
+def test_ids_are_registered_with_lazy_entry_points():
+    for env_id in ("recgym/ML100K-v0", "recgym/ML1M-v0", "recgym/Synthetic-v0"):
+        spec = gym.spec(env_id)
+        assert spec.entry_point == "envs.recommendation_env:RecommendationEnv"
+        assert spec.vector_entry_point == "envs.vector_env:RecommendationVectorEnv"
+    assert set(envs.ENV_KWARGS) <= set(gym.registry)
+    envs.register_envs()  # idempotent: no "overriding" re-registration
+
+
+@pytest.mark.parametrize("slate_size", [1, 3])
+def test_synthetic_passes_both_env_checkers(slate_size):
+    gym_check_env(make(slate_size=slate_size), skip_render_check=True)
+    sb3_check_env(make(slate_size=slate_size), warn=True)
+
+
+def test_spaces_follow_options():
+    env = make(slate_size=1)
+    assert env.action_space == gym.spaces.Discrete(env.n_items)
+    env = make(slate_size=4, history_length=7, observation_keys=["llm_state", "history"])
+    assert isinstance(env.action_space, gym.spaces.MultiDiscrete)  # what SB3 and Gymnasium dispatch on
+    assert list(env.action_space.nvec) == [env.n_items] * 4
+    samples = [env.action_space.sample() for _ in range(200)]
+    assert all(len(set(s.tolist())) == 4 and env.action_space.contains(s) for s in samples)
+    assert not env.action_space.contains(np.array([1, 2, 1, 3]))
+    assert set(env.observation_space.spaces) == {"history", "llm_state"}
+    assert env.observation_space["history"].shape == (7,)
+    observation, _ = env.reset(seed=0)
+    assert set(observation) == {"history", "llm_state"}
+    assert env.observation_space.contains(observation)
+
+
+def test_bad_options_raise_config_errors():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        make(slate=3)
+    with pytest.raises(ConfigError, match="reward"):
+        make(reward="money")
+    with pytest.raises(ConfigError, match="observation_keys"):
+        make(observation_keys=["history", "mood"])
+    with pytest.raises(ConfigError, match="max_steps"):
+        make(max_steps=0)
+    with pytest.raises(ConfigError, match="history_length"):
+        make(history_length=50, simulator_config={"history_length": 10})
+    with pytest.raises(ConfigError, match="unknown simulator"):
+        make(simulator="nonexistent")
+
+
+# ---------------------------------------------------------------------------------- dynamics
+
+
+def test_same_seed_two_copies_roll_out_identically_and_seeds_differ():
+    a, b = make(slate_size=2), make(slate_size=2)
+    trace_a, trace_b = rollout(a, 7, 80), rollout(b, 7, 80)
+    assert_same(trace_a, trace_b)
+    trace_c = rollout(make(slate_size=2), 8, 80)
+    with pytest.raises(AssertionError):
+        assert_same(trace_a, trace_c)
+
+
+def test_reset_seed_restarts_the_same_session():
+    env = make()
+    first, _ = env.reset(seed=3)
+    env.step(0)
+    again, _ = env.reset(seed=3)
+    assert_same(first, again)
+
+
+def test_observation_is_the_shared_builder_applied_to_the_user_state():
+    env = make(simulator_config=NEVER_LEAVE)
+    env.reset(seed=0)
+    for item in range(5):
+        observation, *_ = env.step(item)
+    state = env._batch.user_state
+    expected = build_observation(state.history, state.history_response, env.simulator.item_embeddings)
+    for key in expected:
+        np.testing.assert_allclose(observation[key], expected[key][0].numpy(), rtol=0, atol=0)
+
+
+def test_session_cap_truncates_and_leaving_terminates():
+    env = make(max_steps=4, simulator_config=NEVER_LEAVE)
+    env.reset(seed=0)
+    ends = [env.step(step)[2:4] for step in range(4)]
+    assert ends == [(False, False)] * 3 + [(False, True)]
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(0)
+
+    env = make(max_steps=4, simulator_config=ALWAYS_LEAVE)
+    env.reset(seed=0)
+    _, _, terminated, truncated, _ = env.step(0)
+    assert (terminated, truncated) == (True, False)
+
+
+def test_step_before_reset_raises():
+    with pytest.raises(gym.error.ResetNeeded):
+        make().step(0)
+
+
+def test_info_and_action_mask_track_consumed_items():
+    env = make(simulator_config=NEVER_LEAVE)
+    _, info = env.reset(seed=1)
+    mask = info["action_mask"]
+    assert mask.dtype == np.bool_ and mask.shape == (env.n_items,)
+    np.testing.assert_array_equal(mask, ~env._batch.user_state.consumed[0].numpy())
+    assert not mask.all()  # the starting history is consumed
+    clicked_item = None
+    for item in np.flatnonzero(mask)[:30]:
+        _, reward, _, _, info = env.step(int(item))
+        assert set(info) == {"action_mask", "clicked", "liked", "from_log", "item", "response"}
+        assert info["item"] == (int(item) if info["clicked"] else -1)
+        assert reward == float(info["liked"])  # the synthetic simulator's default reward is "like"
+        if info["clicked"]:
+            clicked_item = int(item)
+            assert not info["action_mask"][clicked_item]
+    assert clicked_item is not None
+    np.testing.assert_array_equal(env.action_masks(), info["action_mask"])
+    assert make(mask_consumed=False).reset(seed=1)[1]["action_mask"].all()
+
+
+@pytest.mark.parametrize("reward", ["click", "like", "rating", "dwell"])
+def test_reward_option_is_a_function_of_the_step_outcome(reward):
+    env = make(reward=reward, simulator_config=NEVER_LEAVE)
+    env.reset(seed=2)
+    for item in range(20):
+        _, value, _, _, info = env.step(item)
+        clicked, response = info["clicked"], info["response"]
+        expected = {
+            "click": float(clicked),
+            "like": float(info["liked"]),
+            "rating": response if clicked else 0.0,
+            "dwell": response / 5.0 if clicked else 0.0,
+        }[reward]
+        assert value == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------------- invalid actions
+
+
+@pytest.mark.parametrize(
+    ("slate_size", "action", "error", "message"),
+    [
+        (1, -1, ValueError, r"expected item indices in \[0, 100\)"),
+        (1, 100, ValueError, r"expected item indices in \[0, 100\)"),
+        (1, 2.0, TypeError, "integer item indices"),
+        (1, float("nan"), TypeError, "integer item indices"),
+        (1, np.array([np.nan]), TypeError, "integer item indices"),
+        (1, True, TypeError, "bool"),
+        (1, "3", TypeError, "integer item indices"),
+        (1, np.array([1, 2]), ValueError, "a scalar item index"),
+        (3, np.array([1, 2, 1]), ValueError, "3 distinct items"),
+        (3, np.array([1, 2]), ValueError, r"shape \(3,\)"),
+        (3, np.array([[1, 2, 3]]), ValueError, r"shape \(3,\)"),
+        (3, np.array([1, 2, 300]), ValueError, r"\[0, 100\)"),
+        (3, np.array([1.0, 2.0, 3.0]), TypeError, "integer item indices"),
+    ],
+)
+def test_invalid_actions_raise_saying_what_was_expected(slate_size, action, error, message):
+    env = make(slate_size=slate_size)
+    env.reset(seed=0)
+    before = env._batch.get_state()
+    with pytest.raises(error, match=message):
+        env.step(action)
+    assert_same(  # a rejected action leaves the user untouched
+        {k: v.numpy() for k, v in before["user_state"].items()},
+        {k: v.numpy() for k, v in env._batch.get_state()["user_state"].items()},
+    )
+
+
+class NaNSimulator(SyntheticSimulator):
+    """A broken simulator that answers NaN/inf: the env must not pass them on."""
+
+    def step(self, state, slate, generator) -> StepOutcome:
+        outcome = super().step(state, slate, generator)
+        state.history_response[:, -1] = float("nan")
+        state.history_response[:, -2] = float("inf")
+        outcome.reward = torch.full_like(outcome.reward, float("nan"))
+        outcome.response = torch.full_like(outcome.response, float("inf"))
+        return outcome
+
+
+def test_nan_and_inf_never_reach_observations_or_rewards():
+    env = make(simulator=NaNSimulator(SyntheticConfig()))
+    env.reset(seed=0)
+    for item in range(10):
+        observation, reward, terminated, truncated, info = env.step(item)
+        assert np.isfinite(reward)
+        assert np.isfinite(info["response"])
+        for value in observation.values():
+            assert np.isfinite(value).all()
+        assert env.observation_space.contains(observation)
+        if terminated or truncated:
+            env.reset()
+
+
+_PROPERTY_ENV = {}
+
+
+def _property_env(slate_size: int) -> RecommendationEnv:
+    if slate_size not in _PROPERTY_ENV:
+        _PROPERTY_ENV[slate_size] = make(slate_size=slate_size, max_steps=15)
+    return _PROPERTY_ENV[slate_size]
+
+
+_ANY_ACTION = st.one_of(
+    st.integers(-5, 110),
+    st.lists(st.integers(-3, 105), min_size=0, max_size=4).map(lambda xs: np.array(xs, dtype=np.int64)),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    slate_size=st.sampled_from([1, 3]),
+    seed=st.integers(0, 2**31 - 1),
+    actions=st.lists(_ANY_ACTION, max_size=25),
+)
+def test_property_random_actions_keep_observations_in_space(slate_size, seed, actions):
+    env = _property_env(slate_size)
+    observation, _ = env.reset(seed=seed)
+    assert env.observation_space.contains(observation)
+    for action in actions:
+        if slate_size == 3 and isinstance(action, (int, np.integer)) and not isinstance(action, bool):
+            action = np.array([action, action + 1, action + 2], dtype=np.int64)
+        valid = _is_valid(action, slate_size, env.n_items)
+        if not valid:
+            with pytest.raises((ValueError, TypeError)):
+                env.step(action)
+            continue
+        observation, reward, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(observation)
+        assert np.isfinite(reward) and info["action_mask"].shape == (env.n_items,)
+        if terminated or truncated:
+            observation, _ = env.reset()
+            assert env.observation_space.contains(observation)
+
+
+def _is_valid(action, slate_size: int, n_items: int) -> bool:
+    if isinstance(action, (bool, float)):
+        return False
+    array = np.asarray(action)
+    if array.dtype.kind not in "iu":
+        return False
+    if slate_size == 1:
+        return array.shape in [(), (1,)] and bool(((array >= 0) & (array < n_items)).all())
+    return (
+        array.shape == (slate_size,)
+        and bool(((array >= 0) & (array < n_items)).all())
+        and len(set(array.tolist())) == slate_size
+    )
+
+
+# ---------------------------------------------------------------------------------- SB3
+
+
+def test_stock_ppo_trains_on_the_single_env_through_gymnasium_make():
+    from stable_baselines3 import PPO
+
+    env = gym.make("recgym/Synthetic-v0")
+    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    observation, _ = env.reset(seed=0)
+    action, _ = model.predict(observation, deterministic=True)
+    env.step(action)
+
+
+def test_maskable_ppo_reads_the_action_mask():
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+
+    env = gym.make("recgym/Synthetic-v0")
+    assert is_masking_supported(env)
+    env.reset(seed=0)
+    np.testing.assert_array_equal(get_action_masks(env), env.unwrapped.action_masks())
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=128)
+    assert model.num_timesteps >= 128
+
+
+# ---------------------------------------------------------------------------------- MovieLens ids
+
+QUICK_PREFERENCE = {"preference": {"epochs": 1}}
+"""A quickly fitted preference model (cached in $RECGYM_CACHE after the first run; same step cost)."""
+
+
+@pytest.mark.parametrize(
+    "env_id", ["recgym/ML100K-v0", pytest.param("recgym/ML1M-v0", marks=pytest.mark.slow)]
+)
+def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
+    env = gym.make(env_id, simulator_config=QUICK_PREFERENCE).unwrapped
+    assert env.observation_space["llm_state"].shape == (384,)  # MiniLM item encodings
+    gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+    # Logged users: recommending items from the user's real future answers from the log.
+    env.reset(seed=0)
+    state = env._batch.user_state
+    log = env.simulator.log
+    user, prefix = int(state.user[0]), int(state.prefix_length[0])
+    future = log.item[log.user_offsets[user] + prefix : log.user_offsets[user + 1]]
+    from_log = []
+    for item in future[:10]:
+        observation, reward, terminated, truncated, info = env.step(int(item))
+        from_log.append(info["from_log"] or not info["clicked"])
+        assert env.observation_space.contains(observation) and np.isfinite(reward)
+        if terminated or truncated:
+            break
+    assert all(from_log)  # every consumed item of the real future was answered by the logged rating
+
+
+def test_movielens_env_construction_is_fast_once_cached():
+    import time
+
+    gym.make("recgym/ML100K-v0", simulator_config=QUICK_PREFERENCE)  # fits/loads and caches
+    start = time.perf_counter()
+    gym.make("recgym/ML100K-v0", simulator_config=QUICK_PREFERENCE, slate_size=2)
+    assert time.perf_counter() - start < 5.0  # the simulator is shared within the process

@@ -1,0 +1,292 @@
+"""Tests of the natively batched RecommendationVectorEnv and its SB3 adapter."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+import envs  # noqa: F401  (registers the ids)
+from envs import RecommendationEnv, RecommendationVectorEnv
+from envs.sb3 import SB3VecEnvAdapter
+from recgym.errors import CheckpointError
+
+NEVER_LEAVE = {"leave": {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}}
+ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
+
+
+def make_vec(num_envs: int = 4, **kwargs) -> RecommendationVectorEnv:
+    env = gym.make_vec(
+        "recgym/Synthetic-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+    )
+    assert isinstance(env, RecommendationVectorEnv)
+    return env
+
+
+def random_slates(env: RecommendationVectorEnv, generator: torch.Generator) -> torch.Tensor:
+    """Distinct items per row, drawn with tensor ops."""
+    keys = torch.rand(env.num_envs, env.n_items, generator=generator)
+    slate = keys.topk(env.slate_size, dim=1).indices
+    return slate.squeeze(1) if env.slate_size == 1 else slate
+
+
+def test_make_vec_builds_the_native_env_with_same_step_autoreset():
+    env = make_vec(8)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert env.num_envs == 8
+    assert env.single_action_space == gym.spaces.Discrete(env.n_items)
+    assert env.action_space == gym.spaces.MultiDiscrete([env.n_items] * 8)
+    assert env.observation_space["history"].shape == (8, env.history_length)
+    assert make_vec(2, autoreset=False).metadata["autoreset_mode"] == AutoresetMode.DISABLED
+
+
+def test_step_returns_tensors_by_default_and_numpy_on_request():
+    env = make_vec(5, slate_size=3)
+    observation, info = env.reset(seed=0)
+    assert all(isinstance(v, torch.Tensor) for v in observation.values())
+    g = torch.Generator().manual_seed(0)
+    observation, reward, terminated, truncated, info = env.step(random_slates(env, g))
+    assert reward.dtype == torch.float32 and reward.shape == (5,)
+    assert terminated.dtype == truncated.dtype == torch.bool
+    assert {"clicked", "liked", "from_log", "item", "response", "final_obs", "_final_obs"} <= set(info)
+
+    env = make_vec(5, slate_size=3, as_numpy=True)
+    observation, _ = env.reset(seed=0)
+    assert env.observation_space.contains(observation)
+    observation, reward, terminated, truncated, info = env.step(random_slates(env, g).numpy())
+    assert isinstance(reward, np.ndarray) and isinstance(info["item"], np.ndarray)
+    assert env.observation_space.contains(observation)
+
+
+def test_vector_rows_match_the_single_env_with_the_same_seed():
+    """The single env is the batch of one: the same seed gives the same rollout."""
+    single = gym.make("recgym/Synthetic-v0", slate_size=2, max_steps=5).unwrapped
+    vector = make_vec(1, slate_size=2, max_steps=5, autoreset=False)
+    obs_s, _ = single.reset(seed=11)
+    obs_v, _ = vector.reset(seed=11)
+    for step in range(5):
+        for key in obs_s:
+            np.testing.assert_array_equal(obs_s[key], obs_v[key][0].numpy())
+        action = np.array([step, step + 10])
+        obs_s, reward_s, term_s, trunc_s, _ = single.step(action)
+        obs_v, reward_v, term_v, trunc_v, _ = vector.step(action[None])
+        assert (reward_s, term_s, trunc_s) == (float(reward_v[0]), bool(term_v[0]), bool(trunc_v[0]))
+        if term_s:
+            break
+
+
+def test_same_step_autoreset_on_truncation():
+    env = make_vec(3, max_steps=3, simulator_config=NEVER_LEAVE)
+    env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        observation, reward, terminated, truncated, info = env.step(random_slates(env, g))
+    assert not terminated.any() and truncated.all()
+    assert info["_final_obs"].all()
+    # The returned observation already starts the next session; final_obs is the ended one.
+    state = env.user_state
+    np.testing.assert_array_equal(observation["history"].numpy(), state.history.numpy())
+    assert not torch.equal(info["final_obs"]["history"], observation["history"])
+    assert (env.get_state()["steps"] == 0).all()
+    _, _, terminated, truncated, info = env.step(random_slates(env, g))
+    assert not truncated.any() and not info["_final_obs"].any()
+
+
+def test_observations_after_autoreset_equal_a_full_rebuild_from_the_state():
+    """Only reset rows are rebuilt after autoreset: the result must equal rebuilding every row."""
+    env = make_vec(32, slate_size=2, max_steps=3)
+    env.reset(seed=4)
+    g = torch.Generator().manual_seed(4)
+    resets = 0
+    for _ in range(10):
+        observation, _, terminated, truncated, info = env.step(random_slates(env, g))
+        resets += int((terminated | truncated).sum())
+        expected = env._observe()
+        for key in expected:
+            assert torch.equal(observation[key], expected[key])
+        static = env._refresh(info["final_obs"], terminated | truncated, static=True)
+        for key in expected:
+            assert torch.equal(static[key], expected[key])
+    assert resets > 0
+
+
+def test_same_step_autoreset_on_termination_keeps_final_observation():
+    env = make_vec(4, simulator_config=ALWAYS_LEAVE)
+    env.reset(seed=0)
+    observation, reward, terminated, truncated, info = env.step(torch.arange(4))
+    assert terminated.all() and not truncated.any()
+    final = info["final_obs"]
+    # A clicked item is the newest entry of the final observation's history.
+    clicked = info["clicked"]
+    assert torch.equal(final["history"][clicked, -1], info["item"][clicked])
+    assert set(final) == set(observation)
+
+
+def test_no_autoreset_mode_and_partial_reset_mask():
+    env = make_vec(4, autoreset=False, simulator_config=ALWAYS_LEAVE)
+    env.reset(seed=0)
+    env.step(torch.arange(4))
+    assert (env.get_state()["steps"] == 1).all()
+    users_before = env.user_state.user.clone()
+    env.reset(options={"reset_mask": torch.tensor([True, False, True, False])})
+    steps = env.get_state()["steps"]
+    assert steps.tolist() == [0, 1, 0, 1]
+    assert torch.equal(env.user_state.user[[1, 3]], users_before[[1, 3]])
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"mask": None})
+
+
+def test_same_seed_two_copies_and_get_set_state_resume_exactly():
+    a, b = make_vec(6, slate_size=2, max_steps=7), make_vec(6, slate_size=2, max_steps=7)
+    a.reset(seed=5)
+    b.reset(seed=5)
+    g = torch.Generator().manual_seed(0)
+    actions = [random_slates(a, g) for _ in range(30)]
+    for action in actions[:10]:
+        out_a, out_b = a.step(action), b.step(action)
+        torch.testing.assert_close(out_a[:4], out_b[:4], rtol=0, atol=0)
+    checkpoint = a.get_state()
+    trace = [a.step(action)[:4] for action in actions[10:]]
+    fresh = make_vec(6, slate_size=2, max_steps=7)
+    fresh.set_state(checkpoint)  # a fresh env resumes mid-episode
+    a.set_state(checkpoint)
+    for action, expected in zip(actions[10:], trace, strict=True):
+        torch.testing.assert_close(fresh.step(action)[:4], expected, rtol=0, atol=0)
+        torch.testing.assert_close(a.step(action)[:4], expected, rtol=0, atol=0)
+
+
+def test_set_state_rejects_mismatched_checkpoints():
+    env = make_vec(3)
+    env.reset(seed=0)
+    checkpoint = env.get_state()
+    with pytest.raises(CheckpointError, match="num_envs"):
+        make_vec(4).set_state(checkpoint)
+    broken = dict(checkpoint, user_state=dict(checkpoint["user_state"], history=torch.zeros(3, 2)))
+    with pytest.raises(CheckpointError, match="history"):
+        env.set_state(broken)
+    with pytest.raises(CheckpointError, match="keys"):
+        env.set_state({"steps": checkpoint["steps"]})
+
+
+def test_action_masks_are_the_unconsumed_items():
+    env = make_vec(5, simulator_config=NEVER_LEAVE)
+    env.reset(seed=0)
+    env.step(torch.arange(5))
+    masks = env.action_masks()
+    assert masks.dtype == torch.bool and masks.shape == (5, env.n_items)
+    assert torch.equal(masks, ~env.user_state.consumed)
+    unmasked = make_vec(2, mask_consumed=False)
+    unmasked.reset(seed=0)
+    assert unmasked.action_masks().all()
+
+
+@pytest.mark.parametrize(
+    ("slate_size", "action", "error", "message"),
+    [
+        (1, torch.tensor([0, 1, 2]), ValueError, r"shape \(4,\)"),
+        (1, torch.tensor([0, 1, 2, 100]), ValueError, r"\[0, 100\).*env 3"),
+        (1, torch.tensor([0, -1, 2, 3]), ValueError, r"\[0, 100\).*env 1"),
+        (1, torch.tensor([0.0, 1.0, 2.0, 3.0]), TypeError, "integer"),
+        (1, np.array([0.0, np.nan, 2.0, 3.0]), TypeError, "integer"),
+        (1, torch.tensor([True, False, True, True]), TypeError, "integer"),
+        (2, torch.tensor([[0, 1], [2, 2], [3, 4], [5, 6]]), ValueError, r"2 distinct items.*env 1"),
+        (2, torch.tensor([0, 1, 2, 3]), ValueError, r"shape \(4, 2\)"),
+    ],
+)
+def test_invalid_actions_raise_saying_what_was_expected(slate_size, action, error, message):
+    env = make_vec(4, slate_size=slate_size)
+    env.reset(seed=0)
+    with pytest.raises(error, match=message):
+        env.step(action)
+
+
+def test_validation_can_be_switched_off():
+    env = make_vec(4, slate_size=2, validate_actions=False)
+    env.reset(seed=0)
+    env.step(torch.tensor([[0, 0], [1, 1], [2, 3], [4, 5]]))  # duplicates pass unchecked
+
+
+def test_observations_stay_finite_and_in_space_over_many_autoresets():
+    env = make_vec(16, slate_size=3, max_steps=5, as_numpy=True)
+    observation, _ = env.reset(seed=3)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(40):
+        observation, reward, *_, info = env.step(random_slates(env, g).numpy())
+        assert env.observation_space.contains(observation)
+        assert np.isfinite(reward).all()
+        assert env.observation_space.contains(info["final_obs"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_keeps_everything_on_the_gpu():
+    env = make_vec(8, device="cuda")
+    observation, _ = env.reset(seed=0)
+    observation, reward, terminated, truncated, info = env.step(torch.arange(8, device="cuda"))
+    assert all(v.is_cuda for v in observation.values()) and reward.is_cuda and info["item"].is_cuda
+
+
+# ---------------------------------------------------------------------------------- SB3 adapter
+
+
+def test_sync_vector_env_over_the_single_env_works():
+    env = gym.make_vec("recgym/Synthetic-v0", num_envs=3, vectorization_mode="sync")
+    observation, _ = env.reset(seed=0)
+    observation, *_ = env.step(np.array([0, 1, 2]))
+    assert env.observation_space.contains(observation)
+    assert isinstance(env.envs[0].unwrapped, RecommendationEnv)
+
+
+def test_adapter_follows_sb3_conventions():
+    adapter = SB3VecEnvAdapter(make_vec(4, max_steps=2, simulator_config=NEVER_LEAVE))
+    adapter.seed(3)
+    first = adapter.reset()
+    assert set(first) == {"history", "responses", "llm_state"} and first["history"].shape[0] == 4
+    adapter.step(np.arange(4))
+    observation, rewards, dones, infos = adapter.step(np.arange(4, 8))
+    assert dones.all() and rewards.dtype == np.float32
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True
+        assert adapter.observation_space.contains(info["terminal_observation"])
+    masks = adapter.env_method("action_masks")
+    assert len(masks) == 4 and masks[0].shape == (adapter.action_space.n,)
+    assert adapter.get_attr("n_items") == [100] * 4
+    assert adapter.has_attr("action_masks")
+    adapter.seed(3)
+    again = adapter.reset()
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    with pytest.raises(ValueError, match="autoreset"):
+        SB3VecEnvAdapter(make_vec(2, autoreset=False))
+
+
+def test_stock_ppo_and_maskable_ppo_train_through_the_adapter():
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    venv = VecMonitor(SB3VecEnvAdapter(make_vec(8, max_steps=10)))
+    model = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=512)
+    assert model.num_timesteps >= 512
+    assert len(model.ep_info_buffer) > 0  # episodes ended and were counted
+    model = MaskablePPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+
+
+def test_stock_dqn_trains_through_the_adapter():
+    from stable_baselines3 import DQN
+
+    adapter = SB3VecEnvAdapter(make_vec(4, max_steps=10))
+    model = DQN(
+        "MultiInputPolicy", adapter, learning_starts=64, buffer_size=1_000, train_freq=4, seed=0, device="cpu"
+    )
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    observation = adapter.reset()
+    actions, _ = model.predict(observation, deterministic=True)
+    assert actions.shape == (4,)

@@ -1,0 +1,225 @@
+"""Tests of tabular Q-learning over a k-means codebook and of linear / bilinear Q-learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.qlearning import (
+    LinearQAgent,
+    LinearQConfig,
+    TabularQAgent,
+    TabularQConfig,
+    assign,
+    kmeans,
+)
+from agents.registry import load_agent, make_agent
+from envs import RecommendationVectorEnv
+from recgym.config import from_dict
+from recgym.errors import CheckpointError, ConfigError
+from recgym.seeding import torch_generator
+
+BEST_ITEM = 7
+N_ITEMS = 30
+
+
+def best_item_env(num_envs: int = 16, slate_size: int = 1) -> RecommendationVectorEnv:
+    """Synthetic users who all rate BEST_ITEM 5 and every other item at most 3.5 (never a like)."""
+    return RecommendationVectorEnv(
+        num_envs=num_envs,
+        simulator="synthetic",
+        simulator_config={"n_items": N_ITEMS, "n_users": 50, "events_per_user": 10, "best_item": BEST_ITEM, "seed": 0},
+        max_steps=20,
+        slate_size=slate_size,
+    )
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float, int]] = []
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        self.records.append((tag, value, step))
+
+    def values(self, tag: str) -> list[float]:
+        return [value for name, value, _ in self.records if name == tag]
+
+
+AGENTS = {
+    "tabular_q": {"n_states": 8, "codebook_samples": 256, "epsilon_decay_steps": 1500},
+    "linear_q": {"form": "bilinear", "epsilon_decay_steps": 1500},
+    "linear_q/per_item": {"form": "per_item", "epsilon_decay_steps": 1500},
+}
+
+
+def build(key: str, **overrides):
+    name = key.split("/")[0]
+    return make_agent(name, N_ITEMS, {**AGENTS[key], **overrides})
+
+
+def parameters(agent) -> dict[str, torch.Tensor]:
+    return agent.checkpoint_state()[0]
+
+
+def fraction_best(agent, seed: int = 123) -> float:
+    env = best_item_env(num_envs=32)
+    observation, _ = env.reset(seed=seed)
+    picks = agent.act(observation, 1, env.action_masks())[:, 0]
+    return float((picks == BEST_ITEM).to(torch.float32).mean())
+
+
+# ------------------------------------------------------------------------------------------ k-means
+
+
+def test_kmeans_finds_well_separated_clusters():
+    generator = torch_generator(0)
+    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
+    points = centres.repeat_interleave(50, dim=0) + 0.1 * torch.randn(150, 2, generator=generator)
+    found = kmeans(points, 3, torch_generator(1))
+    distances = torch.cdist(centres, found)
+    assert float(distances.min(dim=1).values.max()) < 0.1
+    labels = assign(points, found)
+    assert all(len(set(labels[i * 50 : (i + 1) * 50].tolist())) == 1 for i in range(3))
+
+
+def test_kmeans_is_deterministic_and_handles_few_distinct_points():
+    points = torch.randn(64, 4, generator=torch_generator(0))
+    assert torch.equal(kmeans(points, 5, torch_generator(3)), kmeans(points, 5, torch_generator(3)))
+    same = torch.ones(10, 3)
+    centroids = kmeans(same, 4, torch_generator(0))
+    assert centroids.shape == (4, 3) and torch.equal(assign(same, centroids), torch.zeros(10, dtype=torch.int64))
+    with pytest.raises(ValueError, match="non-empty"):
+        kmeans(torch.zeros(0, 3), 2, torch_generator(0))
+
+
+# --------------------------------------------------------------------------------- known answers
+
+
+@pytest.mark.parametrize("key", list(AGENTS))
+def test_agent_finds_the_obvious_best_item(key):
+    agent = build(key)
+    assert fraction_best(agent) < 0.5  # untrained: no idea
+    logger = RecordingLogger()
+    agent.learn(best_item_env(), 3000, logger)
+    assert fraction_best(agent) >= 0.9
+    returns = logger.values("charts/episodic_return")
+    assert returns and returns[-1] > returns[0]
+    assert logger.values("losses/td_loss") and logger.values("charts/epsilon")[-1] == pytest.approx(0.05)
+
+
+def test_tabular_q_fits_its_codebook_after_the_warm_up():
+    agent = build("tabular_q")
+    agent.learn(best_item_env(), 128)
+    assert not agent.fitted and float(agent.q_table.abs().sum()) == 0.0
+    agent.learn(best_item_env(), 256)
+    assert agent.fitted and agent.centroids.shape == (8, 32)
+    assert int(agent.visits.sum()) >= 256  # warm-up transitions were replayed into the table
+    assert float(agent.q_table[:, BEST_ITEM].max()) > 0.0
+
+
+def test_epsilon_decays_linearly():
+    agent = build("linear_q", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100)
+    assert [agent.epsilon(s) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+
+# ------------------------------------------------------------------------------ determinism/resume
+
+
+@pytest.mark.parametrize("key", list(AGENTS))
+def test_same_seed_gives_identical_parameters(key):
+    first, second, other = build(key), build(key), build(key, seed=1)
+    for agent in (first, second, other):
+        agent.learn(best_item_env(), 600)
+    a, b, c = parameters(first), parameters(second), parameters(other)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k in c and a[k].dtype.is_floating_point)
+
+
+@pytest.mark.parametrize("key", list(AGENTS))
+def test_resumed_training_matches_uninterrupted_training(key, tmp_path):
+    uninterrupted = build(key)
+    uninterrupted.learn(best_item_env(), 160)  # tabular: still warming up at this boundary
+    uninterrupted.learn(best_item_env(), 320)
+
+    interrupted = build(key)
+    interrupted.learn(best_item_env(), 160)
+    tensors, metadata = interrupted.checkpoint_state()
+    resumed = build(key)
+    resumed.restore_checkpoint_state(tensors, metadata)
+    resumed.learn(best_item_env(), 320)
+
+    a, b = parameters(uninterrupted), parameters(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert uninterrupted.steps_done == resumed.steps_done == 480
+
+
+@pytest.mark.parametrize("key", list(AGENTS))
+def test_save_load_round_trip(key, tmp_path):
+    agent = build(key)
+    agent.learn(best_item_env(), 400)
+    agent.save(tmp_path / "agent")
+    loaded = load_agent(tmp_path / "agent")
+    assert type(loaded) is type(agent) and loaded.config == agent.config
+    observation, _ = best_item_env().reset(seed=5)
+    assert torch.equal(loaded.scores(observation), agent.scores(observation))
+    a, b = parameters(agent), parameters(loaded)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scores_exclude_history_and_cover_the_catalogue():
+    agent = build("tabular_q")
+    agent.learn(best_item_env(), 400)
+    observation, _ = best_item_env().reset(seed=1)
+    scores = agent.scores(observation)
+    assert scores.shape == (16, N_ITEMS)
+    history = observation["history"]
+    for row in range(16):
+        items = history[row][history[row] >= 0]
+        assert bool(torch.isinf(scores[row, items]).all()) and int(torch.isfinite(scores[row]).sum()) == N_ITEMS - len(items.unique())
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+
+
+@pytest.mark.parametrize(
+    "cls, data, match",
+    [
+        (TabularQConfig, {"n_states": 0}, ">= 1"),
+        (TabularQConfig, {"learning_rate": 1.5}, "learning_rate"),
+        (TabularQConfig, {"gamma": 1.2}, "gamma"),
+        (TabularQConfig, {"epsilon_end": -0.1}, "epsilon_end"),
+        (TabularQConfig, {"states": 8}, "valid keys"),
+        (LinearQConfig, {"form": "deep"}, "bilinear"),
+        (LinearQConfig, {"learning_rate": 0}, "learning_rate"),
+        (LinearQConfig, {"epsilon_decay_steps": 0}, "epsilon_decay_steps"),
+        (LinearQConfig, {"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_configs(cls, data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(cls, data)
+
+
+def test_env_mismatches_are_refused():
+    with pytest.raises(ConfigError, match="slate_size"):
+        build("tabular_q").learn(best_item_env(slate_size=2), 10)
+    with pytest.raises(ConfigError, match="items"):
+        make_agent("linear_q", N_ITEMS + 1).learn(best_item_env(), 10)
+    with pytest.raises(ConfigError, match="item_embeddings"):
+        LinearQAgent(N_ITEMS, item_embeddings=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="steps"):
+        build("linear_q").learn(best_item_env(), -1)
+
+
+def test_mismatched_checkpoints_are_refused():
+    source = TabularQAgent(N_ITEMS, TabularQConfig(n_states=8, codebook_samples=64))
+    source.learn(best_item_env(), 128)
+    tensors, metadata = source.checkpoint_state()
+    with pytest.raises(CheckpointError, match="q_table"):
+        TabularQAgent(N_ITEMS, TabularQConfig(n_states=4)).restore_checkpoint_state(tensors, metadata)
+    with pytest.raises(CheckpointError, match="items"):
+        TabularQAgent(N_ITEMS + 1, TabularQConfig(n_states=8)).restore_checkpoint_state(tensors, metadata)
+    del tensors["generator"]
+    with pytest.raises(CheckpointError, match="generator"):
+        TabularQAgent(N_ITEMS, TabularQConfig(n_states=8)).restore_checkpoint_state(tensors, metadata)

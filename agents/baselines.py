@@ -32,21 +32,13 @@ from agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
+from envs.observation import history_item_mask
 from recgym.config import from_dict
 from recgym.errors import CheckpointError, ConfigError
 from recgym.seeding import resolve_device, torch_generator
 from simulators.data import InteractionLog
 
 NEG_INF = float("-inf")
-
-
-def history_item_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Bool [B, n_items]: True for the items that appear in ``history`` [B, H] (-1 = padding)."""
-    mask = torch.zeros(history.shape[0], n_items, dtype=torch.bool, device=history.device)
-    valid = history >= 0
-    rows = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)
-    mask[rows[valid], history[valid]] = True
-    return mask
 
 
 def _exclude_history(scores: torch.Tensor, observation: Observation) -> torch.Tensor:

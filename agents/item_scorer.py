@@ -9,10 +9,13 @@ little more than small ones, and items never seen in training start from their t
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from agents.base import Observation
+from envs.observation import history_item_mask
 
 
 class StateEncoder(nn.Module):
@@ -90,8 +93,11 @@ def mask_scores(scores: torch.Tensor, action_mask: torch.Tensor | None) -> torch
 
 def history_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:
     """Bool [B, n_items], True for items *not* in the history window (used where full masks are too big)."""
-    mask = torch.ones(history.shape[0], n_items, dtype=torch.bool, device=history.device)
-    valid = history >= 0
-    rows = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)
-    mask[rows[valid], history[valid]] = False
-    return mask
+    return ~history_item_mask(history, n_items)
+
+
+def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``mode`` is "bf16", or "auto" on CUDA; otherwise full precision."""
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

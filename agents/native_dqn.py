@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, history_mask, mask_scores
+from agents.item_scorer import ItemScorer, autocast, history_mask, mask_scores
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -172,9 +172,7 @@ class NativeDQNAgent(TrainableAgent):
     # ----------------------------------------------------------------------------- acting
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        use_bf16 = self.config.mixed_precision == "bf16" or (
-            self.config.mixed_precision == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        return autocast(self.device, self.config.mixed_precision)
 
     def scores(self, observation: Observation) -> torch.Tensor:
         observation = {k: v.to(self.device) for k, v in observation.items()}
@@ -266,7 +264,7 @@ class NativeDQNAgent(TrainableAgent):
 
     def _sync_target(self) -> None:
         with torch.no_grad():
-            for target, online in zip(self.target_network.parameters(), self.q_network.parameters()):
+            for target, online in zip(self.target_network.parameters(), self.q_network.parameters(), strict=True):
                 target.lerp_(online, self.config.tau)
 
     def _log(self, logger: ScalarLogger) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, StateEncoder, history_mask, mask_scores
+from agents.item_scorer import ItemScorer, StateEncoder, autocast, history_mask, mask_scores
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -135,9 +135,7 @@ class NativePPOAgent(TrainableAgent):
     # ----------------------------------------------------------------------------- acting
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        use_bf16 = self.config.mixed_precision == "bf16" or (
-            self.config.mixed_precision == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        return autocast(self.device, self.config.mixed_precision)
 
     def _logits(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
         with self._autocast():

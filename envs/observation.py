@@ -61,10 +61,19 @@ def left_pad_histories(
     batch = len(sequences)
     history = torch.full((batch, history_length), -1, dtype=torch.int64)
     values = torch.zeros((batch, history_length), dtype=torch.float32)
-    for row, (items, ratings) in enumerate(zip(sequences, responses)):
+    for row, (items, ratings) in enumerate(zip(sequences, responses, strict=True)):
         items = np.asarray(items)[-history_length:]
         ratings = np.asarray(ratings, dtype=np.float32)[-history_length:]
         if len(items):
             history[row, -len(items):] = torch.as_tensor(items, dtype=torch.int64)
             values[row, -len(items):] = torch.as_tensor(np.nan_to_num(ratings, nan=MAX_RESPONSE))
     return history, values
+
+
+def history_item_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Bool [B, n_items]: True for the items that appear in ``history`` [B, H] (-1 = padding)."""
+    mask = torch.zeros(history.shape[0], n_items, dtype=torch.bool, device=history.device)
+    valid = history >= 0
+    rows = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)
+    mask[rows[valid], history[valid]] = True
+    return mask

@@ -37,9 +37,6 @@ class Agent(ABC):
             scores = scores.masked_fill(~action_mask.to(scores.device), float("-inf"))
         return torch.topk(scores, k, dim=-1).indices
 
-    def learn(self, total_steps: int) -> None:  # pragma: no cover - overridden by learning agents
-        """Train for ``total_steps`` environment steps (baselines that do not learn keep this no-op)."""
-
     @abstractmethod
     def save(self, directory: str | Path) -> None:
         """Write the agent (weights in safetensors, config in JSON) into ``directory``, atomically."""

@@ -1,0 +1,228 @@
+"""What evaluate.py scores: data sets, item encodings, baselines built on the fly, and trained runs.
+
+A run directory (written by train.py) is expected to hold
+
+* ``metadata.json`` - at least the data it was trained on: ``item_set_fingerprint`` (required) and
+  optionally ``data_fingerprint`` and ``data`` (a ``load_logs`` source), at the top level or under a
+  ``data`` mapping;
+* ``config.yaml`` or ``config.json`` - the run's config (read for ``history_length``);
+* the saved agent: a directory with ``agent.json`` (``Agent.save``), looked for at ``agent/``,
+  ``final/``, ``model/``, the run directory itself, then any sub-directory;
+* TensorBoard event files (``events.out.tfevents*``) anywhere below it, for learning curves.
+
+Missing or corrupt pieces raise :class:`recgym.errors.CheckpointError`; a run trained on another
+catalogue (or other data) than the evaluation data is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Agent
+from recgym.config import apply_overrides, load_yaml
+from recgym.errors import CheckpointError, ConfigError
+from simulators.data import InteractionLog, LogSplit
+
+BASELINES = {
+    "random": "random",
+    "most_popular": "most_popular",
+    "popular": "most_popular",
+    "greedy": "greedy",
+    "sasrec": "sasrec",
+    "sequence": "sasrec",
+}
+"""Baseline names accepted by ``--baseline`` and the agent each builds."""
+
+AGENT_DIR_CANDIDATES = ("agent", "final", "model", ".")
+
+
+@dataclass
+class Candidate:
+    """One policy to evaluate: a label, the agent, where it came from and its history length."""
+
+    label: str
+    agent: Agent
+    history_length: int = 50
+    run_dir: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def item_embeddings_for(log: InteractionLog, encoder: str = "minilm", cache_dir: str | None = None) -> torch.Tensor:
+    """Float32 [n_items, d] item encodings: the cached LLM encodings (``minilm``) or L2-normalised genres.
+
+    ``genres`` needs no model (used in quick tests); runs trained on LLM states need ``minilm``.
+    """
+    if encoder == "genres":
+        matrix = torch.as_tensor(log.items.genre_matrix())
+        return torch.nn.functional.normalize(matrix + 1e-3, dim=1)
+    if encoder != "minilm":
+        raise ConfigError(f"unknown item encoder '{encoder}'; choose 'minilm' or 'genres'")
+    from llm.encoder import encode_items
+
+    return encode_items(log.items, cache_dir=cache_dir)
+
+
+def fit_preference(split: LogSplit, item_embeddings: torch.Tensor, overrides: dict[str, Any] | None = None) -> Any:
+    """The LLM-derived preference model fitted on the training log (validated on the validation log)."""
+    from recgym.config import from_dict
+    from simulators.preference import PreferenceConfig, fit_preference_model
+
+    config = from_dict(PreferenceConfig, overrides or {}, prefix="preference.")
+    valid = split.valid if split.valid.n_events else None
+    return fit_preference_model(split.train, item_embeddings, config, valid=valid, progress=False)
+
+
+def build_baseline(
+    name: str,
+    split: LogSplit,
+    item_embeddings: torch.Tensor,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    preference_model: Any = None,
+) -> Agent:
+    """Build and fit baseline ``name`` on ``split.train`` (``options``: its config keys)."""
+    from agents.registry import make_agent
+
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline '{name}'; choose from {sorted(BASELINES)}")
+    agent_name = BASELINES[name]
+    n_items = split.full.n_items
+    config = dict(options or {})
+    if agent_name == "random":
+        config.setdefault("seed", seed)
+        return make_agent("random", n_items, config)
+    if agent_name == "most_popular":
+        return make_agent("most_popular", n_items, config).fit(split.train)
+    if agent_name == "greedy":
+        if preference_model is None:
+            preference_model = fit_preference(split, item_embeddings)
+        return make_agent("greedy", n_items, config, preference_model=preference_model)
+    config.setdefault("seed", seed)
+    return make_agent("sasrec", n_items, config).fit(split.train, item_embeddings)
+
+
+def baseline_options(overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME.key=value`` strings -> {NAME: {key: value}} (e.g. ``sasrec.epochs=5``)."""
+    options = apply_overrides({}, overrides)
+    for name, value in options.items():
+        if name not in BASELINES and name != "preference":
+            raise ConfigError(f"--set {name}.*: '{name}' is not a baseline; choose from {sorted(BASELINES)} or 'preference'")
+        if not isinstance(value, dict):
+            raise ConfigError(f"--set {name}=...: give keys as {name}.KEY=VALUE")
+    return options
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not readable JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _lookup(metadata: dict[str, Any], key: str) -> Any:
+    """``metadata[key]`` or ``metadata["data"][key]`` (None when absent)."""
+    if key in metadata:
+        return metadata[key]
+    data = metadata.get("data")
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def run_data_source(metadata: dict[str, Any]) -> str | None:
+    """The ``load_logs`` source a run was trained on, where its metadata records one."""
+    data = metadata.get("data")
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        for key in ("source", "name", "path"):
+            if isinstance(data.get(key), str):
+                return data[key]
+    return None
+
+
+def _find_agent_dir(run_dir: Path) -> Path:
+    for name in AGENT_DIR_CANDIDATES:
+        if (run_dir / name / "agent.json").is_file():
+            return run_dir / name
+    found = sorted(path.parent for path in run_dir.rglob("agent.json"))
+    if not found:
+        raise CheckpointError(f"{run_dir}: no saved agent (a directory with agent.json) in the run directory")
+    return found[-1]
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    if (run_dir / "config.yaml").is_file():
+        try:
+            return load_yaml(run_dir / "config.yaml")
+        except ConfigError as error:
+            raise CheckpointError(f"{run_dir}: corrupt config.yaml ({error})") from error
+    if (run_dir / "config.json").is_file():
+        return _read_json(run_dir / "config.json")
+    return {}
+
+
+def _history_length(config: dict[str, Any], default: int) -> int:
+    for section in (config, config.get("env") or {}, config.get("simulator") or {}):
+        if isinstance(section, dict) and isinstance(section.get("history_length"), int):
+            return int(section["history_length"])
+    return default
+
+
+def load_run(run_dir: str | Path, default_history_length: int = 50, **context: Any) -> tuple[Agent, dict[str, Any]]:
+    """(agent, metadata) of a trained run directory; see the module docstring for the layout."""
+    from agents.registry import load_agent
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    metadata_path = run_dir / "metadata.json"
+    if not metadata_path.is_file():
+        raise CheckpointError(f"{run_dir}: missing metadata.json; is this a train.py run directory?")
+    metadata = _read_json(metadata_path)
+    if not _lookup(metadata, "item_set_fingerprint"):
+        raise CheckpointError(f"{metadata_path}: no item_set_fingerprint; cannot check the run matches the data")
+    config = _run_config(run_dir)
+    agent_dir = _find_agent_dir(run_dir)
+    try:
+        agent = load_agent(agent_dir, **context)
+    except CheckpointError:
+        raise
+    except (ConfigError, OSError, ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{agent_dir}: could not load the agent ({error})") from error
+    metadata = dict(metadata)
+    metadata["_history_length"] = _history_length(config, default_history_length)
+    metadata["_agent_dir"] = str(agent_dir)
+    return agent, metadata
+
+
+def check_run_matches(run_dir: str | Path, metadata: dict[str, Any], log: InteractionLog, split: LogSplit) -> None:
+    """Refuse a run trained on another item catalogue (or other data) than ``log``."""
+    expected = _lookup(metadata, "item_set_fingerprint")
+    found = log.item_set_fingerprint()
+    if expected != found:
+        raise CheckpointError(
+            f"{run_dir}: trained on a different item set (fingerprint {expected}) than the evaluation data "
+            f"'{log.name}' ({found}); evaluate it on the data it was trained on"
+        )
+    data_fingerprint = _lookup(metadata, "data_fingerprint")
+    accepted = {log.fingerprint(), split.train.fingerprint()}
+    if data_fingerprint and data_fingerprint not in accepted:
+        raise CheckpointError(
+            f"{run_dir}: trained on different data (fingerprint {data_fingerprint}) than the evaluation data "
+            f"'{log.name}' (full {log.fingerprint()}, train {split.train.fingerprint()})"
+        )
+
+
+def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` of ``n`` rows, chosen with a seeded generator."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))

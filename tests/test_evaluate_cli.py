@@ -1,0 +1,166 @@
+"""evaluate.py end to end on tiny generated data: smoke run, run directories, and error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+import simulators
+from agents.baselines import MostPopularAgent
+from tests._eval_fixtures import make_log
+
+FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
+
+
+def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: int = 0) -> Path:
+    """MovieLens-style ratings.csv / movies.csv with popularity-skewed random histories."""
+    rng = np.random.default_rng(seed)
+    popularity = np.arange(n_items, 0, -1, dtype=float)
+    sequences = []
+    for _ in range(n_users):
+        items = rng.choice(n_items, size=int(rng.integers(6, 12)), replace=False, p=popularity / popularity.sum())
+        sequences.append([(int(i), float(rng.integers(1, 6))) for i in items])
+    log = make_log(sequences, n_items)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["userId,movieId,rating,timestamp"]
+    lines += [f"{u + 1},{i + 1},{r:.1f},{t}" for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=False)]
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    movies = ["movieId,title,genres"] + [f"{i + 1},Movie {i + 1} (1995),{'Drama' if i % 2 else 'Comedy'}" for i in range(n_items)]
+    (folder / "movies.csv").write_text("\n".join(movies) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_fingerprint: str | None = None) -> Path:
+    """A run directory as train.py is expected to write it, holding a most-popular agent."""
+    log = simulators.load_logs(str(data_dir))
+    split = simulators.leave_last_out(log)
+    root.mkdir(parents=True)
+    MostPopularAgent(log.n_items).fit(split.train).save(root / "agent")
+    metadata = {"data": {"source": str(data_dir), "item_set_fingerprint": item_set or log.item_set_fingerprint()},
+                "global_step": 100}
+    if data_fingerprint:
+        metadata["data"]["data_fingerprint"] = data_fingerprint
+    (root / "metadata.json").write_text(json.dumps(metadata))
+    (root / "config.yaml").write_text("env:\n  history_length: 10\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(root / "tensorboard"))
+    for step in range(5):
+        writer.add_scalar("charts/episodic_return", float(step), step * 10)
+    writer.close()
+    return root
+
+
+def test_baselines_smoke(data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    code = evaluate.main(["--baseline", "random", "--baseline", "most_popular", "--data", str(data_dir), "--out", str(out),
+                          "--k", "5", *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "most_popular" in printed and "HR@5 LLO" in printed
+    report = json.loads((out / "report.json").read_text())
+    popular = report["candidates"]["most_popular"]
+    assert set(popular) >= {"ranking", "replay", "ope", "simulated"}
+    assert set(popular["ranking"]) == {"leave-last-out", "temporal"}
+    assert popular["simulated"]["users"].startswith("held-out users")
+    hr = popular["ranking"]["leave-last-out"]["metrics"]["HR@5"]
+    assert 0.0 <= hr <= 1.0 and popular["ranking"]["leave-last-out"]["n_users"] == 30
+    assert (out / "metrics.png").stat().st_size > 0
+    markdown = (out / "report.md").read_text()
+    assert "uniformly at random" in markdown and "## most_popular" in markdown
+
+
+def test_run_directory_is_evaluated_and_written_back(data_dir: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run1", data_dir)
+    out = tmp_path / "report"
+    assert evaluate.main([str(run), "--out", str(out), "--protocols", "ranking,replay", *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "run1" in report["candidates"]
+    assert (out / "learning_curves.png").is_file()
+    from evaluation.report import read_learning_curves
+
+    curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
+    assert curves and curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 100
+    # The run's most-popular agent matches the baseline built on the same data.
+    assert evaluate.main(["--baseline", "most_popular", "--data", str(data_dir), "--out", str(tmp_path / "b"),
+                          "--protocols", "ranking", "--history-length", "10", *FAST]) == 0
+    baseline = json.loads((tmp_path / "b" / "report.json").read_text())["candidates"]["most_popular"]
+    assert baseline["ranking"] == {s: {**r, "seconds": baseline["ranking"][s]["seconds"]}
+                                   for s, r in report["candidates"]["run1"]["ranking"].items()}
+
+
+def test_deterministic_reports(data_dir: Path, tmp_path: Path) -> None:
+    args = ["--baseline", "random", "--data", str(data_dir), "--protocols", "ranking,replay", *FAST]
+    assert evaluate.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert evaluate.main([*args, "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "report.json").read_text())["candidates"]
+    b = json.loads((tmp_path / "b" / "report.json").read_text())["candidates"]
+    for split in ("leave-last-out", "temporal"):
+        a["random"]["ranking"][split].pop("seconds")
+        b["random"]["ranking"][split].pop("seconds")
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root, data: root / "missing", "not found"),
+        (lambda root, data: (root / "empty").mkdir() or root / "empty", "metadata.json"),
+        (lambda root, data: _corrupt_metadata(root), "not readable JSON"),
+        (lambda root, data: make_run(root / "other", data, item_set="0123456789abcdef"), "different item set"),
+        (lambda root, data: make_run(root / "otherdata", data, data_fingerprint="ffffffffffffffff"), "different data"),
+        (lambda root, data: _run_without_agent(root, data), "no saved agent"),
+    ],
+)
+def test_bad_run_directories_are_refused(data_dir: Path, tmp_path: Path, capsys, setup, message) -> None:
+    run = setup(tmp_path, data_dir)
+    code = evaluate.main([str(run), "--data", str(data_dir), "--out", str(tmp_path / "out"), *FAST])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def _corrupt_metadata(root: Path) -> Path:
+    run = root / "corrupt"
+    run.mkdir()
+    (run / "metadata.json").write_text("{not json")
+    return run
+
+
+def _run_without_agent(root: Path, data: Path) -> Path:
+    run = make_run(root / "noagent", data)
+    for path in (run / "agent").iterdir():
+        path.unlink()
+    (run / "agent").rmdir()
+    return run
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--baseline", "oracle", "--data", "X"], "unknown baseline"),
+        (["--baseline", "random"], "needs --data"),
+        ([], "nothing to evaluate"),
+        (["--baseline", "random", "--data", "X", "--set", "bogus.x=1"], "not a baseline"),
+    ],
+)
+def test_bad_requests_exit_with_clear_errors(argv, message, tmp_path: Path, capsys) -> None:
+    assert evaluate.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--k", "0"], ["--protocols", "ranking,foo"], ["--max-users", "-1"], ["--splits", "random"],
+                                   ["--item-encoder", "gpt"]])
+def test_bad_flags_are_argparse_errors(flags, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--baseline", "random", "--data", "X", *flags])
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,622 @@
+"""Fidelity report: how well the preference model and the simulator reproduce held-out logged users.
+
+Run ``python -m simulators.fidelity --data ml-1m --out reports/fidelity-ml-1m``. For each model
+variant (ID-only, text-only, combined; plus a global-mean baseline) it fits on the training split
+and scores the held-out split:
+
+* rating RMSE and MAE (predictions clamped to [1, 5]);
+* like-vs-not AUC (like = rating >= 4), from the unclamped predicted rating;
+* per-user Spearman between predicted and true held-out ratings (users with at least
+  ``--min-user-ratings`` held-out ratings that are not all equal), averaged over users;
+* NDCG@10 of each user's held-out items ranked by predicted rating (gain ``2^rating - 1``; users
+  with at least 2 held-out items);
+* full-catalogue HR@10 / NDCG@10: every item the user did not rate in training ranked, held-out
+  liked items relevant (a retrieval metric a rating model is not fitted for; reported for context);
+
+each overall and on cold items (at most ``--cold-threshold`` training ratings, default 10).
+
+The default split, ``user-last``, holds out each user's last 20% of events in time order (the
+10% before that is validation for early stopping), so every user has several "later ratings"
+and per-user Spearman is defined. ``leave-last-out`` (one test rating per user: no per-user
+Spearman) and the global ``temporal`` split are available too.
+
+Session statistics compare logged sessions (a user's events with gaps under 1 hour) with sessions
+of the ``logged`` simulator driven by a popularity-sampling policy: items per session, like rate
+and genre spread (distinct genres among a session's first 5 items, sessions with >= 5 items).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recgym.io import atomic_write_json, atomic_write_text
+from recgym.seeding import configure_torch_threads, resolve_device, seed_everything, torch_generator
+from simulators.data import LIKE_THRESHOLD, InteractionLog, LogSplit
+from simulators.preference import (
+    Judgements,
+    PreferenceModel,
+    fit_preference_model,
+    preference_config,
+)
+
+COLD_THRESHOLD = 10
+"""Items with at most this many training ratings count as cold."""
+MIN_USER_RATINGS = 5
+"""Per-user Spearman uses users with at least this many held-out ratings."""
+SESSION_GAP_SECONDS = 3600
+"""Logged events of a user more than this far apart start a new session."""
+GENRE_WINDOW = 5
+"""Genre spread = distinct genres among the first this-many items of a session."""
+VARIANTS = ("id", "text", "combined")
+
+
+# -- splits ------------------------------------------------------------------------------------
+
+
+def user_last_split(log: InteractionLog, test_fraction: float = 0.2, valid_fraction: float = 0.1) -> LogSplit:
+    """Per-user time split: each user's last ``test_fraction`` of events is test (at least one),
+    the last ``valid_fraction`` of the rest validation; users with fewer than 3 events stay in train."""
+    if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
+        raise ValueError(
+            f"need 0 < test_fraction < 1 and 0 <= valid_fraction < 1, got {test_fraction}, {valid_fraction}"
+        )
+    lengths = log.sequence_lengths()
+    n = lengths[log.user]
+    position = np.arange(log.n_events, dtype=np.int64) - log.user_offsets[log.user]
+    eligible = n >= 3
+    n_test = np.where(eligible, np.ceil(n * test_fraction), 0).astype(np.int64)
+    n_valid = np.where(eligible & (valid_fraction > 0), np.ceil((n - n_test) * valid_fraction), 0).astype(
+        np.int64
+    )
+    test = position >= n - n_test
+    valid = (position >= n - n_test - n_valid) & ~test
+    train = ~(test | valid)
+    return LogSplit(
+        train=log.select_events(train, name=f"{log.name}/train"),
+        valid=log.select_events(valid, name=f"{log.name}/valid"),
+        test=log.select_events(test, name=f"{log.name}/test"),
+        protocol="user-last",
+        full=log,
+    )
+
+
+def make_split(log: InteractionLog, protocol: str, test_fraction: float = 0.2) -> LogSplit:
+    """The split named ``protocol``: ``user-last``, ``leave-last-out`` or ``temporal``."""
+    from simulators.splits import leave_last_out, temporal_split
+
+    if protocol == "user-last":
+        return user_last_split(log, test_fraction)
+    if protocol == "leave-last-out":
+        return leave_last_out(log)
+    if protocol == "temporal":
+        return temporal_split(log, valid_fraction=0.1, test_fraction=test_fraction)
+    raise ValueError(f"unknown split '{protocol}'; choose user-last, leave-last-out or temporal")
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(labels) == 0 or labels.all() or not labels.any():
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def _groups(users: np.ndarray) -> list[np.ndarray]:
+    """Indices of each user's entries (``users`` need not be sorted)."""
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    return np.split(order, bounds) if len(order) else []
+
+
+def per_user_spearman(
+    users: np.ndarray, scores: np.ndarray, ratings: np.ndarray, min_ratings: int
+) -> tuple[float | None, int]:
+    """Mean over users (>= ``min_ratings`` held-out; ratings and scores not constant) of Spearman(score, rating)."""
+    from scipy.stats import spearmanr
+
+    values = []
+    for index in _groups(users):
+        if len(index) < min_ratings or np.ptp(ratings[index]) == 0 or np.ptp(scores[index]) == 0:
+            continue
+        rho = spearmanr(scores[index], ratings[index]).statistic
+        if not np.isnan(rho):
+            values.append(rho)
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def _dcg(gains: np.ndarray) -> float:
+    return float((gains / np.log2(np.arange(2, len(gains) + 2))).sum())
+
+
+def heldout_ndcg(
+    users: np.ndarray, scores: np.ndarray, ratings: np.ndarray, k: int = 10, min_items: int = 2
+) -> tuple[float | None, int]:
+    """Mean NDCG@k of each user's held-out items ranked by score (gain 2^rating - 1)."""
+    values = []
+    for index in _groups(users):
+        if len(index) < min_items:
+            continue
+        gains = 2.0 ** ratings[index] - 1.0
+        ranked = gains[np.argsort(-scores[index], kind="stable")][:k]
+        ideal = np.sort(gains)[::-1][:k]
+        values.append(_dcg(ranked) / _dcg(ideal))
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def pointwise_metrics(
+    users: np.ndarray, raw: np.ndarray, ratings: np.ndarray, min_user_ratings: int
+) -> dict[str, Any]:
+    """RMSE, MAE, AUC, per-user Spearman and held-out NDCG@10 of raw predicted ratings."""
+    if len(ratings) == 0:
+        return {"n": 0}
+    clamped = np.clip(raw, 1.0, 5.0)
+    spearman, spearman_users = per_user_spearman(users, raw, ratings, min_user_ratings)
+    ndcg, ndcg_users = heldout_ndcg(users, raw, ratings)
+    return {
+        "n": int(len(ratings)),
+        "rmse": float(np.sqrt(np.mean((clamped - ratings) ** 2))),
+        "mae": float(np.mean(np.abs(clamped - ratings))),
+        "auc": _auc(ratings >= LIKE_THRESHOLD, raw),
+        "spearman": spearman,
+        "spearman_users": spearman_users,
+        "ndcg10": ndcg,
+        "ndcg10_users": ndcg_users,
+    }
+
+
+@torch.no_grad()
+def full_ranking(
+    model: PreferenceModel, seen: InteractionLog, test: InteractionLog, k: int = 10, chunk: int = 512
+) -> dict[str, Any]:
+    """HR@k and NDCG@k over the whole catalogue (items seen in ``seen`` excluded; liked test items relevant)."""
+    liked = test.rating >= LIKE_THRESHOLD
+    users = np.unique(test.user[liked])
+    hits, ndcgs = [], []
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+    for start in range(0, len(users), chunk):
+        block = torch.as_tensor(users[start : start + chunk], device=model.device)
+        scores = model.raw_scores_all(block).float()
+        row_of = {int(u): r for r, u in enumerate(block.tolist())}
+        in_block = np.isin(seen.user, users[start : start + chunk])
+        rows = torch.as_tensor([row_of[int(u)] for u in seen.user[in_block]], dtype=torch.int64)
+        scores[rows.to(scores.device), torch.as_tensor(seen.item[in_block], device=scores.device)] = -math.inf
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        in_test = np.isin(test.user, users[start : start + chunk]) & liked
+        t_rows = torch.as_tensor([row_of[int(u)] for u in test.user[in_test]], dtype=torch.int64)
+        relevant[t_rows.to(scores.device), torch.as_tensor(test.item[in_test], device=scores.device)] = True
+        top = scores.topk(k, dim=1).indices
+        gain = relevant.gather(1, top).float().cpu()
+        n_relevant = relevant.sum(1).clamp(max=k).cpu()
+        ideal = torch.stack([discounts[: int(m)].sum() for m in n_relevant])
+        hits.append((gain.sum(1) > 0).float())
+        ndcgs.append((gain * discounts).sum(1) / ideal)
+    if not hits:
+        return {"users": 0}
+    return {
+        "users": int(len(users)),
+        f"hr{k}": float(torch.cat(hits).mean()),
+        f"ndcg{k}": float(torch.cat(ndcgs).mean()),
+    }
+
+
+@torch.no_grad()
+def raw_predictions(model: PreferenceModel, log: InteractionLog, batch_size: int = 65536) -> np.ndarray:
+    """Unclamped predicted ratings of every event of ``log``."""
+    model.eval()
+    out = []
+    for start in range(0, log.n_events, batch_size):
+        user = torch.as_tensor(log.user[start : start + batch_size], device=model.device)
+        item = torch.as_tensor(log.item[start : start + batch_size], device=model.device)
+        out.append(model.raw_scores(user, item.unsqueeze(1)).squeeze(1).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def score_variant(
+    raw: np.ndarray, test: InteractionLog, cold_items: np.ndarray, min_user_ratings: int
+) -> dict[str, Any]:
+    """Overall and cold-item pointwise metrics of predictions ``raw`` for ``test``."""
+    ratings = test.rating.astype(np.float64)
+    cold = cold_items[test.item]
+    return {
+        "overall": pointwise_metrics(test.user, raw, ratings, min_user_ratings),
+        "cold": pointwise_metrics(test.user[cold], raw[cold], ratings[cold], min(min_user_ratings, 3)),
+    }
+
+
+# -- session statistics ------------------------------------------------------------------------
+
+
+def _session_summary(lengths: list[int], likes: list[int], spreads: list[int]) -> dict[str, Any]:
+    lengths_array = np.asarray(lengths, dtype=np.float64)
+    return {
+        "sessions": len(lengths),
+        "mean_items": float(lengths_array.mean()) if len(lengths) else None,
+        "median_items": float(np.median(lengths_array)) if len(lengths) else None,
+        "like_rate": float(np.sum(likes) / max(np.sum(lengths), 1)),
+        "genre_spread": float(np.mean(spreads)) if spreads else None,
+        "share_with_window": float(len(spreads) / max(len(lengths), 1)),
+    }
+
+
+def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECONDS) -> dict[str, Any]:
+    """Sessions of the log (a user's events split where consecutive events are > ``gap`` s apart)."""
+    new_user = np.ones(log.n_events, dtype=bool)
+    new_user[1:] = log.user[1:] != log.user[:-1]
+    new_session = new_user.copy()
+    new_session[1:] |= np.diff(log.timestamp) > gap
+    starts = np.flatnonzero(new_session)
+    ends = np.append(starts[1:], log.n_events)
+    liked = log.liked
+    lengths, likes, spreads = [], [], []
+    for start, end in zip(starts, ends, strict=True):
+        lengths.append(int(end - start))
+        likes.append(int(liked[start:end].sum()))
+        if end - start >= GENRE_WINDOW:
+            window = log.item[start : start + GENRE_WINDOW]
+            spreads.append(len({g for i in window for g in log.items.genres[int(i)]}))
+    return _session_summary(lengths, likes, spreads) | {"gap_seconds": gap}
+
+
+@torch.no_grad()
+def simulated_session_statistics(
+    split: LogSplit,
+    model: PreferenceModel,
+    item_embeddings: torch.Tensor,
+    n_sessions: int = 1024,
+    max_steps: int = 200,
+    slate_size: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Sessions of the ``logged`` simulator (default behaviour) under a popularity-sampling policy.
+
+    Each step shows ``slate_size`` unconsumed items drawn without replacement with probability
+    proportional to training popularity (a stand-in for how MovieLens users came across films).
+    """
+    import simulators
+
+    simulator = simulators.make(
+        "logged",
+        split,
+        device=model.device,
+        components={"preference_model": model, "item_embeddings": item_embeddings},
+    )
+    generator = torch_generator(seed, model.device)
+    state = simulator.init_state(n_sessions)
+    simulator.reset(state, torch.ones(n_sessions, dtype=torch.bool, device=model.device), generator)
+    popularity = torch.as_tensor(split.train.item_counts(), dtype=torch.float32, device=model.device) + 1.0
+    genres = split.full.items.genres
+    active = torch.ones(n_sessions, dtype=torch.bool, device=model.device)
+    consumed: list[list[int]] = [[] for _ in range(n_sessions)]
+    likes = np.zeros(n_sessions, dtype=np.int64)
+    steps = np.zeros(n_sessions, dtype=np.int64)
+    from_log = 0
+    for _ in range(max_steps):
+        weights = popularity.expand(n_sessions, -1).masked_fill(state.consumed, 0.0)
+        slate = torch.multinomial(weights, slate_size, replacement=False, generator=generator)
+        outcome = simulator.step(state, slate, generator)
+        for row in torch.nonzero(active & outcome.clicked).squeeze(1).tolist():
+            consumed[row].append(int(outcome.item[row]))
+        likes += (active & outcome.liked).cpu().numpy()
+        from_log += int((active & outcome.from_log).sum())
+        steps += active.cpu().numpy()
+        active &= ~outcome.left
+        if not bool(active.any()):
+            break
+    spreads = [
+        len({g for i in items[:GENRE_WINDOW] for g in genres[i]})
+        for items in consumed
+        if len(items) >= GENRE_WINDOW
+    ]
+    summary = _session_summary([len(c) for c in consumed], likes.tolist(), spreads)
+    return summary | {
+        "mean_steps": float(steps.mean()),
+        "left_before_cap": float(1.0 - active.float().mean()),
+        "chosen_from_log_share": float(from_log / max(sum(len(c) for c in consumed), 1)),
+        "policy": f"popularity sampling, slate {slate_size}",
+        "max_steps": max_steps,
+    }
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def _judgements(
+    train: InteractionLog, n_pairs: int, seed: int, cache_dir: str | None, judge_model: str
+) -> Judgements:
+    """LLM judge probabilities for ``n_pairs`` random (user, item) pairs (cached by ``llm``)."""
+    from llm import JudgeConfig, LLMJudge, item_texts, user_profile_texts
+
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, train.n_users, n_pairs)
+    items = rng.integers(0, train.n_items, n_pairs)
+    profiles, texts = user_profile_texts(train), item_texts(train.items)
+    judge = LLMJudge(JudgeConfig(model=judge_model, device="cpu"), cache_dir=cache_dir)
+    probability = judge.judge([profiles[u] for u in users], [texts[i] for i in items])
+    return Judgements(torch.as_tensor(users), torch.as_tensor(items), probability)
+
+
+def run_report(
+    log: InteractionLog,
+    item_embeddings: torch.Tensor,
+    split_protocol: str = "user-last",
+    base_config: dict[str, Any] | None = None,
+    variants: tuple[str, ...] = VARIANTS,
+    cold_threshold: int = COLD_THRESHOLD,
+    min_user_ratings: int = MIN_USER_RATINGS,
+    judgements: Judgements | None = None,
+    user_text_embeddings: torch.Tensor | None = None,
+    simulate: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit each variant on the training split and score it on held-out data; see the module docstring."""
+    split = make_split(log, split_protocol)
+    train, valid, test = split.train, split.valid, split.test
+    counts = train.item_counts()
+    cold_items = counts <= cold_threshold
+    report: dict[str, Any] = {
+        "dataset": log.name,
+        "events": {"train": train.n_events, "valid": valid.n_events, "test": test.n_events},
+        "split": split_protocol,
+        "cold_threshold": cold_threshold,
+        "cold_test_events": int(cold_items[test.item].sum()),
+        "min_user_ratings": min_user_ratings,
+        "models": {},
+    }
+    mean = float(train.rating.mean())
+    report["models"]["mean"] = score_variant(np.full(test.n_events, mean), test, cold_items, min_user_ratings)
+    seen = _merge(train, valid)  # items a user rated before the test period are not ranked
+    fitted: dict[str, PreferenceModel] = {}
+    for variant in variants:
+        config = preference_config(base_config or {}, variant=variant)
+        use_judge = judgements is not None and config.distill_weight > 0
+        model = fit_preference_model(
+            train,
+            item_embeddings,
+            config,
+            valid=valid if valid.n_events else None,
+            user_text_embeddings=user_text_embeddings,
+            judgements=judgements if use_judge else None,
+            progress=progress,
+        )
+        fitted[variant] = model
+        scores = score_variant(raw_predictions(model, test), test, cold_items, min_user_ratings)
+        scores["full_ranking"] = full_ranking(model, seen, test)
+        info = {k: v for k, v in model.fit_info.items() if k != "history"}
+        report["models"][variant] = {"fit": info, **scores}
+    if simulate and "combined" in fitted:
+        model = fitted["combined"]
+        report["sessions"] = {
+            "logged": logged_session_statistics(log),
+            "simulated": simulated_session_statistics(
+                split, model, item_embeddings, seed=int(model.config.seed)
+            ),
+        }
+    return report
+
+
+def _merge(a: InteractionLog, b: InteractionLog) -> InteractionLog:
+    """Events of two logs over one index space (only user/item are used: for masking seen items)."""
+    if b.n_events == 0:
+        return a
+    user = np.concatenate([a.user, b.user])
+    item = np.concatenate([a.item, b.item])
+    order = np.argsort(user, kind="stable")
+    offsets = np.zeros(a.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user, minlength=a.n_users), out=offsets[1:])
+    return InteractionLog(
+        name=a.name,
+        user_raw_ids=a.user_raw_ids,
+        item_raw_ids=a.item_raw_ids,
+        user=user[order],
+        item=item[order],
+        rating=np.concatenate([a.rating, b.rating])[order],
+        timestamp=np.concatenate([a.timestamp, b.timestamp])[order],
+        user_offsets=offsets,
+        items=a.items,
+    )
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_tables(report: dict[str, Any]) -> str:
+    """Markdown tables of a report (printed and written to report.md)."""
+    lines = []
+    for part in ("overall", "cold"):
+        title = (
+            "all held-out ratings"
+            if part == "overall"
+            else f"cold items (<= {report['cold_threshold']} training ratings)"
+        )
+        lines += [
+            f"### {title}",
+            "",
+            "| model | n | RMSE | MAE | AUC | Spearman (users) | NDCG@10 held-out (users) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, result in report["models"].items():
+            m = result[part]
+            if not m.get("n"):
+                lines.append(f"| {name} | 0 | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {m['n']} | {_fmt(m['rmse'])} | {_fmt(m['mae'])} | {_fmt(m['auc'])} | "
+                f"{_fmt(m['spearman'])} ({m['spearman_users']}) | {_fmt(m['ndcg10'])} ({m['ndcg10_users']}) |"
+            )
+        lines.append("")
+    lines += [
+        "### full-catalogue ranking (liked held-out items relevant)",
+        "",
+        "| model | users | HR@10 | NDCG@10 | fit seconds | epochs (best) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in report["models"].items():
+        if "full_ranking" in result:
+            r, fit = result["full_ranking"], result["fit"]
+            lines.append(
+                f"| {name} | {r.get('users')} | {_fmt(r.get('hr10'))} | {_fmt(r.get('ndcg10'))} | "
+                f"{_fmt(fit['seconds'], 1)} | {fit['epochs_run']} ({fit['best_epoch']}) |"
+            )
+    lines.append("")
+    sessions = report.get("sessions")
+    if sessions:
+        lines += [
+            "### sessions: logged vs simulated",
+            "",
+            f"| source | sessions | mean items | median items | like rate | genre spread (first {GENRE_WINDOW}) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for source in ("logged", "simulated"):
+            s = sessions[source]
+            lines.append(
+                f"| {source} | {s['sessions']} | {_fmt(s['mean_items'], 2)} | {_fmt(s['median_items'], 1)} | "
+                f"{_fmt(s['like_rate'], 3)} | {_fmt(s['genre_spread'], 2)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.fidelity", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--data", required=True, help="dataset name (ml-100k, ml-1m) or path for simulators.load_logs"
+    )
+    parser.add_argument("--out", required=True, help="output directory for report.json and report.md")
+    parser.add_argument("--split", default="user-last", choices=["user-last", "leave-last-out", "temporal"])
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of id,text,combined"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="maximum epochs (default: PreferenceConfig's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cold-threshold", type=int, default=COLD_THRESHOLD)
+    parser.add_argument("--min-user-ratings", type=int, default=MIN_USER_RATINGS)
+    parser.add_argument(
+        "--encoder", default="minilm", help="text encoder model (name, local path or cached HF id)"
+    )
+    parser.add_argument(
+        "--user-text",
+        action="store_true",
+        help="also encode each user's written profile (llm.user_profile_texts)",
+    )
+    parser.add_argument(
+        "--judge-pairs", type=int, default=0, help="LLM-judged (user, item) pairs to distil (0 = off)"
+    )
+    parser.add_argument("--judge-model", default="smollm2")
+    parser.add_argument("--distill-weight", type=float, default=0.5)
+    parser.add_argument("--no-simulation", action="store_true", help="skip the simulated-session comparison")
+    parser.add_argument("--cache-dir", default=None, help="embedding/judgement cache (default $RECGYM_CACHE)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra PreferenceConfig option"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import os
+
+    from recgym.config import parse_override
+    from simulators.logs import load_logs
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    threads = configure_torch_threads(args.threads)
+    seed_everything(args.seed)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant '{variant}'; choose from {list(VARIANTS)}")
+    base: dict[str, Any] = {
+        "device": str(resolve_device(args.device)),
+        "seed": args.seed,
+        "encoder": args.encoder,
+    }
+    if args.epochs is not None:
+        base["epochs"] = args.epochs
+    for text in args.set:
+        path, value = parse_override(text)
+        base[".".join(path)] = value
+    if args.judge_pairs:
+        base.update(distill_weight=args.distill_weight, distill_pairs=args.judge_pairs)
+    preference_config(base)  # validate before the slow parts
+
+    started = time.perf_counter()
+    from llm import EncoderConfig, encode_items, encode_texts, user_profile_texts
+
+    log = load_logs(args.data)
+    encoder = EncoderConfig(model=args.encoder, device=base["device"], progress=True)
+    item_embeddings = encode_items(log.items, encoder, args.cache_dir)
+    split_train = make_split(log, args.split).train
+    user_text = None
+    if args.user_text:
+        user_text = encode_texts(user_profile_texts(split_train), encoder, args.cache_dir)
+    judgements = None
+    if args.judge_pairs:
+        judgements = _judgements(split_train, args.judge_pairs, args.seed, args.cache_dir, args.judge_model)
+    report = run_report(
+        log,
+        item_embeddings,
+        split_protocol=args.split,
+        base_config=base,
+        variants=variants,
+        cold_threshold=args.cold_threshold,
+        min_user_ratings=args.min_user_ratings,
+        judgements=judgements,
+        user_text_embeddings=user_text,
+        simulate=not args.no_simulation,
+    )
+    report["command"] = "python -m simulators.fidelity " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    report["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["machine"] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": threads,
+        "device": base["device"],
+        "torch": torch.__version__,
+    }
+    report["encoder"] = args.encoder
+    report["user_text"] = bool(args.user_text)
+    report["judge_pairs"] = args.judge_pairs
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = Path(args.out)
+    tables = format_tables(report)
+    header = (
+        f"# Fidelity report: {report['dataset']}\n\n`{report['command']}`\n\n{report['date']}, "
+        f"{report['machine']['platform']}, {threads} torch thread(s), device {base['device']}, "
+        f"split {args.split}, {report['total_seconds']} s in all\n\n"
+    )
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", header + tables)
+    print(header + tables)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""SB3 agents and train.py: configs, known-answer learning, determinism, exact resume, run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import train as train_script
+from agents.checkpoint import latest_checkpoint, read_checkpoint
+from agents.config import RunConfig, load_run_config, run_config_from_dict
+from agents.registry import load_agent, make_agent
+from agents.serialization import load_tensors
+from agents.tensorboard import read_scalars, read_text_tags
+from envs.vector_env import RecommendationVectorEnv
+from recgym.errors import CheckpointError, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BEST = 3
+SIMULATOR = {"n_items": 20, "n_users": 50, "events_per_user": 10, "best_item": BEST}
+SMALL = {
+    "dqn": {"learning_starts": 100, "buffer_size": 4000, "batch_size": 32, "target_update_interval": 200,
+            "net_arch": [64], "features": {"embed_dim": 16}},
+    "ppo": {"n_steps": 8, "batch_size": 64, "net_arch": [64], "features": {"embed_dim": 16}},
+    "maskable_ppo": {"n_steps": 8, "batch_size": 64, "net_arch": [64], "features": {"embed_dim": 16}},
+}
+
+
+def _config(agent: str, total_steps: int, agent_config: dict | None = None, **train: Any) -> RunConfig:
+    data = {
+        "data": {"source": None},
+        "simulator": {"name": "synthetic", "config": dict(SIMULATOR)},
+        "env": {"num_envs": 8, "max_steps": 10, "mask_consumed": agent == "maskable_ppo"},
+        "agent": {"name": agent, "config": {**SMALL[agent], **(agent_config or {})}},
+        "train": {"total_steps": total_steps, "device": "cpu", "checkpoint_every": 256, "eval_every": 512,
+                  "eval_sessions": 32, "log_every": 128, **train},
+    }
+    return run_config_from_dict(data)
+
+
+def _env(num_envs: int = 16, mask_consumed: bool = False) -> RecommendationVectorEnv:
+    return RecommendationVectorEnv(
+        num_envs=num_envs, simulator="synthetic", simulator_config=dict(SIMULATOR), max_steps=10,
+        mask_consumed=mask_consumed,
+    )
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run_dir / "agent" / "weights.safetensors")
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ: {different}"
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+def test_every_shipped_config_validates() -> None:
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    names = {f.stem for f in files}
+    for agent in ("dqn", "ppo", "qlearning", "linear_q"):
+        for data in ("ml100k", "ml1m"):
+            assert f"{agent}_{data}" in names
+    assert "quickstart" in names
+    for path in files:
+        config = load_run_config(path)
+        assert config.data.source in ("ml-100k", "ml-1m")
+        assert config.agent.config  # defaults filled in
+
+
+def test_config_errors_name_the_key_and_the_choices(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"agent": {"name": "dqn"}, "train": {"total_steps": 10}}))
+    with pytest.raises(ConfigError, match=r"train\.bogus.*valid keys under 'train' are"):
+        load_run_config(path, ["train.bogus=1"])
+    with pytest.raises(ConfigError, match=r"train\.total_steps: expected an integer"):
+        load_run_config(path, ["train.total_steps=lots"])
+    with pytest.raises(ConfigError, match=r"agent\[dqn\]\.learning_rat.*valid keys"):
+        load_run_config(path, ["agent.config.learning_rat=0.1"])
+    with pytest.raises(ConfigError, match=r"pooler: expected one of \['mean', 'gru', 'attention'\]"):
+        load_run_config(path, ["agent.config.features.pooler=lstm"])
+    with pytest.raises(ConfigError, match=r"unknown agent 'dqnn'; available agents: \[.*'dqn'"):
+        load_run_config(path, ["agent.name=dqnn"])
+    with pytest.raises(ConfigError, match=r"unknown simulator 'nope'"):
+        load_run_config(path, ["simulator.name=nope"])
+    with pytest.raises(ConfigError, match=r"simulator\.config\.n_itemz"):
+        load_run_config(path, ["simulator.name=synthetic", "simulator.config.n_itemz=3"])
+    with pytest.raises(ConfigError, match="exploration_final_eps"):
+        load_run_config(path, ["agent.config.exploration_final_eps=2.0"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_run_config(tmp_path / "missing.yaml")
+
+
+def test_cli_overrides_and_resume_rules(tmp_path: Path) -> None:
+    args = train_script.parse_args(
+        ["--config", str(ROOT / "configs/dqn_ml100k.yaml"), "--set", "agent.config.learning_rate=3e-4",
+         "--total-steps", "123", "--seed", "5", "--device", "cpu"]
+    )
+    config, run_dir, resuming = train_script.resolve(args)
+    assert (config.agent.config["learning_rate"], config.train.total_steps, config.train.seed) == (3e-4, 123, 5)
+    assert config.train.device == "cpu" and run_dir is None and not resuming
+    with pytest.raises(ConfigError, match="give --config"):
+        train_script.resolve(train_script.parse_args([]))
+    with pytest.raises(CheckpointError, match="run directory not found"):
+        train_script.resolve(train_script.parse_args(["--resume", str(tmp_path / "none")]))
+    with pytest.raises(ConfigError, match=r"cannot change \['agent.name'\] when resuming"):
+        train_script.resolve(train_script.parse_args(["--resume", str(tmp_path), "--set", "agent.name=ppo"]))
+    assert train_script.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_agent_construction_errors() -> None:
+    env = _env(4)
+    with pytest.raises(ConfigError, match="needs env="):
+        make_agent("dqn", env.n_items, {})
+    with pytest.raises(ConfigError, match="item_embeddings has 20 rows, n_items is 21"):
+        make_agent("ppo", 21, {}, env=env)
+    agent = make_agent("dqn", env.n_items, SMALL["dqn"], env=env)
+    with pytest.raises(ConfigError, match="built for 4 users per step, the env has 16"):
+        agent.learn(_env(16), 100)
+
+
+# ------------------------------------------------------------------------------------ learning
+
+
+def _fresh_observation(seed: int = 1) -> dict[str, torch.Tensor]:
+    env = _env(32)
+    observation, _ = env.reset(seed=seed)
+    return observation
+
+
+@pytest.mark.parametrize("name, steps", [("dqn", 3000), ("ppo", 3000)])
+def test_known_answer_agents_find_the_best_item(name: str, steps: int) -> None:
+    """Every user rates item BEST 5 and every other item at most 3.5: the learnt policy must pick it."""
+    env = _env(16)
+    config = dict(SMALL[name], learning_rate=3e-3) if name == "ppo" else dict(SMALL[name], exploration_fraction=0.5)
+    agent = make_agent(name, env.n_items, config, env=env, seed=0, total_steps=steps)
+    before = agent.scores(_fresh_observation()).argmax(dim=1)
+    agent.learn(env, steps)
+    chosen = agent.scores(_fresh_observation()).argmax(dim=1)
+    assert (chosen == BEST).all(), f"{name} picks {chosen.tolist()}"
+    assert not (before == BEST).all()  # it was learnt, not there from the start
+
+
+def test_maskable_ppo_learns_and_respects_masks() -> None:
+    env = _env(8, mask_consumed=True)
+    agent = make_agent("maskable_ppo", env.n_items, SMALL["maskable_ppo"], env=env, seed=0, total_steps=512)
+    agent.learn(env, 512)
+    assert agent.steps_done == 512
+    observation = _fresh_observation()
+    mask = torch.ones(32, env.n_items, dtype=torch.bool)
+    mask[:, BEST] = False
+    assert (agent.act(observation, k=1, action_mask=mask) != BEST).all()
+
+
+@pytest.mark.parametrize("name", ["dqn", "ppo"])
+def test_same_seed_repeats_exactly(name: str) -> None:
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        env = _env(8)
+        agent = make_agent(name, env.n_items, SMALL[name], env=env, seed=seed, total_steps=512)
+        agent.learn(env, 512)
+        return {k: v.clone() for k, v in agent.model.policy.state_dict().items()}
+
+    first, second, other = run(0), run(0), run(1)
+    _assert_same_weights(first, second)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    env = _env(8)
+    agent = make_agent("dqn", env.n_items, dict(SMALL["dqn"], features={"pooler": "attention"}), env=env)
+    agent.learn(env, 256)
+    agent.save(tmp_path / "agent")
+    loaded = load_agent(tmp_path / "agent")
+    observation = _fresh_observation()
+    torch.testing.assert_close(agent.scores(observation), loaded.scores(observation), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="holds a 'dqn' agent, not a 'ppo' agent"):
+        type(make_agent("ppo", env.n_items, {}, env=env)).load(tmp_path / "agent")
+
+
+def test_restoring_into_a_different_agent_is_refused() -> None:
+    env = _env(8)
+    dqn = make_agent("dqn", env.n_items, SMALL["dqn"], env=env)
+    dqn.learn(env, 64)
+    tensors, metadata = dqn.checkpoint_state()
+    other = make_agent("dqn", env.n_items, dict(SMALL["dqn"], batch_size=16), env=env)
+    with pytest.raises(CheckpointError, match="config: checkpoint has"):
+        other.restore_checkpoint_state(tensors, metadata)
+    with pytest.raises(CheckpointError, match="agent: checkpoint has 'dqn', this run has 'ppo'"):
+        make_agent("ppo", env.n_items, SMALL["ppo"], env=env).restore_checkpoint_state(tensors, metadata)
+
+
+# ------------------------------------------------------------------------------------ train.py
+
+
+@pytest.mark.parametrize("name", ["dqn", "ppo"])
+def test_resume_after_crash_ends_with_the_same_weights(name: str, tmp_path: Path) -> None:
+    """Uninterrupted 3 chunks == 1 chunk, a crash in the middle of chunk 2, resume, finish."""
+    straight = train_script.train(_config(name, 768), tmp_path / "straight", progress_bar=False)
+
+    def crash(tag: str, value: float, step: int) -> None:
+        if step > 384:  # inside the second chunk, after the first checkpoint
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_script.train(_config(name, 768), tmp_path / "crashed", progress_bar=False, listeners=[crash])
+    assert latest_checkpoint(tmp_path / "crashed" / "checkpoints").name.endswith("256")
+    assert not (tmp_path / "crashed" / "agent").exists()
+    resumed = train_script.train(_config(name, 768), tmp_path / "crashed", resume=True, progress_bar=False)
+    _assert_same_weights(_weights(straight.path), _weights(resumed.path))
+    _, metadata, step = read_checkpoint(latest_checkpoint(resumed.checkpoints))
+    assert step == 768 and metadata["progress"]["steps_done"] == 768
+
+
+def test_train_cli_end_to_end(tmp_path: Path) -> None:
+    config_path = tmp_path / "synthetic.yaml"
+    config = _config("dqn", 512)
+    from recgym.config import to_dict
+
+    config_path.write_text(yaml.safe_dump(to_dict(config)))
+    run_dir = tmp_path / "run"
+    assert train_script.main(["--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "eval.json").is_file()
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["versions"]["stable-baselines3"] and "git_commit" in metadata
+    assert metadata["simulator"]["name"] == "synthetic"
+    assert metadata["simulator"]["config"]["best_item"] == BEST
+    scalars = read_scalars(run_dir / "tb")
+    for tag in ("charts/episodic_return", "charts/ctr", "charts/session_length", "charts/sps",
+                "charts/exploration_rate", "losses/td_loss", "eval/episodic_return", "eval/ctr",
+                "sim/coverage", "sim/diversity", "sim/leave_rate"):
+        assert tag in scalars, f"missing TensorBoard tag {tag}; have {sorted(scalars)}"
+    assert [step for step, _ in scalars["eval/episodic_return"]] == [0, 512]
+    assert any(tag.startswith("hyperparameters") for tag in read_text_tags(run_dir / "tb"))
+    # A finished run extended with --resume --total-steps continues from its last checkpoint.
+    assert train_script.main(["--resume", str(run_dir), "--total-steps", "768", "--no-progress"]) == 0
+    _, _, step = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    assert step == 768
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["total_steps"] == 768
+    # A fresh run refuses a used directory.
+    assert train_script.main(["--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]) == 2
+
+
+def test_resume_refuses_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    run = train_script.train(_config("ppo", 256), tmp_path / "run", progress_bar=False)
+    state = latest_checkpoint(run.checkpoints) / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train_script.train(_config("ppo", 512), run.path, resume=True, progress_bar=False)
+
+
+@pytest.mark.slow
+def test_killed_process_resumes(tmp_path: Path) -> None:
+    """A real SIGKILL at an arbitrary moment after the first checkpoint; resume finishes the run."""
+    config_path = tmp_path / "c.yaml"
+    from recgym.config import to_dict
+
+    config_path.write_text(yaml.safe_dump(to_dict(_config("ppo", 4096))))
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(config_path), "--run-dir", str(run_dir),
+               "--no-progress"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoints" / "latest").exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "agent").exists()
+    resumed = train_script.train(_config("ppo", 4096), run_dir, resume=True, progress_bar=False)
+    assert (resumed.path / "agent" / "weights.safetensors").is_file()
+    _, _, step = read_checkpoint(latest_checkpoint(resumed.checkpoints))
+    assert step == 4096

@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.runs and not args.baseline:
         raise ConfigError("nothing to evaluate: give RUN_DIR(s) and/or --baseline NAME")
-    if args.baseline and not args.data:
-        raise ConfigError("--baseline needs --data NAME_OR_PATH (the data the baselines are fitted on)")
+    if args.baseline and not args.data and not args.runs:
+        raise ConfigError("--baseline without a run directory needs --data NAME_OR_PATH (the data to fit it on)")
     unknown = [name for name in args.baseline if name not in sources.BASELINES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {unknown}; choose from {sorted(sources.BASELINES)}")

@@ -129,11 +129,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _lookup(metadata: dict[str, Any], key: str) -> Any:
-    """``metadata[key]`` or ``metadata["data"][key]`` (None when absent)."""
+    """``metadata[key]``, else the key in its ``data`` or ``simulator`` section (None when absent)."""
     if key in metadata:
         return metadata[key]
-    data = metadata.get("data")
-    return data.get(key) if isinstance(data, dict) else None
+    for section in ("data", "simulator"):
+        value = metadata.get(section)
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
 
 
 def run_data_source(metadata: dict[str, Any]) -> str | None:
@@ -198,6 +201,9 @@ def load_run(run_dir: str | Path, default_history_length: int = 50, **context: A
     except (ConfigError, OSError, ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(f"{agent_dir}: could not load the agent ({error})") from error
     metadata = dict(metadata)
+    source = (config.get("data") or {}).get("source") if isinstance(config.get("data"), dict) else None
+    if "data" not in metadata and isinstance(source, str):
+        metadata["data"] = {"source": source}  # train.py records the data source in config.yaml
     metadata["_history_length"] = _history_length(config, default_history_length)
     metadata["_agent_dir"] = str(agent_dir)
     return agent, metadata

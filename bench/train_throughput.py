@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,8 +33,8 @@ ML1M_SIZED = {"n_users": 6040, "n_items": 3706, "embedding_dim": 384}
 
 
 def make_vector_env(args: argparse.Namespace, num_envs: int, device: str, **extra: Any):
-    from envs.vector_env import RecommendationVectorEnv
     from envs.registration import ENV_KWARGS
+    from envs.vector_env import RecommendationVectorEnv
 
     if args.env == "synthetic-ml1m":
         kwargs = {"simulator": "synthetic", "simulator_config": dict(ML1M_SIZED)}

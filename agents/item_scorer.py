@@ -82,13 +82,18 @@ class ItemScorer(nn.Module):
         return self.encode_state(observation) @ self.item_representations().T + self.item_bias
 
 
+MASKED_SCORE = -1e9
+"""Score given to masked items: finite (so softmax gives them exactly 0 and 0 * log 0 stays 0, with
+no NaN-guarding pass over the catalogue), and far below any real score."""
+
+
 def mask_scores(scores: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
-    """Scores with disallowed items (``action_mask`` False) set to -inf; rows with none allowed unmasked."""
+    """Scores with disallowed items (``action_mask`` False) set to MASKED_SCORE; rows with none allowed unmasked."""
     if action_mask is None:
         return scores
     allowed = action_mask.to(torch.bool)
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # never leave a row with nothing to pick
-    return scores.masked_fill(~allowed, float("-inf"))
+    return scores.masked_fill(~allowed, MASKED_SCORE)
 
 
 def history_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:

@@ -6,8 +6,8 @@ Reads top to bottom like a CleanRL script, driven in chunks by train.py through 
 of clipped-surrogate minibatch updates. No numpy round trips, no per-user Python work.
 
 **Policy.** Logits over the whole catalogue are ``encode(s) . e_a + b_a`` (``ItemScorer``: item
-representations start from the LLM item encodings; 1e5 items cost one matmul). Masked items get
--inf. **Slates** of k items are drawn without replacement by Gumbel-top-k, i.e. from the
+representations start from the LLM item encodings; 1e5 items cost one matmul). Masked items get a
+large negative score (``MASKED_SCORE``). **Slates** of k items are drawn without replacement by Gumbel-top-k, i.e. from the
 Plackett-Luce distribution of the logits; the slate's log-probability is the sum over slots of
 ``logit[a_j] - logsumexp(logits over items not yet placed)``, which is exact for that distribution.
 The entropy bonus uses the first slot's distribution. With k = 1 this is ordinary categorical PPO.
@@ -89,22 +89,27 @@ class ActorCritic(nn.Module):
         return self.critic_head(features).squeeze(-1)
 
 
-def slate_log_prob(logits: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
-    """Plackett-Luce log-probability [B] of ``slate`` [B, k] under masked ``logits`` [B, n_items]."""
+def slate_log_prob(logits: torch.Tensor, slate: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """Plackett-Luce log-probability [B] of ``slate`` [B, k] under masked ``logits`` [B, n_items].
+
+    ``normalized=True`` says ``logits`` are already log-probabilities (``log_softmax``), which saves
+    the first slot's normaliser.
+    """
     total = torch.zeros(logits.shape[0], device=logits.device)
     remaining = logits
     for slot in range(slate.shape[1]):
         item = slate[:, slot : slot + 1]
-        total = total + remaining.gather(1, item).squeeze(1) - torch.logsumexp(remaining, dim=1)
-        remaining = remaining.scatter(1, item, float("-inf"))
+        total = total + remaining.gather(1, item).squeeze(1)
+        if slot > 0 or not normalized:
+            total = total - torch.logsumexp(remaining, dim=1)
+        if slot + 1 < slate.shape[1]:
+            remaining = remaining.scatter(1, item, float("-inf"))
     return total
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy [B] of the categorical distribution of masked ``logits`` (-inf entries ignored)."""
-    log_p = torch.log_softmax(logits, dim=1)
-    p = log_p.exp()
-    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(1)
+def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Entropy [B] of a categorical distribution given as ``log_softmax`` output (masked items: p = 0)."""
+    return -(log_probs.exp() * log_probs).sum(1)
 
 
 class NativePPOAgent(TrainableAgent):
@@ -260,8 +265,8 @@ class NativePPOAgent(TrainableAgent):
                 index = order[start : start + minibatch]
                 obs = {k: v[index] for k, v in batch["obs"].items()}
                 mask = batch["mask"][index] if batch["mask"] is not None else None
-                logits = self._logits(obs, mask)
-                new_log_prob = slate_log_prob(logits, batch["actions"][index])
+                log_probs = torch.log_softmax(self._logits(obs, mask), dim=1)  # one normaliser for both uses
+                new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
                 log_ratio = new_log_prob - batch["log_probs"][index]
                 ratio = log_ratio.exp()
                 advantages = batch["advantages"][index]
@@ -270,7 +275,7 @@ class NativePPOAgent(TrainableAgent):
                 policy_loss = torch.max(-advantages * ratio,
                                         -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
                 value_loss = 0.5 * (self.network.value(obs) - batch["returns"][index]).pow(2).mean()
-                entropy_bonus = entropy(logits).mean()
+                entropy_bonus = entropy(log_probs).mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

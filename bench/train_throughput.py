@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="training env steps per agent")
     parser.add_argument("--sb3-steps", type=int, default=None, help="training steps for SB3 agents (default: --steps)")
     parser.add_argument("--points", type=int, default=4, help="learning-curve evaluations")
-    parser.add_argument("--native-envs", type=int, default=256, help="parallel users of the native agents")
+    parser.add_argument("--native-envs", type=int, default=1024, help="parallel users of the native agents")
     parser.add_argument("--sb3-ppo-envs", type=int, default=8, help="parallel envs of SB3 PPO")
     parser.add_argument("--eval-users", type=int, default=256)
     parser.add_argument("--max-steps", type=int, default=20, help="session cap")

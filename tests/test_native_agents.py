@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.item_scorer import ItemScorer, history_mask, mask_scores
+from agents.item_scorer import MASKED_SCORE, ItemScorer, history_mask, mask_scores
 from agents.native_dqn import NativeDQNAgent, NativeDQNConfig, random_slates
 from agents.native_ppo import NativePPOAgent, NativePPOConfig, slate_log_prob
 from agents.registry import available_agents, load_agent, make_agent
@@ -99,7 +99,7 @@ def test_masking_helpers():
     scores = torch.tensor([[1.0, 5.0, 3.0], [2.0, 1.0, 0.0]])
     mask = torch.tensor([[True, False, True], [False, False, False]])
     masked = mask_scores(scores, mask)
-    assert masked[0].argmax() == 2 and masked[0, 1] == float("-inf")
+    assert masked[0].argmax() == 2 and masked[0, 1] == MASKED_SCORE
     assert torch.equal(masked[1], scores[1])  # a row with nothing allowed stays unmasked
     history = torch.tensor([[-1, 0, 2], [1, 1, -1]])
     assert history_mask(history, 3).tolist() == [[False, True, False], [True, False, True]]

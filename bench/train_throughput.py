@@ -66,11 +66,12 @@ class NullLogger:
 def run_native(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from agents.registry import make_agent
 
-    env = make_vector_env(args, args.native_envs, args.device)
-    agent = make_agent(name, env.n_items, {"device": args.device, "seed": args.seed},
-                       item_embeddings=env.simulator.item_embeddings)
+    users = args.native_envs if name == "native_dqn" else args.native_ppo_envs
+    env = make_vector_env(args, users, args.device)
+    agent = make_agent(name, env.n_items, {"device": args.device, "seed": args.seed}, env=env)
     act = lambda obs, mask: agent.act({k: v.to(args.device) for k, v in obs.items()}, 1, mask.to(args.device))[:, 0].cpu()  # noqa: E731
-    return train_with_curve(args, lambda steps: agent.learn(env, steps, NullLogger()), act)
+    return train_with_curve(args, lambda steps: agent.learn(env, steps, NullLogger()), act,
+                            lambda: agent.global_step)
 
 
 def run_sb3(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -90,27 +91,32 @@ def run_sb3(args: argparse.Namespace, name: str) -> dict[str, Any]:
         numpy_obs = {k: v.numpy() for k, v in obs.items()}
         return torch.as_tensor(model.predict(numpy_obs, deterministic=True)[0])
 
-    return train_with_curve(args, lambda steps: model.learn(steps, reset_num_timesteps=False), act)
+    return train_with_curve(args, lambda steps: model.learn(steps, reset_num_timesteps=False), act,
+                            lambda: model.num_timesteps)
 
 
-def train_with_curve(args: argparse.Namespace, learn, act) -> dict[str, Any]:
-    """Train in ``args.points`` equal chunks, timing only training and evaluating after each."""
+def train_with_curve(args: argparse.Namespace, learn, act, steps_done) -> dict[str, Any]:
+    """Train in ``args.points`` equal chunks, timing only training and evaluating after each.
+
+    Agents may overshoot a chunk (PPO completes whole rollouts), so ``steps_done()`` - the agent's
+    own count of env steps taken - is what the figures use.
+    """
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     curve = [(0, evaluate_return(args, act))]
     chunk = args.steps // args.points
     train_seconds = 0.0
-    for point in range(1, args.points + 1):
+    for _ in range(args.points):
         start = time.perf_counter()
         learn(chunk)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - start
-        curve.append((point * chunk, evaluate_return(args, act)))
+        curve.append((steps_done(), evaluate_return(args, act)))
     return {
-        "steps": chunk * args.points,
+        "steps": steps_done(),
         "train_seconds": train_seconds,
-        "steps_per_second": chunk * args.points / train_seconds,
+        "steps_per_second": steps_done() / train_seconds,
         "peak_host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None,
         "curve": curve,
@@ -134,7 +140,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="training env steps per agent")
     parser.add_argument("--sb3-steps", type=int, default=None, help="training steps for SB3 agents (default: --steps)")
     parser.add_argument("--points", type=int, default=4, help="learning-curve evaluations")
-    parser.add_argument("--native-envs", type=int, default=1024, help="parallel users of the native agents")
+    parser.add_argument("--native-envs", type=int, default=1024, help="parallel users of native DQN")
+    parser.add_argument("--native-ppo-envs", type=int, default=256, help="parallel users of native PPO")
     parser.add_argument("--sb3-ppo-envs", type=int, default=8, help="parallel envs of SB3 PPO")
     parser.add_argument("--eval-users", type=int, default=256)
     parser.add_argument("--max-steps", type=int, default=20, help="session cap")
@@ -165,7 +172,8 @@ def main() -> None:
         print(f"{name:11s} {r['steps_per_second']:>12,.0f} steps/s  peak host {r['peak_host_mib']:7.0f} MiB  "
               f"return {r['final_return']:.3f}", flush=True)
 
-    print(f"\nenv={args.env} device={args.device} threads={args.threads} native users={args.native_envs}")
+    print(f"\nenv={args.env} device={args.device} threads={args.threads} users: native DQN {args.native_envs}, "
+          f"native PPO {args.native_ppo_envs}, SB3 DQN 1, SB3 PPO {args.sb3_ppo_envs}")
     print(f"{'agent':11s} {'steps/s':>12s} {'x SB3':>8s} {'peak host MiB':>14s} {'peak GPU MiB':>13s}  return by env steps")
     for name, r in results.items():
         baseline = results.get("sb3_" + name.split("_", 1)[1])
@@ -180,7 +188,7 @@ def main() -> None:
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
     return ["--env", args.env, "--device", args.device, "--points", str(args.points),
-            "--native-envs", str(args.native_envs), "--sb3-ppo-envs", str(args.sb3_ppo_envs),
+            "--native-envs", str(args.native_envs), "--native-ppo-envs", str(args.native_ppo_envs), "--sb3-ppo-envs", str(args.sb3_ppo_envs),
             "--eval-users", str(args.eval_users), "--max-steps", str(args.max_steps),
             "--threads", str(args.threads), "--seed", str(args.seed)]
 

@@ -39,6 +39,7 @@ from agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
+from agents.session_stats import SessionStats
 from recgym.config import from_dict
 from recgym.errors import CheckpointError
 
@@ -175,9 +176,7 @@ class NativeDQNAgent(TrainableAgent):
         self.global_step = 0
         self.last_target_sync = 0
         self.last_log = 0
-        self._episode_return: torch.Tensor | None = None
-        self._episode_length: torch.Tensor | None = None
-        self._finished = torch.zeros(4, device=self.device)  # episodes, return sum, length sum, clicks
+        self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
         self._loss_sum = torch.zeros(2, device=self.device)  # loss sum, q sum
         self._updates_since_log = 0
 
@@ -214,9 +213,8 @@ class NativeDQNAgent(TrainableAgent):
             self.observation, _ = env.reset(seed=config.seed)
         if self.buffer is None:
             self.buffer = ReplayBuffer(config.buffer_size, self.observation, self.slate_size, self.device)
-        if self._episode_return is None:
-            self._episode_return = torch.zeros(n, device=self.device)
-            self._episode_length = torch.zeros(n, device=self.device)
+        if self.stats is None:
+            self.stats = SessionStats(n, self.q_network.item_text, self.device)
         slot_index = torch.arange(self.slate_size, device=self.device)
         end = self.global_step + steps
         while self.global_step < end:
@@ -233,15 +231,7 @@ class NativeDQNAgent(TrainableAgent):
             self.buffer.add(obs, actions, slot_rewards, real_next, terminated)
             self.observation = next_obs
             self.global_step += n
-
-            self._episode_return += reward
-            self._episode_length += 1
-            finished = done.to(torch.float32)
-            self._finished += torch.stack([finished.sum(), (self._episode_return * finished).sum(),
-                                           (self._episode_length * finished).sum(),
-                                           info["clicked"].to(torch.float32).sum()])
-            self._episode_return *= 1.0 - finished
-            self._episode_length *= 1.0 - finished
+            self.stats.update(actions, reward, terminated, truncated, info["clicked"])
 
             if self.global_step >= config.learning_starts:
                 for _ in range(config.gradient_steps):
@@ -280,18 +270,13 @@ class NativeDQNAgent(TrainableAgent):
                 target.lerp_(online, self.config.tau)
 
     def _log(self, logger: ScalarLogger) -> None:
-        episodes, return_sum, length_sum, clicks = self._finished.tolist()  # one device sync
         step = self.global_step
-        if episodes > 0:
-            logger.log_scalar("charts/episodic_return", return_sum / episodes, step)
-            logger.log_scalar("charts/session_length", length_sum / episodes, step)
-            logger.log_scalar("charts/ctr", clicks / max(length_sum, 1.0), step)
+        self.stats.log(logger, step)
         if self._updates_since_log:
             loss_sum, q_sum = self._loss_sum.tolist()
             logger.log_scalar("losses/td_loss", loss_sum / self._updates_since_log, step)
             logger.log_scalar("losses/q_values", q_sum / self._updates_since_log, step)
-        logger.log_scalar("charts/epsilon", self.epsilon(), step)
-        self._finished.zero_()
+        logger.log_scalar("charts/exploration_rate", self.epsilon(), step)
         self._loss_sum.zero_()
         self._updates_since_log = 0
         self.last_log = step
@@ -306,9 +291,7 @@ class NativeDQNAgent(TrainableAgent):
             "generator": generator_state(self.generator),
             "buffer": self.buffer.state() if self.buffer is not None else None,
             "observation": self.observation,
-            "episode_return": self._episode_return,
-            "episode_length": self._episode_length,
-            "finished": self._finished,
+            "stats": self.stats.state() if self.stats is not None else None,
             "loss_sum": self._loss_sum,
             "counters": {"global_step": self.global_step, "last_target_sync": self.last_target_sync,
                          "last_log": self.last_log, "updates_since_log": self._updates_since_log},
@@ -330,10 +313,9 @@ class NativeDQNAgent(TrainableAgent):
         if state["buffer"] is not None:
             self.buffer = ReplayBuffer(self.config.buffer_size, self.observation, self.slate_size, device)
             self.buffer.load_state(state["buffer"])
-        for name in ("episode_return", "episode_length"):
-            value = state[name]
-            setattr(self, f"_{name}", None if value is None else value.to(device))
-        self._finished = state["finished"].to(device)
+        if state["stats"] is not None:
+            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.q_network.item_text, device)
+            self.stats.load_state(state["stats"])
         self._loss_sum = state["loss_sum"].to(device)
         counters = state["counters"]
         self.global_step, self.last_target_sync = counters["global_step"], counters["last_target_sync"]

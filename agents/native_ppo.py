@@ -41,6 +41,7 @@ from agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
+from agents.session_stats import SessionStats
 from recgym.config import from_dict
 from recgym.errors import CheckpointError
 
@@ -146,8 +147,7 @@ class NativePPOAgent(TrainableAgent):
         self._actor = torch.compile(self.network.actor) if config.compile else self.network.actor
         self.observation: Observation | None = None
         self.global_step = 0
-        self._episode_return: torch.Tensor | None = None
-        self._episode_length: torch.Tensor | None = None
+        self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
 
     # ----------------------------------------------------------------------------- acting
 
@@ -182,20 +182,18 @@ class NativePPOAgent(TrainableAgent):
                              f"built for slate_size={self.slate_size}, n_items={self.n_items}")
         if self.observation is None:
             self.observation, _ = env.reset(seed=config.seed)
-            self._episode_return = torch.zeros(n, device=self.device)
-            self._episode_length = torch.zeros(n, device=self.device)
+            self.stats = SessionStats(n, self.network.actor.item_text, self.device)
         end = self.global_step + steps
         while self.global_step < end:
-            batch, stats = self._collect(env)
+            batch = self._collect(env)
             losses = self._update(batch)
-            self._log(logger, stats, losses)
+            self._log(logger, losses)
 
-    def _collect(self, env: Any) -> tuple[dict[str, Any], torch.Tensor]:
+    def _collect(self, env: Any) -> dict[str, Any]:
         """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
         config, n, t_max = self.config, env.num_envs, self.config.num_steps
         observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
         masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
-        finished = torch.zeros(4, device=self.device)  # episodes, return sum, length sum, clicks
         for _ in range(t_max):
             obs = self.observation
             mask = env.action_masks() if config.mask == "env" else None
@@ -224,13 +222,7 @@ class NativePPOAgent(TrainableAgent):
             self.observation = next_obs
             self.global_step += n
 
-            self._episode_return += env_reward
-            self._episode_length += 1
-            done_f = done.to(torch.float32)
-            finished += torch.stack([done_f.sum(), (self._episode_return * done_f).sum(),
-                                     (self._episode_length * done_f).sum(), info["clicked"].to(torch.float32).sum()])
-            self._episode_return *= 1.0 - done_f
-            self._episode_length *= 1.0 - done_f
+            self.stats.update(slate, env_reward, terminated, truncated, info["clicked"])
 
         with torch.no_grad():
             next_value = self.network.value(self.observation)
@@ -251,7 +243,7 @@ class NativePPOAgent(TrainableAgent):
             "advantages": advantages.reshape(-1),
             "returns": (advantages + values_t).reshape(-1),
         }
-        return batch, finished
+        return batch
 
     def _update(self, batch: dict[str, Any]) -> torch.Tensor:
         config = self.config
@@ -288,14 +280,10 @@ class NativePPOAgent(TrainableAgent):
                 count += 1
         return totals / max(count, 1)
 
-    def _log(self, logger: ScalarLogger, stats: torch.Tensor, losses: torch.Tensor) -> None:
-        episodes, return_sum, length_sum, clicks = stats.tolist()  # one device sync per rollout
-        policy, value, entropy_value, approx_kl, clip_fraction = losses.tolist()
+    def _log(self, logger: ScalarLogger, losses: torch.Tensor) -> None:
         step = self.global_step
-        if episodes > 0:
-            logger.log_scalar("charts/episodic_return", return_sum / episodes, step)
-            logger.log_scalar("charts/session_length", length_sum / episodes, step)
-        logger.log_scalar("charts/ctr", clicks / (self.config.num_steps * self._episode_return.numel()), step)
+        self.stats.log(logger, step)  # one device sync per rollout for the stats, one for the losses
+        policy, value, entropy_value, approx_kl, clip_fraction = losses.tolist()
         logger.log_scalar("losses/policy_loss", policy, step)
         logger.log_scalar("losses/value_loss", value, step)
         logger.log_scalar("losses/entropy", entropy_value, step)
@@ -310,8 +298,7 @@ class NativePPOAgent(TrainableAgent):
             "optimizer": self.optimizer.state_dict(),
             "generator": generator_state(self.generator),
             "observation": self.observation,
-            "episode_return": self._episode_return,
-            "episode_length": self._episode_length,
+            "stats": self.stats.state() if self.stats is not None else None,
             "global_step": self.global_step,
         }
         tensors, skeleton = flatten_state(state)
@@ -324,11 +311,11 @@ class NativePPOAgent(TrainableAgent):
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         set_generator_state(self.generator, state["generator"])
-        to_device = lambda value: None if value is None else value.to(self.device)  # noqa: E731
         self.observation = None if state["observation"] is None else {
             k: v.to(self.device) for k, v in state["observation"].items()}
-        self._episode_return = to_device(state["episode_return"])
-        self._episode_length = to_device(state["episode_length"])
+        if state["stats"] is not None:
+            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.network.actor.item_text, self.device)
+            self.stats.load_state(state["stats"])
         self.global_step = state["global_step"]
 
     def save(self, directory: str | Path) -> None:

@@ -13,6 +13,8 @@ from envs.vector_env import RecommendationVectorEnv
 from recgym.errors import CheckpointError, ConfigError
 
 BEST = 7
+SESSION_TAGS = ("charts/episodic_return", "charts/session_length", "charts/ctr", "charts/sps",
+                "sim/leave_rate", "sim/coverage", "sim/diversity")
 
 
 class RecordingLogger:
@@ -69,13 +71,16 @@ def test_native_dqn_finds_the_obvious_best_item():
     assert (greedy_picks(agent, env)[:, 0] == BEST).all()
     returns = [value for _, value in logger.scalars["charts/episodic_return"]]
     assert returns[-1] > returns[0]
+    assert set(SESSION_TAGS) | {"charts/exploration_rate", "losses/td_loss"} <= set(logger.scalars)
 
 
 @pytest.mark.parametrize("slate_size", [1, 3])
 def test_native_ppo_finds_the_obvious_best_item(slate_size):
     env = known_answer_env(slate_size)
     agent = make_ppo(env)
-    agent.learn(env, 20_000, RecordingLogger())
+    logger = RecordingLogger()
+    agent.learn(env, 20_000, logger)
+    assert set(SESSION_TAGS) | {"losses/policy_loss", "losses/entropy"} <= set(logger.scalars)
     slates = greedy_picks(agent, env, slate_size)
     assert (slates == BEST).any(dim=1).all()
 

@@ -22,7 +22,7 @@ $(VENV)/.recgym-installed: pyproject.toml Makefile
 # Train the quickstart agent on bundled MovieLens-100K, then evaluate it against baselines.
 demo: install
 	$(PY) train.py --config configs/quickstart.yaml --run-dir $(RUN_DIR)
-	$(PY) evaluate.py $(RUN_DIR) --baseline random --baseline popular --out $(RUN_DIR)/evaluation
+	$(PY) evaluate.py $(RUN_DIR) --baseline random --baseline most_popular --out $(RUN_DIR)/evaluation
 
 test: install
 	$(PY) -m pytest -q

@@ -7,7 +7,8 @@ Protocols (``--protocols``, comma-separated): ``ranking`` (HR@K, NDCG@K, MRR wit
 under leave-last-out and the temporal split), ``replay`` (Li et al. 2011 on the temporal split's
 held-out events), ``ope`` (IPS, SNIPS, DM, DR on held-out events, plus the estimators' validation
 on simulated logs with known truth), ``simulated`` (return in the logged-user simulator from
-held-out users). See docs/evaluation.md.
+held-out users; a run is evaluated on the simulator its config.yaml records, baselines next to it on
+the same one). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ope-validation-events", type=int, default=100_000,
                         help="logged events of the synthetic validation of the estimators (0: skip)")
     parser.add_argument("--sim-users", type=_positive_int, default=1000, help="held-out users simulated")
-    parser.add_argument("--sim-steps", type=_positive_int, default=50, help="session cap in simulated return")
+    parser.add_argument("--sim-steps", type=_positive_int, default=None,
+                        help="session cap in simulated return (default: the runs' env.max_steps, else 50)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write eval/ scalars back to the runs")
     return parser
 
@@ -129,8 +131,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     candidates: list[sources.Candidate] = []
     preference_model = None
+    # Simulated return runs on the simulator the runs were trained on (their config.yaml), when they record one.
     need_preference = "greedy" in [sources.BASELINES[b] for b in args.baseline] or "simulated" in args.protocols
-    if need_preference:
+    run_specs = {str(run_dir): metadata["_simulator"] for run_dir, _, metadata in loaded} if need_preference else {}
+    sim_spec = sources.common_simulator_spec(run_specs)
+    sim_steps = _session_cap(args.sim_steps, list(run_specs.values()))
+    if need_preference and sim_spec is not None:
+        if sim_spec.name != "logged":
+            raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
+                              f"greedy baseline need the 'logged' one (drop 'simulated' from --protocols)")
+        _log("loading the preference model of the runs' simulator")
+        preference_model = sources.simulator_preference_model(sim_spec, data_source, splits["leave-last-out"], item_embeddings,
+                                                              args.item_encoder, options.get("preference"))
+    elif need_preference:
         _log("fitting the preference model on the training log")
         preference_model = sources.fit_preference(splits["leave-last-out"], item_embeddings, options.get("preference"))
     for name in dict.fromkeys(args.baseline):
@@ -144,7 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in SPLITS}
     simulator = None
     if "simulated" in args.protocols:
-        simulator = simulators.make("logged", splits["leave-last-out"], device=device,
+        sim_options = sim_spec.options if sim_spec is not None else {}
+        simulator = simulators.make("logged", splits["leave-last-out"], device=device, **sim_options,
                                     components={"preference_model": preference_model, "item_embeddings": item_embeddings})
     common = {"batch_size": args.batch_size, "device": device}
     results: dict[str, Any] = {"candidates": {}}
@@ -172,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _log(f"{candidate.label}: simulated return")
             users = np.unique(queries["leave-last-out"].user)
             users = users[sources.subsample(len(users), args.sim_users, args.seed)]
-            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, users, k=args.k, max_steps=args.sim_steps,
+            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, users, k=args.k, max_steps=sim_steps,
                                                     self_information=self_information, seed=args.seed,
                                                     n_bootstrap=args.bootstrap).to_dict()
         results["candidates"][candidate.label] = entry
@@ -191,6 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "item_set_fingerprint": log.item_set_fingerprint(), "data_fingerprint": log.fingerprint(),
         "protocols": args.protocols, "splits": args.splits, "k": args.k, "seed": args.seed,
         "max_users": args.max_users, "item_encoder": args.item_encoder, "device": str(device),
+        "simulator": {"source": "the runs' config" if sim_spec is not None else "default logged simulator",
+                      "options": sim_spec.options if sim_spec is not None else {}, "max_steps": sim_steps},
         "command": "python evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
     run_dirs = {c.label: c.run_dir for c in candidates if c.run_dir is not None}
@@ -201,6 +217,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 step = int(candidate.metadata.get("global_step", candidate.metadata.get("step", 0)) or 0)
                 report.write_back_to_tensorboard(candidate.run_dir, report.eval_scalars(results["candidates"][candidate.label], args.k), step)
     return results
+
+
+def _session_cap(requested: int | None, specs: list[Any]) -> int:
+    """``--sim-steps``, else the runs' ``env.max_steps`` (they must agree), else 50."""
+    from recgym.errors import ConfigError
+
+    if requested is not None:
+        return requested
+    caps = sorted({spec.max_steps for spec in specs if spec is not None and spec.max_steps is not None})
+    if len(caps) > 1:
+        raise ConfigError(f"the runs were trained with different session caps {caps}; pass --sim-steps")
+    return caps[0] if caps else 50
 
 
 def main(argv: list[str] | None = None) -> int:

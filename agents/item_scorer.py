@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from agents.base import Observation
-from envs.observation import history_item_mask
+from envs.observation import build_observation, history_item_mask
+from recgym.errors import ConfigError
 
 
 class StateEncoder(nn.Module):
@@ -106,3 +107,39 @@ def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManag
     if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class LoggedNextItems:
+    """Supervised next-item examples from the logged sequences a simulator starts its users from.
+
+    Each example is a real user's history up to a random point of their *training* log (the
+    observation the env would show for that prefix) and the item the user really chose next. A
+    logged-user simulator's ``sampler`` holds these sequences; held-out events are never in it.
+    Used for an auxiliary next-item loss (in the spirit of SQN, Xin et al., SIGIR 2020): the
+    simulated reward says what a user likes, the log says what users actually pick next.
+    """
+
+    def __init__(self, simulator: object, history_length: int) -> None:
+        sampler = getattr(simulator, "sampler", None)
+        if sampler is None or not all(hasattr(sampler, name) for name in ("sample", "history", "item", "offsets")):
+            raise ConfigError(
+                f"the auxiliary next-item loss needs a simulator with logged sequences (e.g. 'logged'); "
+                f"{type(simulator).__name__} has none"
+            )
+        self.sampler = sampler
+        self.history_length = int(history_length)
+        self.item_embeddings = simulator.item_embeddings  # type: ignore[attr-defined]
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Observation, torch.Tensor]:
+        """(observation of ``n`` logged prefixes, int64 [n] next logged item), drawn with ``generator``."""
+        user, prefix = self.sampler.sample(n, generator)
+        prefix = torch.minimum(prefix, self.sampler.lengths.index_select(0, user) - 1)  # a next event exists
+        history, responses = self.sampler.history(user, prefix, self.history_length)
+        target = torch.take(self.sampler.item, self.sampler.offsets.index_select(0, user) + prefix)
+        return build_observation(history, responses, self.item_embeddings), target
+
+
+def next_item_loss(scores: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``target`` [B] under ``scores`` [B, n_items], items in ``history`` excluded."""
+    masked = mask_scores(scores, history_mask(history, scores.shape[1]))
+    return torch.nn.functional.cross_entropy(masked, target)

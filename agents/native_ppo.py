@@ -16,6 +16,14 @@ The entropy bonus uses the first slot's distribution. With k = 1 this is ordinar
 [num_steps, N, n_items] bools); ``"history"`` derives the mask from the observation's history window
 (no storage, for very large catalogues); ``"none"`` disables masking.
 
+**Auxiliary next-item loss** (``next_item_coef > 0``, off by default). The simulated reward says
+what a user would like; it says nothing about which items real users actually pick (exposure,
+popularity), which is what held-out ranking measures. With this option each minibatch also takes
+``next_item_coef * cross-entropy`` of the next logged item given a real user's training-log prefix
+(``agents.item_scorer.LoggedNextItems``, ``next_item_batch_size`` examples) on the actor's logits,
+as SQN (Xin et al., SIGIR 2020) adds a supervised head to RL recommenders. Needs a logged-user
+simulator.
+
 **Truncation.** When a session hits the env's step cap (truncated, not terminated), the value of
 its final observation is bootstrapped into the last reward, as in Stable-Baselines3.
 """
@@ -33,7 +41,15 @@ from torch import nn
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, StateEncoder, autocast, history_mask, mask_scores
+from agents.item_scorer import (
+    ItemScorer,
+    LoggedNextItems,
+    StateEncoder,
+    autocast,
+    history_mask,
+    mask_scores,
+    next_item_loss,
+)
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -63,13 +79,17 @@ class NativePPOConfig:
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
     mask: Literal["env", "history", "none"] = "env"
+    next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
+    next_item_batch_size: int = 256  # logged examples per minibatch for that loss
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("hidden_dim", "num_steps", "num_minibatches", "update_epochs"):
+        if self.next_item_coef < 0.0:
+            raise ValueError(f"next_item_coef must be >= 0, got {self.next_item_coef}")
+        for name in ("hidden_dim", "num_steps", "num_minibatches", "update_epochs", "next_item_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
@@ -146,6 +166,7 @@ class NativePPOAgent(TrainableAgent):
         self.generator.manual_seed(config.seed)
         self._actor = torch.compile(self.network.actor) if config.compile else self.network.actor
         self.observation: Observation | None = None
+        self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
 
@@ -183,6 +204,8 @@ class NativePPOAgent(TrainableAgent):
         if self.observation is None:
             self.observation, _ = env.reset(seed=config.seed)
             self.stats = SessionStats(n, self.network.actor.item_text, self.device)
+        if config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length)
         end = self.global_step + steps
         while self.global_step < end:
             batch = self._collect(env)
@@ -249,7 +272,7 @@ class NativePPOAgent(TrainableAgent):
         config = self.config
         size = batch["actions"].shape[0]
         minibatch = max(1, size // config.num_minibatches)
-        totals = torch.zeros(5, device=self.device)  # policy, value, entropy, approx_kl, clip fraction
+        totals = torch.zeros(6, device=self.device)  # policy, value, entropy, approx_kl, clip fraction, next-item
         count = 0
         for _ in range(config.update_epochs):
             order = torch.randperm(size, device=self.device, generator=self.generator)
@@ -269,6 +292,13 @@ class NativePPOAgent(TrainableAgent):
                 value_loss = 0.5 * (self.network.value(obs) - batch["returns"][index]).pow(2).mean()
                 entropy_bonus = entropy(log_probs).mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
+                supervised = torch.zeros((), device=self.device)
+                if self.logged is not None:
+                    logged_obs, next_item = self.logged.sample(config.next_item_batch_size, self.generator)
+                    with self._autocast():
+                        logged_scores = self._actor(logged_obs).float()
+                    supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
+                    loss = loss + config.next_item_coef * supervised
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.network.parameters(), config.max_grad_norm)
@@ -276,19 +306,22 @@ class NativePPOAgent(TrainableAgent):
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()
                     clipped = ((ratio - 1).abs() > config.clip_coef).float().mean()
-                totals += torch.stack([policy_loss.detach(), value_loss.detach(), entropy_bonus.detach(), approx_kl, clipped])
+                totals += torch.stack([policy_loss.detach(), value_loss.detach(), entropy_bonus.detach(), approx_kl, clipped,
+                                       supervised.detach()])
                 count += 1
         return totals / max(count, 1)
 
     def _log(self, logger: ScalarLogger, losses: torch.Tensor) -> None:
         step = self.global_step
         self.stats.log(logger, step)  # one device sync per rollout for the stats, one for the losses
-        policy, value, entropy_value, approx_kl, clip_fraction = losses.tolist()
+        policy, value, entropy_value, approx_kl, clip_fraction, next_item = losses.tolist()
         logger.log_scalar("losses/policy_loss", policy, step)
         logger.log_scalar("losses/value_loss", value, step)
         logger.log_scalar("losses/entropy", entropy_value, step)
         logger.log_scalar("losses/approx_kl", approx_kl, step)
         logger.log_scalar("losses/clip_fraction", clip_fraction, step)
+        if self.logged is not None:
+            logger.log_scalar("losses/next_item", next_item, step)
 
     # ----------------------------------------------------------------------------- persistence
 

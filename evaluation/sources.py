@@ -5,7 +5,9 @@ A run directory (written by train.py) is expected to hold
 * ``metadata.json`` - at least the data it was trained on: ``item_set_fingerprint`` (required) and
   optionally ``data_fingerprint`` and ``data`` (a ``load_logs`` source), at the top level or under a
   ``data`` mapping;
-* ``config.yaml`` or ``config.json`` - the run's config (read for ``history_length``);
+* ``config.yaml`` or ``config.json`` - the run's config (read for ``history_length`` and, for
+  simulated return, the ``simulator`` section, ``env.reward`` and ``env.max_steps``: a run is
+  evaluated on the simulator it was trained on);
 * the saved agent: a directory with ``agent.json`` (``Agent.save``), looked for at ``agent/``,
   ``final/``, ``model/``, the run directory itself, then any sub-directory;
 * TensorBoard event files (``events.out.tfevents*``) anywhere below it, for learning curves.
@@ -172,6 +174,73 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return {}
 
 
+@dataclass
+class SimulatorSpec:
+    """The simulator a run was trained on, as its config records it: registry name, options, session cap."""
+
+    name: str
+    options: dict[str, Any]
+    max_steps: int | None = None
+
+
+def run_simulator_spec(config: dict[str, Any]) -> SimulatorSpec | None:
+    """The run's simulator from its config (None when the config has no ``simulator`` section).
+
+    The env's ``reward`` (when set) overrides the simulator's, as it does in training, and the
+    env's ``history_length`` fills the simulator's when the simulator leaves it out.
+    """
+    section = config.get("simulator")
+    if not isinstance(section, dict):
+        return None
+    options = dict(section.get("config") or {})
+    env = config.get("env") if isinstance(config.get("env"), dict) else {}
+    if isinstance(env.get("reward"), str):
+        options["reward"] = env["reward"]
+    if isinstance(env.get("history_length"), int) and "history_length" not in options:
+        options["history_length"] = env["history_length"]
+    max_steps = env.get("max_steps") if isinstance(env.get("max_steps"), int) else None
+    return SimulatorSpec(str(section.get("name", "logged")), options, max_steps)
+
+
+def common_simulator_spec(specs: dict[str, SimulatorSpec | None]) -> SimulatorSpec | None:
+    """The one simulator every run (label -> spec) was trained on; runs without a spec accept any.
+
+    Runs trained on different simulators cannot share one simulated-return table: refused.
+    """
+    known = [(label, spec) for label, spec in specs.items() if spec is not None]
+    if not known:
+        return None
+    first_label, first = known[0]
+    for label, spec in known[1:]:
+        if spec.name != first.name or spec.options != first.options:
+            raise ConfigError(
+                f"runs '{first_label}' and '{label}' were trained on different simulators; evaluate them "
+                f"separately (or with --protocols without 'simulated')"
+            )
+    return first
+
+
+def simulator_preference_model(spec: SimulatorSpec, data_source: str, split: LogSplit, item_embeddings: torch.Tensor,
+                               item_encoder: str = "minilm", overrides: dict[str, Any] | None = None) -> Any:
+    """The preference model a run's logged simulator answers with.
+
+    ``preference_path`` in the run's config: that model. Named data with the MiniLM encodings: the
+    model training fitted and cached for this simulator config (``envs.preference_cache``; fitted
+    now with the same config when absent). Otherwise one fitted with the run's ``preference`` config.
+    """
+    from simulators.preference import PreferenceModel
+
+    path = spec.options.get("preference_path")
+    if isinstance(path, str):
+        return PreferenceModel.load(path, log=split.train)
+    if item_encoder == "minilm":
+        from envs.preference_cache import ensure_preference_model
+
+        return PreferenceModel.load(ensure_preference_model(data_source, spec.options), log=split.train)
+    preference = spec.options.get("preference") if isinstance(spec.options.get("preference"), dict) else {}
+    return fit_preference(split, item_embeddings, {**preference, **(overrides or {})})
+
+
 def _history_length(config: dict[str, Any], default: int) -> int:
     for section in (config, config.get("env") or {}, config.get("simulator") or {}):
         if isinstance(section, dict) and isinstance(section.get("history_length"), int):
@@ -205,6 +274,7 @@ def load_run(run_dir: str | Path, default_history_length: int = 50, **context: A
     if "data" not in metadata and isinstance(source, str):
         metadata["data"] = {"source": source}  # train.py records the data source in config.yaml
     metadata["_history_length"] = _history_length(config, default_history_length)
+    metadata["_simulator"] = run_simulator_spec(config)
     metadata["_agent_dir"] = str(agent_dir)
     return agent, metadata
 

@@ -39,7 +39,8 @@ def data_dir(tmp_path_factory) -> Path:
     return write_tiny_data(tmp_path_factory.mktemp("data"))
 
 
-def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_fingerprint: str | None = None) -> Path:
+def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_fingerprint: str | None = None,
+             config_yaml: str = "env:\n  history_length: 10\n") -> Path:
     """A run directory as train.py is expected to write it, holding a most-popular agent."""
     log = simulators.load_logs(str(data_dir))
     split = simulators.leave_last_out(log)
@@ -50,7 +51,7 @@ def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_finge
     if data_fingerprint:
         metadata["data"]["data_fingerprint"] = data_fingerprint
     (root / "metadata.json").write_text(json.dumps(metadata))
-    (root / "config.yaml").write_text("env:\n  history_length: 10\n")
+    (root / "config.yaml").write_text(config_yaml)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(root / "tensorboard"))
@@ -108,6 +109,53 @@ def test_deterministic_reports(data_dir: Path, tmp_path: Path) -> None:
         a["random"]["ranking"][split].pop("seconds")
         b["random"]["ranking"][split].pop("seconds")
     assert a == b
+
+
+# A run whose simulator makes every user leave after one step (hazard 1), with a session cap of 7.
+LEAVING_RUN = """\
+simulator:
+  name: logged
+  config:
+    leave: {hazard: 1.0}
+    preference: {epochs: 2}
+env:
+  history_length: 10
+  max_steps: 7
+"""
+SIM_ONLY = ["--protocols", "simulated", "--item-encoder", "genres", "--bootstrap", "50", "--sim-users", "10"]
+
+
+def test_runs_are_simulated_on_their_own_simulator(data_dir: Path, tmp_path: Path) -> None:
+    default_run = make_run(tmp_path / "default", data_dir)
+    assert evaluate.main([str(default_run), "--baseline", "most_popular", "--out", str(tmp_path / "a"), *SIM_ONLY]) == 0
+    default = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert default["config"]["simulator"]["source"] == "default logged simulator"
+    assert default["candidates"]["default"]["simulated"]["max_steps"] == 50
+    assert default["candidates"]["default"]["simulated"]["metrics"]["session_length"] > 1.0
+
+    run = make_run(tmp_path / "leaving", data_dir, config_yaml=LEAVING_RUN)
+    assert evaluate.main([str(run), "--baseline", "most_popular", "--out", str(tmp_path / "b"), *SIM_ONLY]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["config"]["simulator"]["source"] == "the runs' config"
+    assert report["config"]["simulator"]["options"]["leave"] == {"hazard": 1.0}
+    for label in ("leaving", "most_popular"):  # baselines next to the run share its simulator
+        simulated = report["candidates"][label]["simulated"]
+        assert simulated["max_steps"] == 7  # the run's env.max_steps
+        assert simulated["metrics"]["session_length"] == 1.0
+    # --sim-steps still overrides the run's cap.
+    assert evaluate.main([str(run), "--out", str(tmp_path / "c"), "--sim-steps", "3", *SIM_ONLY]) == 0
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["candidates"]["leaving"]["simulated"]["max_steps"] == 3
+
+
+def test_runs_on_different_simulators_are_refused(data_dir: Path, tmp_path: Path, capsys) -> None:
+    a = make_run(tmp_path / "a", data_dir, config_yaml=LEAVING_RUN)
+    b = make_run(tmp_path / "b", data_dir, config_yaml=LEAVING_RUN.replace("hazard: 1.0", "hazard: 0.5"))
+    assert evaluate.main([str(a), str(b), "--out", str(tmp_path / "out"), *SIM_ONLY]) == 2
+    assert "different simulators" in capsys.readouterr().err
+    c = make_run(tmp_path / "c", data_dir, config_yaml=LEAVING_RUN.replace("max_steps: 7", "max_steps: 9"))
+    assert evaluate.main([str(a), str(c), "--out", str(tmp_path / "out"), *SIM_ONLY]) == 2
+    assert "different session caps" in capsys.readouterr().err
+    assert evaluate.main([str(a), str(c), "--out", str(tmp_path / "out"), "--sim-steps", "4", *SIM_ONLY]) == 0
 
 
 @pytest.mark.parametrize(

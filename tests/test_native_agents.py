@@ -222,3 +222,34 @@ def test_cuda_training_matches_cpu_greedy_policy(make):
         agent.learn(env, 12_000, RecordingLogger())
         results.append(greedy_picks(agent, env)[:, 0].cpu())
     assert (results[0] == BEST).all() and (results[1] == BEST).all()
+
+
+def test_logged_next_items_are_the_next_events_of_real_sequences():
+    from agents.item_scorer import LoggedNextItems
+
+    env = known_answer_env()
+    sampler = env.simulator.sampler
+    logged = LoggedNextItems(env.simulator, env.history_length)
+    observation, target = logged.sample(64, torch.Generator().manual_seed(3))
+    user, prefix = sampler.sample(64, torch.Generator().manual_seed(3))  # the same draw
+    start = sampler.offsets[user]
+    assert torch.equal(target, sampler.item[start + prefix])
+    assert torch.equal(observation["history"][:, -1], sampler.item[start + prefix - 1])
+    assert set(observation) == {"history", "responses", "llm_state"}
+    with pytest.raises(ConfigError, match="logged sequences"):
+        LoggedNextItems(object(), 5)
+    with pytest.raises(ConfigError, match="next_item_coef"):
+        make_agent("native_ppo", 10, {"next_item_coef": -1.0}, item_embeddings=torch.zeros(10, 4))
+
+
+def test_ppo_next_item_loss_is_trained_and_logged():
+    env = known_answer_env(num_envs=16)
+    agent = make_ppo(env, next_item_coef=1.0)
+    logger = RecordingLogger()
+    agent.learn(env, 16 * 16 * 12, logger)
+    losses = [value for _, value in logger.scalars["losses/next_item"]]
+    assert len(losses) == 12 and all(value > 0 for value in losses)
+    assert sum(losses[-3:]) < sum(losses[:3])  # it learns the logged sequences
+    plain = RecordingLogger()
+    make_ppo(env).learn(env, 16 * 16, plain)
+    assert "losses/next_item" not in plain.scalars

@@ -157,10 +157,12 @@ def eval_scalars(candidate: dict[str, Any], k: int) -> dict[str, float]:
 
 
 def write_back_to_tensorboard(run_dir: str | Path, scalars: dict[str, float], step: int) -> Path:
-    """Append ``scalars`` to the run's TensorBoard (a new event file in ``run_dir/tensorboard``)."""
+    """Append ``scalars`` to the run's TensorBoard: a new event file in the folder train.py logs to."""
     from torch.utils.tensorboard import SummaryWriter
 
-    directory = Path(run_dir) / "tensorboard"
+    from agents.run import TENSORBOARD_DIR
+
+    directory = Path(run_dir) / TENSORBOARD_DIR
     writer = SummaryWriter(log_dir=str(directory))
     for tag, value in sorted(scalars.items()):
         writer.add_scalar(tag, value, step)

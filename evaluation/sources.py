@@ -248,6 +248,21 @@ def _history_length(config: dict[str, Any], default: int) -> int:
     return default
 
 
+def _final_step(run_dir: Path) -> int:
+    """The training step of a run's final agent: from ``eval.json``, else from the latest checkpoint."""
+    from agents.checkpoint import latest_checkpoint
+    from agents.run import EVAL_FILE
+
+    if (run_dir / EVAL_FILE).is_file():
+        step = _read_json(run_dir / EVAL_FILE).get("step")
+        if isinstance(step, int):
+            return step
+    latest = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
+    if latest is not None and latest.name.startswith("step_") and latest.name[5:].isdigit():
+        return int(latest.name[5:])
+    return 0
+
+
 def load_run(run_dir: str | Path, default_history_length: int = 50, **context: Any) -> tuple[Agent, dict[str, Any]]:
     """(agent, metadata) of a trained run directory; see the module docstring for the layout."""
     from agents.registry import load_agent
@@ -273,6 +288,8 @@ def load_run(run_dir: str | Path, default_history_length: int = 50, **context: A
     source = (config.get("data") or {}).get("source") if isinstance(config.get("data"), dict) else None
     if "data" not in metadata and isinstance(source, str):
         metadata["data"] = {"source": source}  # train.py records the data source in config.yaml
+    if "global_step" not in metadata:  # the step the final agent was saved at, for TensorBoard write-back
+        metadata["global_step"] = _final_step(run_dir)
     metadata["_history_length"] = _history_length(config, default_history_length)
     metadata["_simulator"] = run_simulator_spec(config)
     metadata["_agent_dir"] = str(agent_dir)

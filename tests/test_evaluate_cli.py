@@ -54,7 +54,7 @@ def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_finge
     (root / "config.yaml").write_text(config_yaml)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(root / "tensorboard"))
+    writer = SummaryWriter(str(root / "tb"))  # train.py's TensorBoard folder
     for step in range(5):
         writer.add_scalar("charts/episodic_return", float(step), step * 10)
     writer.close()
@@ -91,6 +91,7 @@ def test_run_directory_is_evaluated_and_written_back(data_dir: Path, tmp_path: P
 
     curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
     assert curves and curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 100
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["agent", "tb"]  # written next to training's
     # The run's most-popular agent matches the baseline built on the same data.
     assert evaluate.main(["--baseline", "most_popular", "--data", str(data_dir), "--out", str(tmp_path / "b"),
                           "--protocols", "ranking", "--history-length", "10", *FAST]) == 0
@@ -212,3 +213,17 @@ def test_bad_flags_are_argparse_errors(flags, capsys) -> None:
         evaluate.main(["--baseline", "random", "--data", "X", *flags])
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_write_back_step_comes_from_the_runs_last_evaluation(data_dir: Path, tmp_path: Path) -> None:
+    """Without global_step in metadata.json, the step of train.py's eval.json is used."""
+    run = make_run(tmp_path / "run1", data_dir)
+    metadata = json.loads((run / "metadata.json").read_text())
+    del metadata["global_step"]
+    (run / "metadata.json").write_text(json.dumps(metadata))
+    (run / "eval.json").write_text(json.dumps({"step": 250, "episodic_return": 1.0}))
+    assert evaluate.main([str(run), "--out", str(tmp_path / "report"), "--protocols", "ranking", *FAST]) == 0
+    from evaluation.report import read_learning_curves
+
+    curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
+    assert curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 250

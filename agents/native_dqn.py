@@ -21,7 +21,6 @@ stored in the replay buffer; it is used when acting).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, autocast, history_mask, mask_scores
+from agents.item_scorer import ItemScorer, autocast, history_mask, mask_scores, native_context
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -146,18 +145,9 @@ class NativeDQNAgent(TrainableAgent):
     def __init__(self, n_items: int, config: NativeDQNConfig, *, item_embeddings: torch.Tensor | None = None,
                  slate_size: int | None = None, env: Any = None, device: str | None = None,
                  seed: int | None = None) -> None:
-        """Build for ``n_items`` items; ``env`` (train.py passes it) supplies the item encodings and
-        slate size, and ``device``/``seed`` from the run override the config's."""
-        if env is not None:
-            item_embeddings = env.simulator.item_embeddings if item_embeddings is None else item_embeddings
-            slate_size = env.slate_size if slate_size is None else slate_size
-        if item_embeddings is None:
-            raise ValueError(f"{type(self).__name__} needs item_embeddings (or an env to take them from)")
-        if item_embeddings.shape[0] != n_items:
-            raise ValueError(f"item_embeddings has {item_embeddings.shape[0]} rows, expected {n_items}")
-        overrides = {k: v for k, v in (("device", device), ("seed", seed)) if v is not None}
-        config = dataclasses.replace(config, **overrides) if overrides else config
-        slate_size = 1 if slate_size is None else slate_size
+        """Build for ``n_items`` items (see ``agents.item_scorer.native_context`` for the context)."""
+        config, item_embeddings, slate_size = native_context(
+            self.name, n_items, config, item_embeddings, slate_size, env, device, seed)
         self.n_items = n_items
         self.config = config
         self.slate_size = slate_size

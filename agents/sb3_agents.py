@@ -311,7 +311,7 @@ class _EpisodeStats(BaseCallback):
         dones = np.asarray(self.locals["dones"], dtype=bool).reshape(-1)
         actions = np.asarray(self.locals["actions"]).reshape(len(rewards), -1)[:, 0].astype(np.int64)
         infos = self.locals["infos"]
-        clicked = np.array([bool(info.get("clicked", r > 0)) for info, r in zip(infos, rewards, strict=True)])
+        clicked = np.array([bool(info["clicked"]) for info in infos])
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
         stats["return"] += rewards
         stats["length"] += 1

@@ -78,7 +78,8 @@ class SB3VecEnvAdapter(VecEnv):
         observation = _numpy(observation)
         terminated, truncated = _numpy(terminated), _numpy(truncated)
         dones = terminated | truncated
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        clicked = _numpy(info["clicked"])
+        infos: list[dict[str, Any]] = [{"clicked": bool(clicked[row])} for row in range(self.num_envs)]
         done_rows = np.flatnonzero(dones)
         if len(done_rows):
             final = _numpy(info["final_obs"])

@@ -240,6 +240,24 @@ def test_sync_vector_env_over_the_single_env_works():
     assert isinstance(env.envs[0].unwrapped, RecommendationEnv)
 
 
+def test_adapter_reports_each_users_click():
+    """The adapter's per-env ``clicked`` equals the vector env's own click flags for the same rollout."""
+    adapter = SB3VecEnvAdapter(make_vec(16, max_steps=5, simulator_config=NEVER_LEAVE))
+    reference = make_vec(16, max_steps=5, simulator_config=NEVER_LEAVE)
+    adapter.seed(0)
+    adapter.reset()
+    reference.reset(seed=0)
+    seen = []
+    for step in range(3):
+        actions = np.arange(16) + 16 * step
+        _, _, _, infos = adapter.step(actions)
+        _, _, _, _, info = reference.step(torch.as_tensor(actions))
+        clicked = [row["clicked"] for row in infos]
+        assert clicked == info["clicked"].tolist()
+        seen += clicked
+    assert True in seen and False in seen  # the comparison covered both outcomes
+
+
 def test_adapter_follows_sb3_conventions():
     adapter = SB3VecEnvAdapter(make_vec(4, max_steps=2, simulator_config=NEVER_LEAVE))
     adapter.seed(3)
@@ -251,6 +269,7 @@ def test_adapter_follows_sb3_conventions():
     for info in infos:
         assert info["TimeLimit.truncated"] is True
         assert adapter.observation_space.contains(info["terminal_observation"])
+        assert isinstance(info["clicked"], bool)  # per-user click flag, read by the agents' charts/ctr
     masks = adapter.env_method("action_masks")
     assert len(masks) == 4 and masks[0].shape == (adapter.action_space.n,)
     assert adapter.get_attr("n_items") == [100] * 4

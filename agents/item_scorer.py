@@ -10,8 +10,6 @@ little more than small ones, and items never seen in training start from their t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
@@ -146,22 +144,3 @@ def next_item_loss(scores: torch.Tensor, history: torch.Tensor, target: torch.Te
     masked = mask_scores(scores, history_mask(history, scores.shape[1]))
     return torch.nn.functional.cross_entropy(masked, target)
 
-
-def native_context(agent_name: str, n_items: int, config: Any, item_embeddings: torch.Tensor | None,
-                   slate_size: int | None, env: Any, device: str | None, seed: int | None
-                   ) -> tuple[Any, torch.Tensor, int]:
-    """(config, item_embeddings, slate_size) for a native agent from its constructor arguments.
-
-    ``env`` (train.py passes it) supplies the item encodings and slate size where they are not given;
-    ``device``/``seed`` from the run override the config's, so seeding stays in one place.
-    """
-    if env is not None:
-        item_embeddings = env.simulator.item_embeddings if item_embeddings is None else item_embeddings
-        slate_size = env.slate_size if slate_size is None else slate_size
-    if item_embeddings is None:
-        raise ValueError(f"{agent_name} needs item_embeddings (or an env to take them from)")
-    if item_embeddings.shape[0] != n_items:
-        raise ValueError(f"item_embeddings has {item_embeddings.shape[0]} rows, expected {n_items}")
-    overrides = {k: v for k, v in (("device", device), ("seed", seed)) if v is not None}
-    config = dataclasses.replace(config, **overrides) if overrides else config
-    return config, item_embeddings, 1 if slate_size is None else slate_size

@@ -20,26 +20,21 @@ stored in the replay buffer; it is used when acting).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
-from agents.base import Observation, ScalarLogger, TrainableAgent
+from agents.base import Observation, ScalarLogger
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, autocast, history_mask, mask_scores, native_context
+from agents.item_scorer import ItemScorer, history_mask, mask_scores
+from agents.native_base import NativeAgent
 from agents.serialization import (
     generator_state,
-    load_agent_files,
-    require_tensors,
-    save_agent_files,
     set_generator_state,
 )
 from agents.session_stats import SessionStats
-from recgym.config import from_dict
 from recgym.errors import CheckpointError
 
 
@@ -136,31 +131,19 @@ def random_slates(mask: torch.Tensor | None, batch: int, n_items: int, k: int,
     return torch.topk(mask_scores(noise, mask), k, dim=-1).indices
 
 
-class NativeDQNAgent(TrainableAgent):
+class NativeDQNAgent(NativeAgent):
     """DQN whose whole training loop runs on the vector env's device (see the module docstring)."""
 
     name: ClassVar[str] = "native_dqn"
     config_class: ClassVar[type] = NativeDQNConfig
 
-    def __init__(self, n_items: int, config: NativeDQNConfig, *, item_embeddings: torch.Tensor | None = None,
-                 slate_size: int | None = None, env: Any = None, device: str | None = None,
-                 seed: int | None = None) -> None:
-        """Build for ``n_items`` items (see ``agents.item_scorer.native_context`` for the context)."""
-        config, item_embeddings, slate_size = native_context(
-            self.name, n_items, config, item_embeddings, slate_size, env, device, seed)
-        self.n_items = n_items
-        self.config = config
-        self.slate_size = slate_size
-        self.device = torch.device(config.device)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
-            torch.manual_seed(config.seed)
-            self.q_network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)
+    def build(self, item_embeddings: torch.Tensor) -> None:
+        config = self.config
+        self.network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)  # the online Q network
         self.target_network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)
-        self.target_network.load_state_dict(self.q_network.state_dict())
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=config.learning_rate)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
-        self._forward = torch.compile(self.q_network) if config.compile else self.q_network
+        self.target_network.load_state_dict(self.network.state_dict())
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate)
+        self._score = torch.compile(self.network) if config.compile else self.network
         self.buffer: ReplayBuffer | None = None
         self.observation: Observation | None = None  # the env's current observation between chunks
         self.global_step = 0
@@ -171,14 +154,6 @@ class NativeDQNAgent(TrainableAgent):
         self._updates_since_log = 0
 
     # ----------------------------------------------------------------------------- acting
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.config.mixed_precision)
-
-    def scores(self, observation: Observation) -> torch.Tensor:
-        observation = {k: v.to(self.device) for k, v in observation.items()}
-        with torch.no_grad(), self._autocast():
-            return self._forward(observation).float()
 
     def epsilon(self) -> float:
         fraction = min(1.0, self.global_step / max(1, self.config.exploration_steps))
@@ -204,7 +179,7 @@ class NativeDQNAgent(TrainableAgent):
         if self.buffer is None:
             self.buffer = ReplayBuffer(config.buffer_size, self.observation, self.slate_size, self.device)
         if self.stats is None:
-            self.stats = SessionStats(n, self.q_network.item_text, self.device)
+            self.stats = SessionStats(n, self.item_embeddings, self.device)
         slot_index = torch.arange(self.slate_size, device=self.device)
         end = self.global_step + steps
         while self.global_step < end:
@@ -239,24 +214,24 @@ class NativeDQNAgent(TrainableAgent):
             next_mask = history_mask(next_obs["history"], self.n_items) if config.mask_consumed else None
             target_q = mask_scores(self.target_network(next_obs).float(), next_mask)
             if config.double_q:
-                best = mask_scores(self._forward(next_obs).float(), next_mask).argmax(dim=1, keepdim=True)
+                best = mask_scores(self._score(next_obs).float(), next_mask).argmax(dim=1, keepdim=True)
                 next_value = target_q.gather(1, best).squeeze(1)
             else:
                 next_value = target_q.max(dim=1).values
             target = slot_rewards + config.gamma * (1.0 - terminated).unsqueeze(1) * next_value.unsqueeze(1)
         with self._autocast():
-            q_taken = self._forward(obs).float().gather(1, actions)
+            q_taken = self._score(obs).float().gather(1, actions)
             loss = F.smooth_l1_loss(q_taken, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.q_network.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.max_grad_norm)
         self.optimizer.step()
         self._loss_sum += torch.stack([loss.detach(), q_taken.detach().mean()])
         self._updates_since_log += 1
 
     def _sync_target(self) -> None:
         with torch.no_grad():
-            for target, online in zip(self.target_network.parameters(), self.q_network.parameters(), strict=True):
+            for target, online in zip(self.target_network.parameters(), self.network.parameters(), strict=True):
                 target.lerp_(online, self.config.tau)
 
     def _log(self, logger: ScalarLogger) -> None:
@@ -275,7 +250,7 @@ class NativeDQNAgent(TrainableAgent):
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         state = {
-            "q_network": self.q_network.state_dict(),
+            "network": self.network.state_dict(),
             "target_network": self.target_network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": generator_state(self.generator),
@@ -294,7 +269,7 @@ class NativeDQNAgent(TrainableAgent):
             raise CheckpointError(f"checkpoint holds a '{metadata.get('agent')}' agent, not '{self.name}'")
         state = unflatten_state(tensors, metadata["skeleton"])
         device = self.device
-        self.q_network.load_state_dict(state["q_network"])
+        self.network.load_state_dict(state["network"])
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
         set_generator_state(self.generator, state["generator"])
@@ -304,33 +279,15 @@ class NativeDQNAgent(TrainableAgent):
             self.buffer = ReplayBuffer(self.config.buffer_size, self.observation, self.slate_size, device)
             self.buffer.load_state(state["buffer"])
         if state["stats"] is not None:
-            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.q_network.item_text, device)
+            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, device)
             self.stats.load_state(state["stats"])
         self._loss_sum = state["loss_sum"].to(device)
         counters = state["counters"]
         self.global_step, self.last_target_sync = counters["global_step"], counters["last_target_sync"]
         self.last_log, self._updates_since_log = counters["last_log"], counters["updates_since_log"]
 
-    def save(self, directory: str | Path) -> None:
-        tensors = {f"q.{k}": v for k, v in self.q_network.state_dict().items()}
-        tensors["item_text"] = self.q_network.item_text
-        save_agent_files(directory, self.name, self.config, tensors, {"n_items": self.n_items, "slate_size": self.slate_size})
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativeDQNAgent:
-        config_data, tensors, extra = load_agent_files(directory, cls.name)
-        require_tensors(tensors, ["item_text"], directory)
-        if device is not None:
-            config_data = {**config_data, "device": device}
-        config = from_dict(cls.config_class, config_data)
-        agent = cls(extra["n_items"], config, item_embeddings=tensors["item_text"], slate_size=extra["slate_size"])
-        weights = {k[2:]: v for k, v in tensors.items() if k.startswith("q.")}
-        try:
-            agent.q_network.load_state_dict(weights)
-        except RuntimeError as error:
-            raise CheckpointError(f"{directory}: weights do not fit the network ({error})") from error
-        agent.target_network.load_state_dict(weights)
-        return agent
+    def after_load(self) -> None:
+        self.target_network.load_state_dict(self.network.state_dict())
 
 
 def _rows_like(rows: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

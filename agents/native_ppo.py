@@ -30,35 +30,28 @@ its final observation is bootstrapped into the last reward, as in Stable-Baselin
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from agents.base import Observation, ScalarLogger, TrainableAgent
+from agents.base import Observation, ScalarLogger
 from agents.checkpoint import flatten_state, unflatten_state
 from agents.item_scorer import (
     ItemScorer,
     LoggedNextItems,
     StateEncoder,
-    autocast,
     history_mask,
     mask_scores,
-    native_context,
     next_item_loss,
 )
+from agents.native_base import NativeAgent
 from agents.serialization import (
     generator_state,
-    load_agent_files,
-    require_tensors,
-    save_agent_files,
     set_generator_state,
 )
 from agents.session_stats import SessionStats
-from recgym.config import from_dict
 from recgym.errors import CheckpointError
 
 
@@ -133,29 +126,17 @@ def entropy(log_probs: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum(1)
 
 
-class NativePPOAgent(TrainableAgent):
+class NativePPOAgent(NativeAgent):
     """PPO whose whole training loop runs on the vector env's device (see the module docstring)."""
 
     name: ClassVar[str] = "native_ppo"
     config_class: ClassVar[type] = NativePPOConfig
 
-    def __init__(self, n_items: int, config: NativePPOConfig, *, item_embeddings: torch.Tensor | None = None,
-                 slate_size: int | None = None, env: Any = None, device: str | None = None,
-                 seed: int | None = None) -> None:
-        """Build for ``n_items`` items (see ``agents.item_scorer.native_context`` for the context)."""
-        config, item_embeddings, slate_size = native_context(
-            self.name, n_items, config, item_embeddings, slate_size, env, device, seed)
-        self.n_items = n_items
-        self.config = config
-        self.slate_size = slate_size
-        self.device = torch.device(config.device)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
-            torch.manual_seed(config.seed)
-            self.network = ActorCritic(item_embeddings, config.hidden_dim).to(self.device)
+    def build(self, item_embeddings: torch.Tensor) -> None:
+        config = self.config
+        self.network = ActorCritic(item_embeddings, config.hidden_dim).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
-        self._actor = torch.compile(self.network.actor) if config.compile else self.network.actor
+        self._score = torch.compile(self.network.actor) if config.compile else self.network.actor
         self.observation: Observation | None = None
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0
@@ -163,20 +144,12 @@ class NativePPOAgent(TrainableAgent):
 
     # ----------------------------------------------------------------------------- acting
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.config.mixed_precision)
-
     def _logits(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
         with self._autocast():
-            logits = self._actor(observation).float()
+            logits = self._score(observation).float()
         if self.config.mask == "history":
             mask = history_mask(observation["history"], self.n_items)
         return mask_scores(logits, mask if self.config.mask != "none" else None)
-
-    def scores(self, observation: Observation) -> torch.Tensor:
-        observation = {k: v.to(self.device) for k, v in observation.items()}
-        with torch.no_grad(), self._autocast():
-            return self._actor(observation).float()
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Gumbel-top-k: k distinct items from the Plackett-Luce distribution of ``logits``."""
@@ -194,7 +167,7 @@ class NativePPOAgent(TrainableAgent):
                              f"built for slate_size={self.slate_size}, n_items={self.n_items}")
         if self.observation is None:
             self.observation, _ = env.reset(seed=config.seed)
-            self.stats = SessionStats(n, self.network.actor.item_text, self.device)
+            self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems(env.simulator, env.history_length)
         end = self.global_step + steps
@@ -287,7 +260,7 @@ class NativePPOAgent(TrainableAgent):
                 if self.logged is not None:
                     logged_obs, next_item = self.logged.sample(config.next_item_batch_size, self.generator)
                     with self._autocast():
-                        logged_scores = self._actor(logged_obs).float()
+                        logged_scores = self._score(logged_obs).float()
                     supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
                     loss = loss + config.next_item_coef * supervised
                 self.optimizer.zero_grad(set_to_none=True)
@@ -338,25 +311,6 @@ class NativePPOAgent(TrainableAgent):
         self.observation = None if state["observation"] is None else {
             k: v.to(self.device) for k, v in state["observation"].items()}
         if state["stats"] is not None:
-            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.network.actor.item_text, self.device)
+            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, self.device)
             self.stats.load_state(state["stats"])
         self.global_step = state["global_step"]
-
-    def save(self, directory: str | Path) -> None:
-        tensors = {f"net.{k}": v for k, v in self.network.state_dict().items()}
-        tensors["item_text"] = self.network.actor.item_text
-        save_agent_files(directory, self.name, self.config, tensors, {"n_items": self.n_items, "slate_size": self.slate_size})
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativePPOAgent:
-        config_data, tensors, extra = load_agent_files(directory, cls.name)
-        require_tensors(tensors, ["item_text"], directory)
-        if device is not None:
-            config_data = {**config_data, "device": device}
-        config = from_dict(cls.config_class, config_data)
-        agent = cls(extra["n_items"], config, item_embeddings=tensors["item_text"], slate_size=extra["slate_size"])
-        try:
-            agent.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        except RuntimeError as error:
-            raise CheckpointError(f"{directory}: weights do not fit the network ({error})") from error
-        return agent

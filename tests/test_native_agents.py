@@ -192,7 +192,7 @@ def test_same_seed_repeats_exactly():
         env = known_answer_env(num_envs=8)
         agent = make_dqn(env)
         agent.learn(env, 1024, RecordingLogger())
-        weights.append(agent.q_network.item_bias.detach().clone())
+        weights.append(agent.network.item_bias.detach().clone())
     assert torch.equal(*weights)
 
 

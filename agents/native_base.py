@@ -1,0 +1,90 @@
+"""What the native (device-resident) DQN and PPO agents share: construction from train.py's context,
+scoring under the configured precision, and saving/loading their network.
+
+Each algorithm still reads top to bottom in its own file; this base holds only the plumbing that
+would otherwise be copied between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.base import Observation, TrainableAgent
+from agents.item_scorer import autocast
+from agents.serialization import load_agent_files, require_tensors, save_agent_files
+from recgym.config import from_dict
+from recgym.errors import CheckpointError
+
+
+class NativeAgent(TrainableAgent):
+    """Base of the native agents. Subclasses build ``self.network`` (whose state is saved) in
+    :meth:`build`, set ``self._score`` (observation -> [B, n_items] scores), and implement learning."""
+
+    network: nn.Module
+    _score: Any
+
+    def __init__(self, n_items: int, config: Any, *, item_embeddings: torch.Tensor | None = None,
+                 slate_size: int | None = None, env: Any = None, device: str | None = None,
+                 seed: int | None = None) -> None:
+        """``env`` (train.py passes it) supplies the item encodings and slate size where they are not
+        given; ``device``/``seed`` from the run override the config's, so seeding stays in one place."""
+        if env is not None:
+            item_embeddings = env.simulator.item_embeddings if item_embeddings is None else item_embeddings
+            slate_size = env.slate_size if slate_size is None else slate_size
+        if item_embeddings is None:
+            raise ValueError(f"{self.name} needs item_embeddings (or an env to take them from)")
+        if item_embeddings.shape[0] != n_items:
+            raise ValueError(f"item_embeddings has {item_embeddings.shape[0]} rows, expected {n_items}")
+        overrides = {k: v for k, v in (("device", device), ("seed", seed)) if v is not None}
+        self.n_items = n_items
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.slate_size = 1 if slate_size is None else slate_size
+        self.device = torch.device(self.config.device)
+        self.item_embeddings = item_embeddings
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
+            torch.manual_seed(self.config.seed)
+            self.build(item_embeddings)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.config.seed)
+
+    def build(self, item_embeddings: torch.Tensor) -> None:
+        """Create the networks and optimiser (called once, under the config's seed)."""
+        raise NotImplementedError
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.config.mixed_precision)
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        observation = {k: v.to(self.device) for k, v in observation.items()}
+        with torch.no_grad(), self._autocast():
+            return self._score(observation).float()
+
+    def save(self, directory: str | Path) -> None:
+        tensors = {f"net.{k}": v for k, v in self.network.state_dict().items()}
+        tensors["item_text"] = self.item_embeddings
+        save_agent_files(directory, self.name, self.config, tensors,
+                         {"n_items": self.n_items, "slate_size": self.slate_size})
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativeAgent:
+        config_data, tensors, extra = load_agent_files(directory, cls.name)
+        require_tensors(tensors, ["item_text"], directory)
+        if device is not None:
+            config_data = {**config_data, "device": device}
+        config = from_dict(cls.config_class, config_data)
+        agent = cls(extra["n_items"], config, item_embeddings=tensors["item_text"], slate_size=extra["slate_size"])
+        try:
+            agent.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        except RuntimeError as error:
+            raise CheckpointError(f"{directory}: weights do not fit the network ({error})") from error
+        agent.after_load()
+        return agent
+
+    def after_load(self) -> None:
+        """Hook run after :meth:`load` restored ``self.network`` (e.g. to sync a target network)."""

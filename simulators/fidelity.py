@@ -64,36 +64,9 @@ VARIANTS = ("id", "text", "combined")
 # -- splits ------------------------------------------------------------------------------------
 
 
-def user_last_split(log: InteractionLog, test_fraction: float = 0.2, valid_fraction: float = 0.1) -> LogSplit:
-    """Per-user time split: each user's last ``test_fraction`` of events is test (at least one),
-    the last ``valid_fraction`` of the rest validation; users with fewer than 3 events stay in train."""
-    if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
-        raise ValueError(
-            f"need 0 < test_fraction < 1 and 0 <= valid_fraction < 1, got {test_fraction}, {valid_fraction}"
-        )
-    lengths = log.sequence_lengths()
-    n = lengths[log.user]
-    position = np.arange(log.n_events, dtype=np.int64) - log.user_offsets[log.user]
-    eligible = n >= 3
-    n_test = np.where(eligible, np.ceil(n * test_fraction), 0).astype(np.int64)
-    n_valid = np.where(eligible & (valid_fraction > 0), np.ceil((n - n_test) * valid_fraction), 0).astype(
-        np.int64
-    )
-    test = position >= n - n_test
-    valid = (position >= n - n_test - n_valid) & ~test
-    train = ~(test | valid)
-    return LogSplit(
-        train=log.select_events(train, name=f"{log.name}/train"),
-        valid=log.select_events(valid, name=f"{log.name}/valid"),
-        test=log.select_events(test, name=f"{log.name}/test"),
-        protocol="user-last",
-        full=log,
-    )
-
-
 def make_split(log: InteractionLog, protocol: str, test_fraction: float = 0.2) -> LogSplit:
     """The split named ``protocol``: ``user-last``, ``leave-last-out`` or ``temporal``."""
-    from simulators.splits import leave_last_out, temporal_split
+    from simulators.splits import leave_last_out, temporal_split, user_last_split
 
     if protocol == "user-last":
         return user_last_split(log, test_fraction)

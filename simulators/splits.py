@@ -11,6 +11,18 @@ import numpy as np
 from simulators.data import InteractionLog, LogSplit
 
 
+def _split(log: InteractionLog, valid: np.ndarray, test: np.ndarray, protocol: str) -> LogSplit:
+    """The LogSplit whose validation and test parts are the events marked in ``valid``/``test``."""
+    train = ~(valid | test)
+    return LogSplit(
+        train=log.select_events(train, name=f"{log.name}/train"),
+        valid=log.select_events(valid, name=f"{log.name}/valid"),
+        test=log.select_events(test, name=f"{log.name}/test"),
+        protocol=protocol,
+        full=log,
+    )
+
+
 def _position_from_end(log: InteractionLog) -> np.ndarray:
     """int64 [n_events]: 1 for each user's last event, 2 for the second-last, ..."""
     lengths = log.sequence_lengths()
@@ -29,14 +41,7 @@ def leave_last_out(log: InteractionLog) -> LogSplit:
     long_enough = log.sequence_lengths()[log.user] >= 3
     test = long_enough & (from_end == 1)
     valid = long_enough & (from_end == 2)
-    train = ~(test | valid)
-    return LogSplit(
-        train=log.select_events(train, name=f"{log.name}/train"),
-        valid=log.select_events(valid, name=f"{log.name}/valid"),
-        test=log.select_events(test, name=f"{log.name}/test"),
-        protocol="leave-last-out",
-        full=log,
-    )
+    return _split(log, valid, test, "leave-last-out")
 
 
 def temporal_cutoffs(
@@ -77,14 +82,27 @@ def temporal_split(log: InteractionLog, valid_fraction: float = 0.1, test_fracti
     valid_start, test_start = temporal_cutoffs(log, valid_fraction, test_fraction)
     test = log.timestamp >= test_start
     valid = (log.timestamp >= valid_start) & ~test
-    train = ~(valid | test)
-    return LogSplit(
-        train=log.select_events(train, name=f"{log.name}/train"),
-        valid=log.select_events(valid, name=f"{log.name}/valid"),
-        test=log.select_events(test, name=f"{log.name}/test"),
-        protocol="temporal",
-        full=log,
+    return _split(log, valid, test, "temporal")
+
+
+def user_last_split(log: InteractionLog, test_fraction: float = 0.2, valid_fraction: float = 0.1) -> LogSplit:
+    """Per-user time split: each user's last ``test_fraction`` of events is test (at least one),
+    the last ``valid_fraction`` of the rest validation; users with fewer than 3 events stay in train."""
+    if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
+        raise ValueError(
+            f"need 0 < test_fraction < 1 and 0 <= valid_fraction < 1, got {test_fraction}, {valid_fraction}"
+        )
+    lengths = log.sequence_lengths()
+    n = lengths[log.user]
+    position = np.arange(log.n_events, dtype=np.int64) - log.user_offsets[log.user]
+    eligible = n >= 3
+    n_test = np.where(eligible, np.ceil(n * test_fraction), 0).astype(np.int64)
+    n_valid = np.where(eligible & (valid_fraction > 0), np.ceil((n - n_test) * valid_fraction), 0).astype(
+        np.int64
     )
+    test = position >= n - n_test
+    valid = (position >= n - n_test - n_valid) & ~test
+    return _split(log, valid, test, "user-last")
 
 
 def k_core(log: InteractionLog, user_k: int, item_k: int) -> InteractionLog:

@@ -310,7 +310,9 @@ from simulators import fidelity  # noqa: E402
 
 def test_user_last_split_holds_out_each_users_latest_events(world):
     train, _, _, _ = world
-    split = fidelity.user_last_split(train, test_fraction=0.2, valid_fraction=0.1)
+    from simulators.splits import user_last_split
+
+    split = user_last_split(train, test_fraction=0.2, valid_fraction=0.1)
     assert split.train.n_events + split.valid.n_events + split.test.n_events == train.n_events
     for user in range(train.n_users):
         n = int(train.sequence_lengths()[user])

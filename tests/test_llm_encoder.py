@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from llm.encoder import encoder_identity, pool
 from recgym.config import from_dict
 from recgym.errors import ConfigError, MissingPackageError
 from simulators.data import InteractionLog, ItemMetadata
+from tests._tiny_models import build_tiny_bert, build_tiny_llama
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 TEXTS = [
     "short",
     "a somewhat longer text about movies",
@@ -30,48 +29,6 @@ TEXTS = [
     "mid length text here",
     "x",
 ]
-
-
-def _copy_tokenizer(target: Path) -> None:
-    source = llm.models.minilm_dir()
-    for name in TOKENIZER_FILES:
-        shutil.copy(source / name, target / name)
-
-
-def build_tiny_bert(path: Path, seed: int = 0) -> Path:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
-    _copy_tokenizer(path)
-    return path
-
-
-def build_tiny_llama(path: Path, seed: int = 0) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    _copy_tokenizer(path)
-    return path
 
 
 @pytest.fixture(scope="module")

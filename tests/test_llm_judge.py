@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import llm.judge
 import llm.models
 from recgym.config import from_dict
 from recgym.errors import ConfigError
+from tests._tiny_models import build_tiny_bert, build_tiny_llama
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 CHAT_TEMPLATE = (
     "{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}"
     "{% if add_generation_prompt %}[assistant]{% endif %}"
@@ -29,39 +28,9 @@ ITEMS = ["Title: Aladdin. Year: 1992", "Title: Se7en. Year: 1995. Genres: Crime,
 
 
 def _build(path: Path, kind: str, chat_template: bool = True, seed: int = 0) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
     if kind == "llama":
-        config = LlamaConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            pad_token_id=0,
-        )
-        LlamaForCausalLM(config).save_pretrained(path)
-    else:
-        BertModel(
-            BertConfig(
-                vocab_size=30522,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=4,
-                intermediate_size=64,
-            )
-        ).save_pretrained(path)
-    source = llm.models.minilm_dir()
-    for name in TOKENIZER_FILES:
-        shutil.copy(source / name, path / name)
-    if chat_template:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.chat_template = CHAT_TEMPLATE
-        tokenizer.save_pretrained(path)
-    return path
+        return build_tiny_llama(path, seed, max_positions=256, chat_template=CHAT_TEMPLATE if chat_template else None)
+    return build_tiny_bert(path, seed, layers=1, max_positions=512)
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,12 @@ class NativeAgent(TrainableAgent):
         """Create the networks and optimiser (called once, under the config's seed)."""
         raise NotImplementedError
 
+    def check_env(self, env: Any) -> None:
+        """Refuse an env whose catalogue or slate size differs from the one the agent was built for."""
+        if env.slate_size != self.slate_size or env.n_items != self.n_items:
+            raise ValueError(f"env has slate_size={env.slate_size}, n_items={env.n_items}; the agent was "
+                             f"built for slate_size={self.slate_size}, n_items={self.n_items}")
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.config.mixed_precision)
 

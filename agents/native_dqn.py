@@ -171,9 +171,7 @@ class NativeDQNAgent(NativeAgent):
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
         """Collect ``steps`` env steps (rounded up to whole vector steps), training as it goes."""
         config, n = self.config, env.num_envs
-        if env.slate_size != self.slate_size or env.n_items != self.n_items:
-            raise ValueError(f"env has slate_size={env.slate_size}, n_items={env.n_items}; the agent was "
-                             f"built for slate_size={self.slate_size}, n_items={self.n_items}")
+        self.check_env(env)
         if self.observation is None:
             self.observation, _ = env.reset(seed=config.seed)
         if self.buffer is None:

@@ -162,9 +162,7 @@ class NativePPOAgent(NativeAgent):
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
         """Run whole rollouts until at least ``steps`` more env steps are done, updating after each."""
         config, n = self.config, env.num_envs
-        if env.slate_size != self.slate_size or env.n_items != self.n_items:
-            raise ValueError(f"env has slate_size={env.slate_size}, n_items={env.n_items}; the agent was "
-                             f"built for slate_size={self.slate_size}, n_items={self.n_items}")
+        self.check_env(env)
         if self.observation is None:
             self.observation, _ = env.reset(seed=config.seed)
             self.stats = SessionStats(n, self.item_embeddings, self.device)

@@ -253,3 +253,11 @@ def test_ppo_next_item_loss_is_trained_and_logged():
     plain = RecordingLogger()
     make_ppo(env).learn(env, 16 * 16, plain)
     assert "losses/next_item" not in plain.scalars
+
+
+@pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
+def test_learn_refuses_an_env_of_another_catalogue_or_slate_size(make):
+    agent = make(known_answer_env(num_envs=4))
+    for other in (known_answer_env(num_envs=4, n_items=40), known_answer_env(slate_size=2, num_envs=4)):
+        with pytest.raises(ValueError, match="the agent was built for slate_size=1, n_items=30"):
+            agent.learn(other, 64, RecordingLogger())

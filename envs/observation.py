@@ -71,9 +71,13 @@ def left_pad_histories(
 
 
 def history_item_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Bool [B, n_items]: True for the items that appear in ``history`` [B, H] (-1 = padding)."""
-    mask = torch.zeros(history.shape[0], n_items, dtype=torch.bool, device=history.device)
-    valid = history >= 0
-    rows = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)
-    mask[rows[valid], history[valid]] = True
-    return mask
+    """Bool [B, n_items]: True for the items that appear in ``history`` [B, H] (-1 = padding).
+
+    Static shapes, so no host synchronisation on an accelerator: every entry is scattered into a
+    [B, n_items + 1] mask whose extra last column takes the padding, then that column is dropped
+    (the result is a view of it). Negative entries are padding; an entry above ``n_items``
+    raises (a device-side assertion on CUDA).
+    """
+    mask = torch.zeros(history.shape[0], n_items + 1, dtype=torch.bool, device=history.device)
+    index = torch.where(history >= 0, history, torch.full_like(history, n_items)).to(torch.int64)
+    return mask.scatter_(1, index, True)[:, :n_items]

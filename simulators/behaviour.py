@@ -31,6 +31,10 @@ from simulators.data import LIKE_THRESHOLD
 MIN_RATING = 1.0
 MAX_RATING = 5.0
 
+FIRST_POSITION_TABLE_LIMIT = 1 << 30
+"""Largest :meth:`UserSampler.first_positions` table, in bytes (1 GiB), that is built; beyond it the
+static-shape reset of :class:`simulators.composed.ComposedSimulator` falls back to the synchronising one."""
+
 
 # --------------------------------------------------------------------------------------- configs
 
@@ -200,6 +204,8 @@ class UserSampler:
                 f"{config.min_prefix + config.min_future} logged events"
             )
         self.weights = self.lengths[self.eligible_users].to(torch.float32)
+        self.max_length = int(self.lengths.max()) if self.lengths.numel() else 0
+        self._first_positions: torch.Tensor | None = None
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` (user, prefix_length) pairs, prefix uniform in [min_prefix, length - min_future]."""
@@ -239,6 +245,42 @@ class UserSampler:
         within = torch.arange(total, device=user.device) - first.index_select(0, row)
         event = self.offsets.index_select(0, user).index_select(0, row) + within
         return row, self.item.index_select(0, event)
+
+    def first_positions_dtype(self) -> torch.dtype:
+        """int16 when every position and prefix length fits below its maximum (the "never" value), else int32."""
+        return torch.int16 if self.max_length < torch.iinfo(torch.int16).max else torch.int32
+
+    def first_positions_bytes(self) -> int:
+        """Size in bytes of the :meth:`first_positions` table."""
+        itemsize = torch.empty((), dtype=self.first_positions_dtype()).element_size()
+        return int(self.lengths.shape[0]) * self.n_items * itemsize
+
+    def first_positions(self) -> torch.Tensor:
+        """Int [n_users, n_items]: where each item first occurs in each user's logged sequence.
+
+        Positions count from 0; an item the user never logged holds the dtype's maximum, which
+        exceeds every prefix length. Built once on first use, on the device, without a host
+        synchronisation (a ``scatter_reduce`` "amin" over the events); int16 unless some user has
+        32,767 or more events (see :meth:`first_positions_bytes` for its size).
+        """
+        if self._first_positions is None:
+            dtype = self.first_positions_dtype()
+            n_users, device = int(self.lengths.shape[0]), self.offsets.device
+            event = torch.arange(self.item.shape[0], device=device)
+            owner = torch.searchsorted(self.offsets, event, right=True) - 1  # empty users own nothing
+            position = (event - self.offsets.index_select(0, owner)).to(dtype)
+            table = torch.full((n_users * self.n_items,), torch.iinfo(dtype).max, dtype=dtype, device=device)
+            table.scatter_reduce_(0, owner * self.n_items + self.item, position, reduce="amin")
+            self._first_positions = table.view(n_users, self.n_items)
+        return self._first_positions
+
+    def consumed(self, user: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Bool [n, n_items]: the items in each (user, prefix) starting history, with static shapes.
+
+        The same set as :meth:`consumed_pairs` gives, from the :meth:`first_positions` table
+        instead of a variable-length list, so it needs no host synchronisation.
+        """
+        return self.first_positions().index_select(0, user) < prefix.unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------- choice

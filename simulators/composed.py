@@ -9,6 +9,7 @@ tensor operations over the batch (no Python loop over users), so it runs unchang
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from recgym.errors import ConfigError
 from simulators.base import Simulator, StepOutcome, UserState
 from simulators.behaviour import (
+    FIRST_POSITION_TABLE_LIMIT,
     BehaviourConfig,
     ChoiceModel,
     InterestModel,
@@ -31,9 +33,21 @@ _STATISTICS = ("user_steps", "clicks", "likes", "leaves", "shown_from_log", "sho
 
 
 class ComposedSimulator(Simulator):
-    """Batched users built from behaviour components; subclasses implement :meth:`rate`."""
+    """Batched users built from behaviour components; subclasses implement :meth:`rate`.
+
+    **Host synchronisation.** On an accelerator (a state whose device is not the CPU) :meth:`step`
+    and :meth:`reset` run with static shapes and never synchronise with the host: :meth:`reset`
+    draws a new session for *every* row and merges the rows of ``mask`` in with ``torch.where``,
+    and :meth:`step` skips the data-dependent part of its slate range check (see
+    :meth:`_check_slate`). On the CPU, where a synchronisation is free, :meth:`reset` draws only for
+    the rows of ``mask`` and :meth:`step` checks the range. ``static_shapes`` (``None``: decide by
+    device) forces either way, e.g. ``True`` to test the accelerator path on the CPU. The static
+    reset needs the sampler's first-position table; a catalogue for which it would exceed
+    ``FIRST_POSITION_TABLE_LIMIT`` resets the CPU way (synchronising) on any device, with a warning.
+    """
 
     name: str = ""  # set by ``simulators.register``
+    static_shapes: bool | None = None
 
     def __init__(
         self,
@@ -57,6 +71,7 @@ class ComposedSimulator(Simulator):
         self.leave_model = LeaveModel(config.leave)
         self.reward_fn = reward_function(config.reward)
         self._counts = torch.zeros(len(_STATISTICS), dtype=torch.int64, device=self.device)
+        self._warned_static_fallback = False
 
     # ------------------------------------------------------------------ what subclasses provide
 
@@ -90,10 +105,33 @@ class ComposedSimulator(Simulator):
             step=torch.zeros(b, dtype=torch.int64, device=d),
         )
 
-    def reset(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
+    def reset(
+        self,
+        state: UserState,
+        mask: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        static_shapes: bool | None = None,
+    ) -> None:
+        """Start new sessions for the rows of ``mask``; see the class docstring for the two paths.
+
+        ``static_shapes`` overrides :attr:`static_shapes` (``None``: that, else ``True`` exactly when
+        the state is not on the CPU). The static path draws ``B`` (user, prefix) pairs, so after a
+        partial reset its random stream differs from the CPU path's, which draws one per reset row.
+        It needs the sampler's first-position table; when that would exceed
+        ``FIRST_POSITION_TABLE_LIMIT`` bytes the synchronising path is used (with a warning, once).
+        """
         if mask.shape != (state.batch_size,) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool [{state.batch_size}], got {mask.dtype} {tuple(mask.shape)}")
-        rows = torch.nonzero(mask.to(state.device)).squeeze(1)
+        mask = mask.to(state.device)
+        if static_shapes is None:
+            static_shapes = self.static_shapes
+        if static_shapes is None:
+            static_shapes = state.device.type != "cpu"
+        if static_shapes and self._static_reset_possible():
+            self._reset_static(state, mask, generator)
+            return
+        rows = torch.nonzero(mask).squeeze(1)
         n = rows.numel()
         if n == 0:
             return
@@ -109,6 +147,38 @@ class ComposedSimulator(Simulator):
         state.interest.index_fill_(0, rows, 0.0)
         state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
         state.step.index_fill_(0, rows, 0)
+
+    def _reset_static(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
+        """:meth:`reset` with static shapes: new sessions for all rows, merged in where ``mask``."""
+        b = state.batch_size
+        user, prefix = self.sampler.sample(b, generator)
+        history, responses = self.sampler.history(user, prefix, self.history_length)
+        consumed = self.sampler.consumed(user, prefix)
+        rows = mask.unsqueeze(1)
+        state.user.copy_(torch.where(mask, user, state.user))
+        state.prefix_length.copy_(torch.where(mask, prefix, state.prefix_length))
+        state.history.copy_(torch.where(rows, history, state.history))
+        state.history_response.copy_(torch.where(rows, responses, state.history_response))
+        state.consumed.copy_(torch.where(rows, consumed, state.consumed))
+        state.interest.masked_fill_(rows, 0.0)
+        state.patience.copy_(torch.where(mask, self.leave_model.initial(b, state.device), state.patience))
+        state.step.masked_fill_(mask, 0)
+
+    def _static_reset_possible(self) -> bool:
+        """Whether the sampler's first-position table fits ``FIRST_POSITION_TABLE_LIMIT`` (warns once if not)."""
+        size = self.sampler.first_positions_bytes()
+        if size <= FIRST_POSITION_TABLE_LIMIT:
+            return True
+        if not self._warned_static_fallback:
+            self._warned_static_fallback = True
+            warnings.warn(
+                f"{type(self).__name__}: the first-position table for static-shape resets would take "
+                f"{size / 2**30:.1f} GiB (limit FIRST_POSITION_TABLE_LIMIT = "
+                f"{FIRST_POSITION_TABLE_LIMIT / 2**30:.1f} GiB); resets use the synchronising path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
 
     def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
         slate = self._check_slate(state, slate)
@@ -144,12 +214,12 @@ class ComposedSimulator(Simulator):
         reward = self.reward_fn(clicked, liked, chosen_response).to(torch.float32)
         self._counts += torch.stack(
             [
-                torch.tensor(state.batch_size, device=state.device),
+                torch.full((), state.batch_size, dtype=torch.int64, device=state.device),
                 clicked.sum(),
                 liked.sum(),
                 left.sum(),
                 from_log.sum(),
-                torch.tensor(from_log.numel(), device=state.device),
+                torch.full((), from_log.numel(), dtype=torch.int64, device=state.device),
                 chosen_from_log.sum(),
             ]
         )
@@ -185,6 +255,15 @@ class ComposedSimulator(Simulator):
         self._counts.zero_()
 
     def _check_slate(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:
+        """``slate`` as int64 [B, k] on the state's device; raises ``ValueError`` on a wrong shape or dtype.
+
+        The item range is checked only on the CPU, where reading the result back is free. On an
+        accelerator that check would be a host synchronisation per step, so it is skipped: the
+        callers validate actions themselves (the envs' ``validate_actions``, one synchronisation,
+        on by default), and an out-of-range item that gets through still fails loudly, never
+        silently - the boredom penalty's ``index_select`` into the item-topic table raises a
+        device-side index assertion for any index outside [0, n_items).
+        """
         if slate.dim() == 1:
             slate = slate.unsqueeze(1)
         if slate.dim() != 2 or slate.shape[0] != state.batch_size or slate.shape[1] < 1:
@@ -192,6 +271,6 @@ class ComposedSimulator(Simulator):
         if slate.dtype.is_floating_point or slate.dtype == torch.bool:
             raise ValueError(f"slate must hold integer item indices, got {slate.dtype}")
         slate = slate.to(device=state.device, dtype=torch.int64)
-        if bool(((slate < 0) | (slate >= self.n_items)).any()):
+        if slate.device.type == "cpu" and bool(((slate < 0) | (slate >= self.n_items)).any()):
             raise ValueError(f"slate items must lie in [0, {self.n_items}); got some outside")
         return slate

@@ -13,7 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs import RecommendationEnv
-from envs.observation import build_observation
+from envs.observation import build_observation, history_item_mask
 from recgym.errors import ConfigError
 from simulators.base import StepOutcome
 from simulators.synthetic import SyntheticConfig, SyntheticSimulator
@@ -138,6 +138,24 @@ def test_observation_is_the_shared_builder_applied_to_the_user_state():
     expected = build_observation(state.history, state.history_response, env.simulator.item_embeddings)
     for key in expected:
         np.testing.assert_allclose(observation[key], expected[key][0].numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_history_item_mask_matches_a_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_items = 7
+    history = torch.randint(-1, n_items, (12, 9), generator=g)  # padding -1 anywhere, repeats likely
+    history[0] = -1
+    history[1] = 3
+    expected = torch.zeros(12, n_items, dtype=torch.bool)
+    for row, items in enumerate(history.tolist()):
+        for item in items:
+            if item >= 0:
+                expected[row, item] = True
+    mask = history_item_mask(history, n_items)
+    assert mask.dtype == torch.bool and mask.shape == (12, n_items)
+    assert torch.equal(mask, expected)
+    assert torch.equal(history_item_mask(history[:, :0], n_items), torch.zeros(12, n_items, dtype=torch.bool))
 
 
 def test_session_cap_truncates_and_leaving_terminates():

@@ -18,6 +18,8 @@ from simulators.behaviour import (
     InterestModel,
     LeaveConfig,
     LeaveModel,
+    SamplerConfig,
+    UserSampler,
     kmeans_topics,
     respond,
 )
@@ -256,6 +258,152 @@ def test_start_history_and_consumed_come_from_the_prefix():
         assert state.history[row, 8 - len(expected):].tolist() == expected.tolist()
         assert bool((state.history[row, : 8 - len(expected)] == -1).all())
         assert set(torch.nonzero(state.consumed[row]).squeeze(1).tolist()) == set(sequence.tolist())
+
+
+# ------------------------------------------------------------------ static-shape (accelerator) reset
+
+SEQUENCES = [[3, 1, 3, 0, 2], [], [4, 4, 4], [0, 1, 2, 3, 4, 0, 5]]
+"""Logged sequences with repeated items and an empty user, over 6 items."""
+
+
+def sequence_sampler(sequences=SEQUENCES, n_items: int = 6, min_prefix: int = 0) -> UserSampler:
+    offsets = torch.tensor([0] + np.cumsum([len(s) for s in sequences]).tolist())
+    items = torch.tensor([i for s in sequences for i in s], dtype=torch.int64)
+    config = SamplerConfig(min_prefix=min_prefix, min_future=0)
+    return UserSampler(config, offsets, items, torch.ones(len(items)), n_items, torch.device("cpu"))
+
+
+def test_first_positions_mark_each_prefix_exactly_like_the_consumed_pairs():
+    sampler = sequence_sampler()
+    table = sampler.first_positions()
+    assert table.dtype == torch.int16 and table.shape == (4, 6)
+    assert table[0].tolist()[:5] == [3, 1, 4, 0, 32767]  # first occurrences; item 4 never
+    assert sampler.first_positions_bytes() == 4 * 6 * 2
+    pairs = [(u, p) for u, s in enumerate(SEQUENCES) for p in range(len(s) + 1)]
+    user = torch.tensor([u for u, _ in pairs])
+    prefix = torch.tensor([p for _, p in pairs])
+    consumed = sampler.consumed(user, prefix)
+    from_pairs = torch.zeros_like(consumed)
+    row, item = sampler.consumed_pairs(user, prefix)
+    from_pairs[row, item] = True
+    assert torch.equal(consumed, from_pairs)
+    for r, (u, p) in enumerate(pairs):
+        assert set(consumed[r].nonzero().squeeze(1).tolist()) == set(SEQUENCES[u][:p])
+
+
+def test_first_positions_widen_to_int32_for_long_sequences():
+    sampler = sequence_sampler([[0, 1] * 16384, [1]], n_items=2)  # 32,768 events
+    assert sampler.first_positions_dtype() == torch.int32
+    assert sampler.first_positions().tolist() == [[0, 1], [2**31 - 1, 0]]
+    last = torch.tensor([32768, 32767, 1])
+    assert sampler.consumed(torch.tensor([0, 0, 1]), last).tolist() == [[True, True], [True, True], [False, True]]
+
+
+def dup_log() -> InteractionLog:
+    """4 users over 6 items whose sequences repeat items (``SEQUENCES`` without the empty user)."""
+    sequences = [s for s in SEQUENCES if s] + [[5, 2, 5, 1]]
+    user = np.concatenate([[u] * len(s) for u, s in enumerate(sequences)]).astype(np.int64)
+    item = np.concatenate(sequences).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int64)
+    genres = [("a",), ("b",), ("a", "b"), ("c",), ("a",), ("b",)]
+    items = ItemMetadata(title=[f"m{i}" for i in range(6)], year=np.zeros(6, np.int32), genres=genres, text=[""] * 6)
+    return InteractionLog(
+        name="dup", user_raw_ids=np.array([f"u{u}" for u in range(4)], dtype=object),
+        item_raw_ids=np.array([f"i{i}" for i in range(6)], dtype=object), user=user, item=item,
+        rating=np.full(len(user), 4.0, np.float32), timestamp=np.arange(len(user), dtype=np.int64),
+        user_offsets=offsets, items=items,
+    )
+
+
+def static_test_simulators():
+    synthetic = SyntheticSimulator(SyntheticConfig(n_users=30, n_items=40, events_per_user=12, history_length=6))
+    config = simulators.registry.from_dict(LoggedConfig, {"history_length": 3, "sampler": {"min_prefix": 1}})
+    logged_dup = LoggedUserSimulator(config, dup_log(), preference_model=ConstantModel(3.0), item_embeddings=torch.eye(6))
+    return {"synthetic": synthetic, "logged-with-repeats": logged_dup}
+
+
+def sequences_of(sim) -> list[list[int]]:
+    offsets, items = sim.sampler.offsets.tolist(), sim.sampler.item.tolist()
+    return [items[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def assert_fresh_sessions(sim, before, state, mask) -> None:
+    """Rows of ``mask`` hold a consistent new session; every other row is untouched."""
+    for name in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step"):
+        assert torch.equal(getattr(state, name)[~mask], getattr(before, name)[~mask]), name
+    rows = mask.nonzero().squeeze(1)
+    user, prefix = state.user[rows], state.prefix_length[rows]
+    history, responses = sim.sampler.history(user, prefix, sim.history_length)
+    assert torch.equal(state.history[rows], history) and torch.equal(state.history_response[rows], responses)
+    sequences, config = sequences_of(sim), sim.config.sampler
+    for row, u, p in zip(rows.tolist(), user.tolist(), prefix.tolist(), strict=True):
+        assert config.min_prefix <= p <= len(sequences[u]) - config.min_future
+        assert set(state.consumed[row].nonzero().squeeze(1).tolist()) == set(sequences[u][:p])
+    assert bool((state.step[rows] == 0).all()) and bool((state.interest[rows] == 0).all())
+    assert bool((state.patience[rows] == sim.config.leave.initial_patience).all())
+
+
+@pytest.mark.parametrize("name", ["synthetic", "logged-with-repeats"])
+@pytest.mark.parametrize("static_shapes", [True, False])
+def test_partial_reset_gives_fresh_sessions_on_both_paths(name, static_shapes):
+    sim = static_test_simulators()[name]
+    state, g = started(sim, 24, seed=3)
+    mask = torch.zeros(24, dtype=torch.bool)
+    for round_ in range(4):
+        for _ in range(3):
+            sim.step(state, torch.randint(0, sim.n_items, (24, 2), generator=g), g)
+        before = state.clone()
+        mask = torch.rand(24, generator=g) < 0.4
+        mask[round_] = True  # never empty
+        sim.reset(state, mask, g, static_shapes=static_shapes)
+        assert_fresh_sessions(sim, before, state, mask)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "logged-with-repeats"])
+def test_full_static_reset_equals_the_sync_reset(name):
+    """Resetting every row draws the same B (user, prefix) pairs on both paths: identical states."""
+    sim = static_test_simulators()[name]
+    states = []
+    for static_shapes in (True, False):
+        state = sim.init_state(32)
+        sim.reset(state, torch.ones(32, dtype=torch.bool), gen(7), static_shapes=static_shapes)
+        states.append(state)
+    for f in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step"):
+        assert torch.equal(getattr(states[0], f), getattr(states[1], f)), f
+
+
+def test_static_reset_is_the_accelerator_default_and_the_attribute_forces_it():
+    sim = static_test_simulators()["synthetic"]
+    state, g = started(sim, 16)
+    assert sim.sampler._first_positions is None  # the CPU default never builds the table
+    sim.static_shapes = True
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[3] = True
+    before = state.clone()
+    sim.reset(state, mask, g)
+    assert sim.sampler._first_positions is not None
+    assert_fresh_sessions(sim, before, state, mask)
+
+
+def test_static_reset_falls_back_to_the_sync_path_over_the_table_budget(monkeypatch):
+    import simulators.composed
+
+    monkeypatch.setattr(simulators.composed, "FIRST_POSITION_TABLE_LIMIT", 10)
+    sim = static_test_simulators()["synthetic"]
+    reference = static_test_simulators()["synthetic"]
+    state, g = started(sim, 16, seed=2)
+    expected, g_ref = started(reference, 16, seed=2)
+    mask = torch.arange(16) % 3 == 0
+    with pytest.warns(RuntimeWarning, match="FIRST_POSITION_TABLE_LIMIT"):
+        sim.reset(state, mask, g, static_shapes=True)
+    reference.reset(expected, mask, g_ref, static_shapes=False)
+    assert torch.equal(state.user, expected.user) and torch.equal(state.consumed, expected.consumed)
+    assert sim.sampler._first_positions is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim.reset(state, mask, g, static_shapes=True)  # warned once only
 
 
 def test_step_appends_chosen_item_to_history_and_consumed():

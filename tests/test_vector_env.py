@@ -229,6 +229,65 @@ def test_cuda_device_keeps_everything_on_the_gpu():
     assert all(v.is_cuda for v in observation.values()) and reward.is_cuda and info["item"].is_cuda
 
 
+def test_static_shape_resets_keep_a_rollout_consistent_and_in_the_space():
+    """The accelerator reset path, forced on the CPU: autoreset rows start consistent sessions."""
+    from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+
+    simulator = SyntheticSimulator(SyntheticConfig(n_users=40, n_items=60, events_per_user=15))
+    simulator.static_shapes = True  # a private instance: the shared registry simulators stay as they are
+    env = make_vec(16, simulator=simulator, slate_size=2, max_steps=4, as_numpy=True)
+    observation, _ = env.reset(seed=5)
+    assert env.observation_space.contains(observation)
+    sequences = simulator.sampler.item.view(40, 15)
+    g = torch.Generator().manual_seed(5)
+    resets = 0
+    for _ in range(20):
+        observation, reward, terminated, truncated, info = env.step(random_slates(env, g).numpy())
+        assert env.observation_space.contains(observation) and np.isfinite(reward).all()
+        assert env.observation_space.contains(info["final_obs"])
+        done = np.flatnonzero(terminated | truncated)
+        resets += len(done)
+        state = env.user_state
+        for row in done.tolist():
+            user, prefix = int(state.user[row]), int(state.prefix_length[row])
+            assert int(state.step[row]) == 0
+            assert set(state.consumed[row].nonzero().squeeze(1).tolist()) == set(sequences[user, :prefix].tolist())
+            expected = sequences[user, :prefix][-env.history_length :].tolist()
+            assert observation["history"][row][observation["history"][row] >= 0].tolist() == expected
+    assert resets > 0
+    assert simulator.sampler._first_positions is not None  # the static path really ran
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "env_id, slate_size",
+    [("recgym/Synthetic-v0", 1), ("recgym/Synthetic-v0", 3), ("recgym/ML100K-v0", 2)],
+)
+def test_cuda_autoreset_step_never_synchronises_without_action_validation(env_id, slate_size):
+    """With validate_actions=False an autoreset step on CUDA performs no host synchronisation."""
+    kwargs = {"simulator_config": {"preference": {"epochs": 1}}} if "ML100K" in env_id else {}
+    env = gym.make_vec(
+        env_id, num_envs=64, vectorization_mode="vector_entry_point", device="cuda",
+        validate_actions=False, slate_size=slate_size, max_steps=3, **kwargs,
+    )
+    env.reset(seed=0)  # builds the lazily built tables (first-position, item cache) outside the check
+    g = torch.Generator(device="cuda").manual_seed(0)
+    keys = torch.empty(64, env.n_items, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(8):  # max_steps=3: every row is autoreset at least twice
+            slate = keys.uniform_(generator=g).topk(slate_size, dim=1).indices
+            observation, reward, terminated, truncated, info = env.step(slate.squeeze(1) if slate_size == 1 else slate)
+            mask = env.action_masks()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v.is_cuda for v in observation.values()) and reward.is_cuda and mask.is_cuda
+    assert bool(torch.isfinite(reward).all()) and env.observation_space.contains(
+        {k: v.cpu().numpy() for k, v in observation.items()}
+    )
+
+
 # ---------------------------------------------------------------------------------- SB3 adapter
 
 

@@ -34,14 +34,16 @@ class StateEncoder(nn.Module):
         history = observation["history"].long()
         valid = (history >= 0).to(torch.float32)
         weights = valid * (observation["responses"].to(torch.float32) / 5.0 + 0.5)
-        weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-6)
-        # Pooling and the linear projection commute: gather from whichever side is smaller.
+        weight_sum = weights.sum(1, keepdim=True)
+        weights = weights / weight_sum.clamp(min=1e-6)
+        # Pooling and the linear projection commute, so pool the [B, H, d] text encodings first
+        # (an embedding bag, never materialising them) and project [B, d] once: a projection of
+        # the whole catalogue or of every history slot would cost far more.
+        pooled_text = nn.functional.embedding_bag(history.clamp(min=0), item_text, per_sample_weights=weights,
+                                                  mode="sum")
+        has_history = (weight_sum > 0).to(torch.float32)  # an empty history pools to 0, bias included
         projection = self.history_projection
-        if history.numel() < item_text.shape[0]:
-            items = projection(item_text[history.clamp(min=0)])  # [B, H, hidden]
-        else:
-            items = projection(item_text)[history.clamp(min=0)]  # project the catalogue once
-        pooled = (weights.unsqueeze(-1) * items).sum(1)
+        pooled = nn.functional.linear(pooled_text, projection.weight) + has_history * projection.bias
         length = valid.mean(1, keepdim=True)
         features = torch.cat([observation["llm_state"].to(torch.float32), torch.relu(pooled), length], dim=-1)
         return self.mlp(features)
@@ -78,9 +80,13 @@ class ItemScorer(nn.Module):
         """Float [B, hidden_dim]."""
         return self.state_encoder(observation, self.item_text)
 
-    def forward(self, observation: Observation) -> torch.Tensor:
-        """Float [B, n_items] scores."""
-        return self.encode_state(observation) @ self.item_representations().T + self.item_bias
+    def forward(self, observation: Observation, item_representations: torch.Tensor | None = None) -> torch.Tensor:
+        """Float [B, n_items] scores. ``item_representations`` may be passed in when they are known
+        not to have changed (e.g. computed once per rollout under ``no_grad``): projecting the
+        catalogue costs more than scoring a small batch against it."""
+        if item_representations is None:
+            item_representations = self.item_representations()
+        return torch.addmm(self.item_bias, self.encode_state(observation), item_representations.T)
 
 
 MASKED_SCORE = -1e9
@@ -88,13 +94,18 @@ MASKED_SCORE = -1e9
 no NaN-guarding pass over the catalogue), and far below any real score."""
 
 
+def allowed_items(action_mask: torch.Tensor) -> torch.Tensor:
+    """``action_mask`` as bool with every row that allows nothing made all-allowed (never leave a row
+    with nothing to pick)."""
+    allowed = action_mask.to(torch.bool)
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
 def mask_scores(scores: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
     """Scores with disallowed items (``action_mask`` False) set to MASKED_SCORE; rows with none allowed unmasked."""
     if action_mask is None:
         return scores
-    allowed = action_mask.to(torch.bool)
-    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # never leave a row with nothing to pick
-    return scores.masked_fill(~allowed, MASKED_SCORE)
+    return scores.masked_fill(~allowed_items(action_mask), MASKED_SCORE)
 
 
 def history_mask(history: torch.Tensor, n_items: int) -> torch.Tensor:

@@ -37,13 +37,15 @@ import torch
 from torch import nn
 
 from agents.base import Observation, ScalarLogger
+from agents.categorical_head import Workspace, categorical_head
 from agents.checkpoint import flatten_state, unflatten_state
 from agents.item_scorer import (
+    MASKED_SCORE,
     ItemScorer,
     LoggedNextItems,
     StateEncoder,
+    allowed_items,
     history_mask,
-    mask_scores,
     next_item_loss,
 )
 from agents.native_base import NativeAgent
@@ -141,21 +143,47 @@ class NativePPOAgent(NativeAgent):
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
+        self._workspace = Workspace()  # the fused policy head's buffers, reused across minibatches
 
     # ----------------------------------------------------------------------------- acting
 
-    def _logits(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
-        with self._autocast():
-            logits = self._score(observation).float()
-        if self.config.mask == "history":
-            mask = history_mask(observation["history"], self.n_items)
-        return mask_scores(logits, mask if self.config.mask != "none" else None)
+    def _blocked(self, observation: Observation, env_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Bool [B, n_items], True for the items the policy may not pick (None: no masking).
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Gumbel-top-k: k distinct items from the Plackett-Luce distribution of ``logits``."""
-        uniform = torch.rand(logits.shape, device=logits.device, generator=self.generator)
-        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
-        return torch.topk(logits + gumbel, self.slate_size, dim=1).indices
+        ``env_mask`` is the env's action mask (``mask="env"``); with ``mask="history"`` the mask is
+        derived from the observation. A row that would block everything blocks nothing.
+        """
+        if self.config.mask == "none":
+            return None
+        if self.config.mask == "history":
+            env_mask = history_mask(observation["history"], self.n_items)
+        return None if env_mask is None else ~allowed_items(env_mask)
+
+    def _logits(self, observation: Observation, blocked: torch.Tensor | None,
+                item_representations: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked logits [B, n_items]: blocked items get ``MASKED_SCORE``."""
+        with self._autocast():
+            logits = self._score(observation, item_representations).float()
+        return logits if blocked is None else logits.masked_fill_(blocked, MASKED_SCORE)
+
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slate [B, k] of distinct items from the Plackett-Luce distribution of ``logits``, its
+        log-probability [B]).
+
+        One item is drawn from the softmax by inverse CDF: one uniform per row and a binary search
+        of the cumulative probabilities (masked items have probability 0, so they are never the
+        first to exceed it). A slate is drawn by Gumbel-top-k, the Gumbel noise ``-log(-log U)``
+        built in place (``U = 0`` gives ``-inf``: never picked).
+        """
+        if self.slate_size == 1:
+            log_probs = torch.log_softmax(logits, dim=1)
+            cumulative = log_probs.exp().cumsum_(dim=1)
+            uniform = torch.rand((logits.shape[0], 1), device=logits.device, generator=self.generator)
+            item = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).clamp_(max=logits.shape[1] - 1)
+            return item, log_probs.gather(1, item).squeeze(1)
+        minus_gumbel = torch.rand(logits.shape, device=logits.device, generator=self.generator).log_().neg_().log_()
+        slate = torch.topk(logits - minus_gumbel, self.slate_size, dim=1).indices
+        return slate, slate_log_prob(logits, slate)
 
     # ----------------------------------------------------------------------------- learning
 
@@ -179,25 +207,25 @@ class NativePPOAgent(NativeAgent):
         config, n, t_max = self.config, env.num_envs, self.config.num_steps
         observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
         masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
+        with torch.no_grad(), self._autocast():  # the weights are fixed during a rollout: project the catalogue once
+            item_representations = self.network.actor.item_representations()
         for _ in range(t_max):
             obs = self.observation
-            mask = env.action_masks() if config.mask == "env" else None
+            blocked = self._blocked(obs, env.action_masks() if config.mask == "env" else None)
             with torch.no_grad():
-                logits = self._logits(obs, mask)
-                slate = self._sample(logits)
-                log_prob = slate_log_prob(logits, slate)
+                slate, log_prob = self._sample(self._logits(obs, blocked, item_representations))
                 value = self.network.value(obs)
             next_obs, reward, terminated, truncated, info = env.step(slate[:, 0] if self.slate_size == 1 else slate)
             env_reward = reward.to(torch.float32)
-            train_reward = env_reward
-            if truncated.any():  # bootstrap cut-off sessions from their final observation
-                with torch.no_grad():
-                    final_value = self.network.value(info["final_obs"])
-                train_reward = env_reward + config.gamma * final_value * (truncated & ~terminated).to(torch.float32)
+            # Bootstrap cut-off sessions from their final observation (computed for every row: a
+            # data-dependent branch would synchronise the device every step).
+            with torch.no_grad():
+                final_value = self.network.value(info["final_obs"])
+            train_reward = env_reward + config.gamma * final_value * (truncated & ~terminated).to(torch.float32)
             for key in observations:
                 observations[key].append(obs[key])
-            if mask is not None:
-                masks.append(mask)
+            if config.mask == "env":  # "history" masks are rebuilt from the observations
+                masks.append(blocked)
             actions.append(slate)
             log_probs.append(log_prob)
             values.append(value)
@@ -222,7 +250,7 @@ class NativePPOAgent(NativeAgent):
             advantages[t] = last_gae
         batch = {
             "obs": {k: torch.cat(v) for k, v in observations.items()},
-            "mask": torch.cat(masks) if masks else None,
+            "blocked": torch.cat(masks) if masks else None,
             "actions": torch.cat(actions),
             "log_probs": torch.cat(log_probs),
             "advantages": advantages.reshape(-1),
@@ -241,9 +269,17 @@ class NativePPOAgent(NativeAgent):
             for start in range(0, size, minibatch):
                 index = order[start : start + minibatch]
                 obs = {k: v[index] for k, v in batch["obs"].items()}
-                mask = batch["mask"][index] if batch["mask"] is not None else None
-                log_probs = torch.log_softmax(self._logits(obs, mask), dim=1)  # one normaliser for both uses
-                new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
+                blocked = batch["blocked"][index] if batch["blocked"] is not None else self._blocked(obs, None)
+                if self.slate_size == 1:  # the fused head: same values and gradients, far fewer sweeps
+                    actor = self.network.actor
+                    with self._autocast():
+                        state, items = actor.encode_state(obs), actor.item_representations()
+                    new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
+                                                               batch["actions"][index, 0], self._workspace)
+                else:
+                    log_probs = torch.log_softmax(self._logits(obs, blocked), dim=1)  # one normaliser for both uses
+                    new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
+                    entropies = entropy(log_probs)
                 log_ratio = new_log_prob - batch["log_probs"][index]
                 ratio = log_ratio.exp()
                 advantages = batch["advantages"][index]
@@ -252,7 +288,7 @@ class NativePPOAgent(NativeAgent):
                 policy_loss = torch.max(-advantages * ratio,
                                         -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
                 value_loss = 0.5 * (self.network.value(obs) - batch["returns"][index]).pow(2).mean()
-                entropy_bonus = entropy(log_probs).mean()
+                entropy_bonus = entropies.mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
                 supervised = torch.zeros((), device=self.device)
                 if self.logged is not None:

@@ -142,6 +142,7 @@ class NativeDQNAgent(NativeAgent):
         self.network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)  # the online Q network
         self.target_network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)
         self.target_network.load_state_dict(self.network.state_dict())
+        self._target_item_cache: torch.Tensor | None = None  # see _target_items
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate)
         self._score = torch.compile(self.network) if config.compile else self.network
         self.buffer: ReplayBuffer | None = None
@@ -208,17 +209,22 @@ class NativeDQNAgent(NativeAgent):
     def _train_step(self) -> None:
         config = self.config
         obs, actions, slot_rewards, next_obs, terminated = self.buffer.sample(config.batch_size, self.generator)
+        # Projecting the catalogue costs more than scoring a batch against it: the online network
+        # projects once per step (its detached copy serves the double-Q argmax), the target network
+        # once per sync.
+        with self._autocast():
+            items = self.network.item_representations()
         with torch.no_grad(), self._autocast():
             next_mask = history_mask(next_obs["history"], self.n_items) if config.mask_consumed else None
-            target_q = mask_scores(self.target_network(next_obs).float(), next_mask)
+            target_q = mask_scores(self.target_network(next_obs, self._target_items()).float(), next_mask)
             if config.double_q:
-                best = mask_scores(self._score(next_obs).float(), next_mask).argmax(dim=1, keepdim=True)
+                best = mask_scores(self._score(next_obs, items.detach()).float(), next_mask).argmax(dim=1, keepdim=True)
                 next_value = target_q.gather(1, best).squeeze(1)
             else:
                 next_value = target_q.max(dim=1).values
             target = slot_rewards + config.gamma * (1.0 - terminated).unsqueeze(1) * next_value.unsqueeze(1)
         with self._autocast():
-            q_taken = self._score(obs).float().gather(1, actions)
+            q_taken = self._score(obs, items).float().gather(1, actions)
             loss = F.smooth_l1_loss(q_taken, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -231,6 +237,14 @@ class NativeDQNAgent(NativeAgent):
         with torch.no_grad():
             for target, online in zip(self.target_network.parameters(), self.network.parameters(), strict=True):
                 target.lerp_(online, self.config.tau)
+        self._target_item_cache = None
+
+    def _target_items(self) -> torch.Tensor:
+        """The target network's item representations, computed once per target sync."""
+        if self._target_item_cache is None:
+            with torch.no_grad(), self._autocast():
+                self._target_item_cache = self.target_network.item_representations()
+        return self._target_item_cache
 
     def _log(self, logger: ScalarLogger) -> None:
         step = self.global_step
@@ -269,6 +283,7 @@ class NativeDQNAgent(NativeAgent):
         device = self.device
         self.network.load_state_dict(state["network"])
         self.target_network.load_state_dict(state["target_network"])
+        self._target_item_cache = None
         self.optimizer.load_state_dict(state["optimizer"])
         set_generator_state(self.generator, state["generator"])
         if state["observation"] is not None:
@@ -286,6 +301,7 @@ class NativeDQNAgent(NativeAgent):
 
     def after_load(self) -> None:
         self.target_network.load_state_dict(self.network.state_dict())
+        self._target_item_cache = None
 
 
 def _rows_like(rows: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

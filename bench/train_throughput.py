@@ -10,6 +10,10 @@ same algorithm.
     python bench/train_throughput.py                       # CPU, synthetic env of ML-1M size
     python bench/train_throughput.py --env recgym/ML1M-v0  # logged ML-1M users (fits/caches once)
     python bench/train_throughput.py --device cuda --native-envs 4096 --steps 2000000
+    python bench/train_throughput.py --agents native_ppo,native_ppo:update_epochs=2,sb3_ppo
+
+A native agent may carry config overrides after a colon (``name:key=value:key=value``); each
+spec runs as its own agent, compared with the SB3 agent of the same algorithm.
 """
 
 from __future__ import annotations
@@ -63,12 +67,29 @@ class NullLogger:
         pass
 
 
-def run_native(args: argparse.Namespace, name: str) -> dict[str, Any]:
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"native_ppo:update_epochs=2"`` -> ("native_ppo", {"update_epochs": 2}); values parsed as YAML scalars."""
+    import yaml
+
+    name, *pairs = spec.split(":")
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"agent spec {spec!r}: expected key=value after ':', got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
+    if name not in AGENTS or (overrides and not name.startswith("native")):
+        raise SystemExit(f"unknown agent spec {spec!r}; agents are {AGENTS} (overrides only for native ones)")
+    return name, overrides
+
+
+def run_native(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     from agents.registry import make_agent
 
+    name, overrides = parse_spec(spec)
     users = args.native_envs if name == "native_dqn" else args.native_ppo_envs
     env = make_vector_env(args, users, args.device)
-    agent = make_agent(name, env.n_items, {"device": args.device, "seed": args.seed}, env=env)
+    agent = make_agent(name, env.n_items, {**overrides, "device": args.device, "seed": args.seed}, env=env)
     act = lambda obs, mask: agent.act({k: v.to(args.device) for k, v in obs.items()}, 1, mask.to(args.device))[:, 0].cpu()  # noqa: E731
     return train_with_curve(args, lambda steps: agent.learn(env, steps, NullLogger()), act,
                             lambda: agent.global_step)
@@ -157,8 +178,7 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     for name in args.agents.split(","):
-        if name not in AGENTS:
-            parser.error(f"unknown agent {name!r}; choose from {AGENTS}")
+        parse_spec(name)  # fail early on a bad spec
         steps = args.sb3_steps if (name.startswith("sb3") and args.sb3_steps) else args.steps
         command = [sys.executable, __file__, "--worker", name, "--steps", str(steps)] + [
             a for a in _forwarded(args)]
@@ -169,18 +189,19 @@ def main() -> None:
             raise SystemExit(f"{name} failed")
         results[name] = json.loads(lines[-1][len("RESULT "):])
         r = results[name]
-        print(f"{name:11s} {r['steps_per_second']:>12,.0f} steps/s  peak host {r['peak_host_mib']:7.0f} MiB  "
+        print(f"{name:24s} {r['steps_per_second']:>12,.0f} steps/s  peak host {r['peak_host_mib']:7.0f} MiB  "
               f"return {r['final_return']:.3f}", flush=True)
 
     print(f"\nenv={args.env} device={args.device} threads={args.threads} users: native DQN {args.native_envs}, "
           f"native PPO {args.native_ppo_envs}, SB3 DQN 1, SB3 PPO {args.sb3_ppo_envs}")
-    print(f"{'agent':11s} {'steps/s':>12s} {'x SB3':>8s} {'peak host MiB':>14s} {'peak GPU MiB':>13s}  return by env steps")
+    width = max(11, *(len(name) for name in results))
+    print(f"{'agent':{width}s} {'steps/s':>12s} {'x SB3':>8s} {'peak host MiB':>14s} {'peak GPU MiB':>13s}  return by env steps")
     for name, r in results.items():
-        baseline = results.get("sb3_" + name.split("_", 1)[1])
+        baseline = results.get("sb3_" + parse_spec(name)[0].split("_", 1)[1])
         ratio = r["steps_per_second"] / baseline["steps_per_second"] if baseline else float("nan")
         gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         curve = "  ".join(f"{s}:{v:.2f}" for s, v in r["curve"])
-        print(f"{name:11s} {r['steps_per_second']:12,.0f} {ratio:8.1f} {r['peak_host_mib']:14.0f} {gpu:>13s}  {curve}")
+        print(f"{name:{width}s} {r['steps_per_second']:12,.0f} {ratio:8.1f} {r['peak_host_mib']:14.0f} {gpu:>13s}  {curve}")
     print(f"\nreturn = mean episodic return of the greedy policy on {args.eval_users} held-out simulated sessions")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))

@@ -16,6 +16,12 @@ the user picked is regressed to ``r + gamma * max_a' Q_target(s', a')`` and ever
 to ``0 + gamma * max_a' Q_target(s', a')`` -- with a slate of one this is exactly DQN. The target's
 max is taken over items outside the next state's history window (the full consumed-item mask is not
 stored in the replay buffer; it is used when acting).
+
+**Auxiliary next-item loss** (``next_item_coef > 0``, off by default), as in the native PPO and in
+SQN (Xin et al., SIGIR 2020): each gradient step also takes ``next_item_coef * cross-entropy`` of
+the next logged item of ``next_item_batch_size`` real users' training-log prefixes, on the Q scores.
+The TD loss fixes the values of the items tried; the cross-entropy, which is blind to a per-state
+shift of all scores, orders the rest by what real users pick next. Needs a logged-user simulator.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 
 from agents.base import Observation, ScalarLogger
 from agents.checkpoint import flatten_state, unflatten_state
-from agents.item_scorer import ItemScorer, history_mask, mask_scores
+from agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
 from agents.native_base import NativeAgent
 from agents.serialization import (
     generator_state,
@@ -57,6 +63,8 @@ class NativeDQNConfig:
     double_q: bool = True
     max_grad_norm: float = 10.0
     mask_consumed: bool = True  # never recommend an item the user already consumed
+    next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
+    next_item_batch_size: int = 256  # logged examples per gradient step for that loss
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the Q network (CUDA; first steps are slow)
     log_interval: int = 5_000  # env steps between scalar logs (each log syncs the device once)
@@ -64,7 +72,10 @@ class NativeDQNConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("hidden_dim", "buffer_size", "batch_size", "gradient_steps", "log_interval"):
+        if self.next_item_coef < 0.0:
+            raise ValueError(f"next_item_coef must be >= 0, got {self.next_item_coef}")
+        for name in ("hidden_dim", "buffer_size", "batch_size", "gradient_steps", "log_interval",
+                     "next_item_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -151,7 +162,8 @@ class NativeDQNAgent(NativeAgent):
         self.last_target_sync = 0
         self.last_log = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
-        self._loss_sum = torch.zeros(2, device=self.device)  # loss sum, q sum
+        self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
+        self._loss_sum = torch.zeros(3, device=self.device)  # TD loss, mean Q, next-item loss (sums)
         self._updates_since_log = 0
 
     # ----------------------------------------------------------------------------- acting
@@ -179,6 +191,8 @@ class NativeDQNAgent(NativeAgent):
             self.buffer = ReplayBuffer(config.buffer_size, self.observation, self.slate_size, self.device)
         if self.stats is None:
             self.stats = SessionStats(n, self.item_embeddings, self.device)
+        if config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length)
         slot_index = torch.arange(self.slate_size, device=self.device)
         end = self.global_step + steps
         while self.global_step < end:
@@ -225,12 +239,19 @@ class NativeDQNAgent(NativeAgent):
             target = slot_rewards + config.gamma * (1.0 - terminated).unsqueeze(1) * next_value.unsqueeze(1)
         with self._autocast():
             q_taken = self._score(obs, items).float().gather(1, actions)
-            loss = F.smooth_l1_loss(q_taken, target)
+            td_loss = F.smooth_l1_loss(q_taken, target)
+        loss, supervised = td_loss, torch.zeros((), device=self.device)
+        if self.logged is not None:
+            logged_obs, next_item = self.logged.sample(config.next_item_batch_size, self.generator)
+            with self._autocast():
+                logged_scores = self._score(logged_obs, items).float()
+            supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
+            loss = loss + config.next_item_coef * supervised
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.max_grad_norm)
         self.optimizer.step()
-        self._loss_sum += torch.stack([loss.detach(), q_taken.detach().mean()])
+        self._loss_sum += torch.stack([td_loss.detach(), q_taken.detach().mean(), supervised.detach()])
         self._updates_since_log += 1
 
     def _sync_target(self) -> None:
@@ -250,9 +271,11 @@ class NativeDQNAgent(NativeAgent):
         step = self.global_step
         self.stats.log(logger, step)
         if self._updates_since_log:
-            loss_sum, q_sum = self._loss_sum.tolist()
+            loss_sum, q_sum, next_item_sum = self._loss_sum.tolist()
             logger.log_scalar("losses/td_loss", loss_sum / self._updates_since_log, step)
             logger.log_scalar("losses/q_values", q_sum / self._updates_since_log, step)
+            if self.logged is not None:
+                logger.log_scalar("losses/next_item", next_item_sum / self._updates_since_log, step)
         logger.log_scalar("charts/exploration_rate", self.epsilon(), step)
         self._loss_sum.zero_()
         self._updates_since_log = 0
@@ -294,7 +317,8 @@ class NativeDQNAgent(NativeAgent):
         if state["stats"] is not None:
             self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, device)
             self.stats.load_state(state["stats"])
-        self._loss_sum = state["loss_sum"].to(device)
+        self._loss_sum = torch.zeros(3, device=device)
+        self._loss_sum[: len(state["loss_sum"])] = state["loss_sum"].to(device)  # older checkpoints kept 2 sums
         counters = state["counters"]
         self.global_step, self.last_target_sync = counters["global_step"], counters["last_target_sync"]
         self.last_log, self._updates_since_log = counters["last_log"], counters["updates_since_log"]

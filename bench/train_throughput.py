@@ -108,6 +108,10 @@ def run_sb3(args: argparse.Namespace, name: str) -> dict[str, Any]:
         env = SB3VecEnvAdapter(make_vector_env(args, args.sb3_ppo_envs, "cpu"))
         model = PPO("MultiInputPolicy", env, seed=args.seed, device=args.device, n_steps=256, verbose=0)
 
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no /tmp/SB3-<time> folder per learn()
+
     def act(obs, mask):
         numpy_obs = {k: v.numpy() for k, v in obs.items()}
         return torch.as_tensor(model.predict(numpy_obs, deterministic=True)[0])

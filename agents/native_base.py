@@ -58,10 +58,14 @@ class NativeAgent(TrainableAgent):
         raise NotImplementedError
 
     def check_env(self, env: Any) -> None:
-        """Refuse an env whose catalogue or slate size differs from the one the agent was built for."""
+        """Refuse an env whose catalogue or slate size differs from the one the agent was built for,
+        or that does not report finished sessions' last observations (needed for bootstrapping)."""
         if env.slate_size != self.slate_size or env.n_items != self.n_items:
             raise ValueError(f"env has slate_size={env.slate_size}, n_items={env.n_items}; the agent was "
                              f"built for slate_size={self.slate_size}, n_items={self.n_items}")
+        if not getattr(env, "final_observation", True) or not getattr(env, "autoreset", True):
+            raise ValueError(f"{self.name} trains on an autoresetting vector env with final_observation=True "
+                             "(info['final_obs'] holds the last observation of each finished session)")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.config.mixed_precision)

@@ -266,3 +266,7 @@ def test_learn_refuses_an_env_of_another_catalogue_or_slate_size(make):
     for other in (known_answer_env(num_envs=4, n_items=40), known_answer_env(slate_size=2, num_envs=4)):
         with pytest.raises(ValueError, match="the agent was built for slate_size=1, n_items=30"):
             agent.learn(other, 64, RecordingLogger())
+    no_final = known_answer_env(num_envs=4)
+    no_final.final_observation = False
+    with pytest.raises(ValueError, match="final_observation=True"):
+        agent.learn(no_final, 64, RecordingLogger())

@@ -128,17 +128,24 @@ class LoggedNextItems:
     logged-user simulator's ``sampler`` holds these sequences; held-out events are never in it.
     Used for an auxiliary next-item loss (in the spirit of SQN, Xin et al., SIGIR 2020): the
     simulated reward says what a user likes, the log says what users actually pick next.
+
+    ``min_rating`` > 0 keeps only the examples whose next event was rated at least that (e.g. 4:
+    what users picked *and* liked); the others get the target :data:`IGNORED_TARGET`, which
+    :func:`next_item_loss` skips, so the draws (and shapes) are the same either way.
     """
 
-    def __init__(self, simulator: object, history_length: int) -> None:
+    def __init__(self, simulator: object, history_length: int, min_rating: float = 0.0) -> None:
         sampler = getattr(simulator, "sampler", None)
         if sampler is None or not all(hasattr(sampler, name) for name in ("sample", "history", "item", "offsets")):
             raise ConfigError(
                 f"the auxiliary next-item loss needs a simulator with logged sequences (e.g. 'logged'); "
                 f"{type(simulator).__name__} has none"
             )
+        if min_rating > 0 and not hasattr(sampler, "rating"):
+            raise ConfigError(f"next_item_min_rating needs logged ratings; {type(simulator).__name__} has none")
         self.sampler = sampler
         self.history_length = int(history_length)
+        self.min_rating = float(min_rating)
         self.item_embeddings = simulator.item_embeddings  # type: ignore[attr-defined]
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Observation, torch.Tensor]:
@@ -146,12 +153,21 @@ class LoggedNextItems:
         user, prefix = self.sampler.sample(n, generator)
         prefix = torch.minimum(prefix, self.sampler.lengths.index_select(0, user) - 1)  # a next event exists
         history, responses = self.sampler.history(user, prefix, self.history_length)
-        target = torch.take(self.sampler.item, self.sampler.offsets.index_select(0, user) + prefix)
+        event = self.sampler.offsets.index_select(0, user) + prefix
+        target = torch.take(self.sampler.item, event)
+        if self.min_rating > 0:
+            target = torch.where(torch.take(self.sampler.rating, event) >= self.min_rating, target, IGNORED_TARGET)
         return build_observation(history, responses, self.item_embeddings), target
 
 
+IGNORED_TARGET = -100
+"""Target of an example :func:`next_item_loss` skips (PyTorch's ``ignore_index`` convention)."""
+
+
 def next_item_loss(scores: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``target`` [B] under ``scores`` [B, n_items], items in ``history`` excluded."""
+    """Mean cross-entropy of ``target`` [B] under ``scores`` [B, n_items], items in ``history``
+    excluded, over the examples whose target is not ``IGNORED_TARGET`` (0 if there are none)."""
     masked = mask_scores(scores, history_mask(history, scores.shape[1]))
-    return torch.nn.functional.cross_entropy(masked, target)
+    total = torch.nn.functional.cross_entropy(masked, target, ignore_index=IGNORED_TARGET, reduction="sum")
+    return total / (target != IGNORED_TARGET).sum().clamp(min=1)
 

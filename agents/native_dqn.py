@@ -65,6 +65,7 @@ class NativeDQNConfig:
     mask_consumed: bool = True  # never recommend an item the user already consumed
     next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
     next_item_batch_size: int = 256  # logged examples per gradient step for that loss
+    next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the Q network (CUDA; first steps are slow)
     log_interval: int = 5_000  # env steps between scalar logs (each log syncs the device once)
@@ -192,7 +193,7 @@ class NativeDQNAgent(NativeAgent):
         if self.stats is None:
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length)
+            self.logged = LoggedNextItems(env.simulator, env.history_length, config.next_item_min_rating)
         slot_index = torch.arange(self.slate_size, device=self.device)
         end = self.global_step + steps
         while self.global_step < end:

@@ -243,6 +243,24 @@ def test_logged_next_items_are_the_next_events_of_real_sequences():
         make_agent("native_ppo", 10, {"next_item_coef": -1.0}, item_embeddings=torch.zeros(10, 4))
 
 
+def test_next_item_min_rating_keeps_only_well_rated_next_events():
+    from agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
+
+    env = known_answer_env()
+    sampler = env.simulator.sampler
+    _, every = LoggedNextItems(env.simulator, env.history_length).sample(256, torch.Generator().manual_seed(5))
+    _, liked = LoggedNextItems(env.simulator, env.history_length, 3.0).sample(256, torch.Generator().manual_seed(5))
+    user, prefix = sampler.sample(256, torch.Generator().manual_seed(5))  # the same draw
+    rating = sampler.rating[sampler.offsets[user] + prefix]
+    assert 0 < int((rating < 3).sum()) < 256, "the fixture should have both kinds of next events"
+    assert torch.equal(liked, torch.where(rating >= 3, every, IGNORED_TARGET))
+
+    scores, history = torch.randn(3, 6), torch.full((3, 2), -1)
+    kept = torch.nn.functional.cross_entropy(scores[:2], torch.tensor([1, 4]))
+    torch.testing.assert_close(next_item_loss(scores, history, torch.tensor([1, 4, IGNORED_TARGET])), kept)
+    assert next_item_loss(scores, history, torch.full((3,), IGNORED_TARGET)) == 0
+
+
 @pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
 def test_next_item_loss_is_trained_and_logged(make):
     env = known_answer_env(num_envs=16)

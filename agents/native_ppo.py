@@ -24,6 +24,12 @@ popularity), which is what held-out ranking measures. With this option each mini
 as SQN (Xin et al., SIGIR 2020) adds a supervised head to RL recommenders. Needs a logged-user
 simulator.
 
+**Hierarchical head** (``head="hierarchical"``, single items only). ``pi(a) = pi(c(a)) pi(a | c(a))``
+over ~sqrt(n_items) clusters of similar items (``agents.hierarchical_head``): an update sample costs
+``O(sqrt(n_items) D)`` instead of ``O(n_items D)``. The rollout stores each step's cluster mask and
+the taken cluster's member mask instead of an ``n_items`` mask; the entropy bonus is
+``H(c) + H(a | c_taken)``; ``scores()`` give the full ``log pi(a)``.
+
 **Truncation.** When a session hits the env's step cap (truncated, not terminated), the value of
 its final observation is bootstrapped into the last reward, as in Stable-Baselines3.
 """
@@ -39,6 +45,7 @@ from torch import nn
 from agents.base import Observation, ScalarLogger
 from agents.categorical_head import Workspace, categorical_head
 from agents.checkpoint import flatten_state, unflatten_state
+from agents.hierarchical_head import HierarchicalHead
 from agents.item_scorer import (
     MASKED_SCORE,
     ItemScorer,
@@ -54,7 +61,7 @@ from agents.serialization import (
     set_generator_state,
 )
 from agents.session_stats import SessionStats
-from recgym.errors import CheckpointError
+from recgym.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -74,6 +81,7 @@ class NativePPOConfig:
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
     mask: Literal["env", "history", "none"] = "env"
+    head: Literal["full", "hierarchical"] = "full"  # hierarchical: two-level softmax over item clusters (slate 1)
     next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
     next_item_batch_size: int = 256  # logged examples per minibatch for that loss
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
@@ -89,20 +97,29 @@ class NativePPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("gamma and gae_lambda must be in [0, 1]")
+        if self.head not in ("full", "hierarchical"):
+            raise ValueError(f"head must be 'full' or 'hierarchical', got {self.head!r}")
 
 
 class ActorCritic(nn.Module):
-    """Item-scoring actor and a state-value critic with its own state encoder."""
+    """Item-scoring actor and a state-value critic with its own state encoder; with
+    ``head="hierarchical"`` the actor's items are also grouped into clusters (``hierarchy``)."""
 
-    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int):
+    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int, head: str = "full", seed: int = 0):
         super().__init__()
         self.actor = ItemScorer(item_embeddings, hidden_dim)
         self.critic_encoder = StateEncoder(item_embeddings.shape[1], hidden_dim)
         self.critic_head = nn.Linear(hidden_dim, 1)
+        self.hierarchy = HierarchicalHead(item_embeddings, hidden_dim, seed) if head == "hierarchical" else None
 
     def value(self, observation: Observation) -> torch.Tensor:
         features = torch.relu(self.critic_encoder(observation, self.actor.item_text))
         return self.critic_head(features).squeeze(-1)
+
+    def hierarchical_log_probs(self, observation: Observation) -> torch.Tensor:
+        """Float [B, n_items] log pi(a | s) of the hierarchical policy (unmasked), for ranking."""
+        actor = self.actor
+        return self.hierarchy.log_probs(actor.encode_state(observation), actor.item_representations(), actor.item_bias)
 
 
 def slate_log_prob(logits: torch.Tensor, slate: torch.Tensor, normalized: bool = False) -> torch.Tensor:
@@ -136,14 +153,20 @@ class NativePPOAgent(NativeAgent):
 
     def build(self, item_embeddings: torch.Tensor) -> None:
         config = self.config
-        self.network = ActorCritic(item_embeddings, config.hidden_dim).to(self.device)
+        if config.head == "hierarchical" and self.slate_size != 1:
+            raise ConfigError(f"native_ppo head='hierarchical' recommends single items; slate_size={self.slate_size} "
+                              "needs head='full' (Plackett-Luce slates over the whole catalogue)")
+        self.network = ActorCritic(item_embeddings, config.hidden_dim, config.head, config.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
-        self._score = torch.compile(self.network.actor) if config.compile else self.network.actor
+        self.hierarchy = self.network.hierarchy  # None for the full head
+        score = self.network.actor if self.hierarchy is None else self.network.hierarchical_log_probs
+        self._score = torch.compile(score) if config.compile else score
         self.observation: Observation | None = None
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
         self._workspace = Workspace()  # the fused policy head's buffers, reused across minibatches
+        self._rollout_workspace = Workspace()  # the hierarchical head's gather buffer while acting
 
     # ----------------------------------------------------------------------------- acting
 
@@ -185,6 +208,26 @@ class NativePPOAgent(NativeAgent):
         slate = torch.topk(logits - minus_gumbel, self.slate_size, dim=1).indices
         return slate, slate_log_prob(logits, slate)
 
+    def _mask_source(self, observation: Observation, env_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """What the hierarchical head masks with: the env's allowed items (``mask="env"``), the
+        observation's history window (``"history"``), or nothing."""
+        if self.config.mask == "env" and env_mask is not None:  # (a row allowing nothing allows everything)
+            return {"allowed": env_mask}
+        if self.config.mask == "history":
+            return {"history": observation["history"]}
+        return {}
+
+    def _sample_hierarchical(self, observation: Observation, env_mask: torch.Tensor | None, tables: Any):
+        """(item [B, 1], its log-probability [B], (blocked clusters [B, C] or None, blocked members
+        [B, M] of the drawn cluster)) from the hierarchical head: a cluster, then one of its
+        members, each by inverse CDF. The masks are what the update needs to re-score the item."""
+        with self._autocast():
+            state = self.network.actor.encode_state(observation)
+        uniform = torch.rand((state.shape[0], 2), device=state.device, generator=self.generator)
+        item, log_prob, *blocked = self.hierarchy.sample(state, tables, uniform, **self._mask_source(observation, env_mask),
+                                                         workspace=self._rollout_workspace)
+        return item.unsqueeze(1), log_prob, tuple(blocked)
+
     # ----------------------------------------------------------------------------- learning
 
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
@@ -207,13 +250,19 @@ class NativePPOAgent(NativeAgent):
         config, n, t_max = self.config, env.num_envs, self.config.num_steps
         observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
         masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
+        actor = self.network.actor
         with torch.no_grad(), self._autocast():  # the weights are fixed during a rollout: project the catalogue once
-            item_representations = self.network.actor.item_representations()
+            item_representations = actor.item_representations()
+            tables = None if self.hierarchy is None else self.hierarchy.tables(item_representations, actor.item_bias)
         for _ in range(t_max):
             obs = self.observation
-            blocked = self._blocked(obs, env.action_masks() if config.mask == "env" else None)
+            env_mask = env.action_masks() if config.mask == "env" else None
             with torch.no_grad():
-                slate, log_prob = self._sample(self._logits(obs, blocked, item_representations))
+                if self.hierarchy is None:
+                    blocked = self._blocked(obs, env_mask)
+                    slate, log_prob = self._sample(self._logits(obs, blocked, item_representations))
+                else:  # blocked = (clusters [N, C], the drawn cluster's members [N, M]): no [N, n_items] mask kept
+                    slate, log_prob, blocked = self._sample_hierarchical(obs, env_mask, tables)
                 value = self.network.value(obs)
             next_obs, reward, terminated, truncated, info = env.step(slate[:, 0] if self.slate_size == 1 else slate)
             env_reward = reward.to(torch.float32)
@@ -248,9 +297,13 @@ class NativePPOAgent(NativeAgent):
             delta = rewards_t[t] + config.gamma * following_value * not_done - values_t[t]
             last_gae = delta + config.gamma * config.gae_lambda * not_done * last_gae
             advantages[t] = last_gae
+        if masks and self.hierarchy is not None:
+            stored_masks = tuple(torch.cat(part) for part in zip(*masks, strict=True))
+        else:
+            stored_masks = torch.cat(masks) if masks else None
         batch = {
             "obs": {k: torch.cat(v) for k, v in observations.items()},
-            "blocked": torch.cat(masks) if masks else None,
+            "blocked": stored_masks,
             "actions": torch.cat(actions),
             "log_probs": torch.cat(log_probs),
             "advantages": advantages.reshape(-1),
@@ -269,17 +322,27 @@ class NativePPOAgent(NativeAgent):
             for start in range(0, size, minibatch):
                 index = order[start : start + minibatch]
                 obs = {k: v[index] for k, v in batch["obs"].items()}
-                blocked = batch["blocked"][index] if batch["blocked"] is not None else self._blocked(obs, None)
-                if self.slate_size == 1:  # the fused head: same values and gradients, far fewer sweeps
-                    actor = self.network.actor
+                actor = self.network.actor
+                if self.hierarchy is not None:  # the two-level head: O(sqrt(n_items) D) per sample
                     with self._autocast():
-                        state, items = actor.encode_state(obs), actor.item_representations()
-                    new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
-                                                               batch["actions"][index, 0], self._workspace)
+                        state = actor.encode_state(obs)
+                        tables = self.hierarchy.tables(actor.item_representations(), actor.item_bias)
+                    action = batch["actions"][index, 0]
+                    blocked = (tuple(part[index] for part in batch["blocked"]) if batch["blocked"] is not None
+                               else self.hierarchy.masks_for(action, **self._mask_source(obs, None)))
+                    new_log_prob, entropies = self.hierarchy.log_prob_and_entropy(state, tables, action, *blocked,
+                                                                                  self._workspace)
                 else:
-                    log_probs = torch.log_softmax(self._logits(obs, blocked), dim=1)  # one normaliser for both uses
-                    new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
-                    entropies = entropy(log_probs)
+                    blocked = batch["blocked"][index] if batch["blocked"] is not None else self._blocked(obs, None)
+                    if self.slate_size == 1:  # the fused head: same values and gradients, far fewer sweeps
+                        with self._autocast():
+                            state, items = actor.encode_state(obs), actor.item_representations()
+                        new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
+                                                                   batch["actions"][index, 0], self._workspace)
+                    else:
+                        log_probs = torch.log_softmax(self._logits(obs, blocked), dim=1)  # one normaliser for both uses
+                        new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
+                        entropies = entropy(log_probs)
                 log_ratio = new_log_prob - batch["log_probs"][index]
                 ratio = log_ratio.exp()
                 advantages = batch["advantages"][index]
@@ -293,9 +356,14 @@ class NativePPOAgent(NativeAgent):
                 supervised = torch.zeros((), device=self.device)
                 if self.logged is not None:
                     logged_obs, next_item = self.logged.sample(config.next_item_batch_size, self.generator)
-                    with self._autocast():
-                        logged_scores = self._score(logged_obs).float()
-                    supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
+                    if self.hierarchy is not None:  # -log pi(c(t)) - log pi(t | c(t)), at O(sqrt(n_items)) too
+                        with self._autocast():
+                            logged_state = actor.encode_state(logged_obs)
+                        supervised = self.hierarchy.next_item_loss(logged_state, tables, logged_obs["history"], next_item)
+                    else:
+                        with self._autocast():
+                            logged_scores = self._score(logged_obs).float()
+                        supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
                     loss = loss + config.next_item_coef * supervised
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

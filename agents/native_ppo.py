@@ -21,8 +21,9 @@ what a user would like; it says nothing about which items real users actually pi
 popularity), which is what held-out ranking measures. With this option each minibatch also takes
 ``next_item_coef * cross-entropy`` of the next logged item given a real user's training-log prefix
 (``agents.item_scorer.LoggedNextItems``, ``next_item_batch_size`` examples) on the actor's logits,
-as SQN (Xin et al., SIGIR 2020) adds a supervised head to RL recommenders. Needs a logged-user
-simulator.
+as SQN (Xin et al., SIGIR 2020) adds a supervised head to RL recommenders; with
+``next_item_min_rating`` (e.g. 4) only next events the user rated that well count, which aligns the
+term with a "like" reward. Needs a logged-user simulator.
 
 **Hierarchical head** (``head="hierarchical"``, single items only). ``pi(a) = pi(c(a)) pi(a | c(a))``
 over ~sqrt(n_items) clusters of similar items (``agents.hierarchical_head``): an update sample costs
@@ -84,6 +85,7 @@ class NativePPOConfig:
     head: Literal["full", "hierarchical"] = "full"  # hierarchical: two-level softmax over item clusters (slate 1)
     next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
     next_item_batch_size: int = 256  # logged examples per minibatch for that loss
+    next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False
     seed: int = 0
@@ -238,7 +240,7 @@ class NativePPOAgent(NativeAgent):
             self.observation, _ = env.reset(seed=config.seed)
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length)
+            self.logged = LoggedNextItems(env.simulator, env.history_length, config.next_item_min_rating)
         end = self.global_step + steps
         while self.global_step < end:
             batch = self._collect(env)

@@ -18,35 +18,59 @@ from agents.base import Observation
 from envs.observation import build_observation, history_item_mask
 from recgym.errors import ConfigError
 
+POOLED_TEXT = "pooled_text"
+"""Optional observation key: :func:`pool_history_text` of the observation, precomputed. It depends
+on no parameter, so a training loop that scores the same observations many times (PPO's epochs,
+its actor and critic) can compute it once."""
+
+
+def pool_history_text(observation: Observation, item_text: torch.Tensor) -> torch.Tensor:
+    """Float [B, d]: the history's item text encodings averaged with response weights
+    (``response / 5 + 0.5``, normalised; padding -1 weighs 0, an empty history gives 0)."""
+    history = observation["history"].long()
+    weights = (history >= 0).to(torch.float32) * (observation["responses"].to(torch.float32) / 5.0 + 0.5)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-6)
+    # An embedding bag sums the encodings without materialising the [B, H, d] tensor.
+    return nn.functional.embedding_bag(history.clamp(min=0), item_text, per_sample_weights=weights, mode="sum")
+
+
+def with_pooled_text(observation: Observation, item_text: torch.Tensor) -> Observation:
+    """``observation`` plus its :data:`POOLED_TEXT` (computed without gradient)."""
+    with torch.no_grad():
+        return {**observation, POOLED_TEXT: pool_history_text(observation, item_text)}
+
 
 class StateEncoder(nn.Module):
-    """Observation -> float [B, hidden_dim] from the llm_state, a response-weighted pool of the
-    history's item encodings, and the history length."""
+    """Observation -> float [B, hidden_dim] from the llm_state, a learned projection of the
+    response-weighted pool of the history's item encodings, and the history length."""
 
     def __init__(self, text_dim: int, hidden_dim: int):
         super().__init__()
+        self.text_dim = text_dim
         self.history_projection = nn.Linear(text_dim, hidden_dim)
         self.mlp = nn.Sequential(
             nn.Linear(text_dim + hidden_dim + 1, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim)
         )
 
     def forward(self, observation: Observation, item_text: torch.Tensor) -> torch.Tensor:
-        history = observation["history"].long()
+        history = observation["history"]
         valid = (history >= 0).to(torch.float32)
-        weights = valid * (observation["responses"].to(torch.float32) / 5.0 + 0.5)
-        weight_sum = weights.sum(1, keepdim=True)
-        weights = weights / weight_sum.clamp(min=1e-6)
-        # Pooling and the linear projection commute, so pool the [B, H, d] text encodings first
-        # (an embedding bag, never materialising them) and project [B, d] once: a projection of
-        # the whole catalogue or of every history slot would cost far more.
-        pooled_text = nn.functional.embedding_bag(history.clamp(min=0), item_text, per_sample_weights=weights,
-                                                  mode="sum")
-        has_history = (weight_sum > 0).to(torch.float32)  # an empty history pools to 0, bias included
+        pooled_text = observation.get(POOLED_TEXT)
+        if pooled_text is None:
+            pooled_text = pool_history_text(observation, item_text)
+        # Pooling and the linear projection commute, so the [B, d] pool is projected once (a
+        # projection of the whole catalogue or of every history slot would cost far more).
+        has_history = valid.amax(1, keepdim=True)  # an empty history pools to 0, bias included
         projection = self.history_projection
         pooled = nn.functional.linear(pooled_text, projection.weight) + has_history * projection.bias
         length = valid.mean(1, keepdim=True)
-        features = torch.cat([observation["llm_state"].to(torch.float32), torch.relu(pooled), length], dim=-1)
-        return self.mlp(features)
+        # The first layer acts on cat([llm_state, relu(pooled), length]); applying its two column
+        # blocks separately skips the gradient of the (parameter-free) llm_state input.
+        first, weight = self.mlp[0], self.mlp[0].weight
+        learned = torch.cat([torch.relu(pooled), length], dim=-1)
+        hidden = (nn.functional.linear(observation["llm_state"].to(learned.dtype), weight[:, : self.text_dim])
+                  + nn.functional.linear(learned, weight[:, self.text_dim :], first.bias))
+        return self.mlp[2](self.mlp[1](hidden))
 
 
 class ItemScorer(nn.Module):

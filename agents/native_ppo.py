@@ -49,12 +49,14 @@ from agents.checkpoint import flatten_state, unflatten_state
 from agents.hierarchical_head import HierarchicalHead
 from agents.item_scorer import (
     MASKED_SCORE,
+    POOLED_TEXT,
     ItemScorer,
     LoggedNextItems,
     StateEncoder,
     allowed_items,
     history_mask,
     next_item_loss,
+    with_pooled_text,
 )
 from agents.native_base import NativeAgent
 from agents.serialization import (
@@ -250,14 +252,16 @@ class NativePPOAgent(NativeAgent):
     def _collect(self, env: Any) -> dict[str, Any]:
         """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
         config, n, t_max = self.config, env.num_envs, self.config.num_steps
-        observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
+        observations: dict[str, list[torch.Tensor]] = {k: [] for k in (*self.observation, POOLED_TEXT)}
         masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
         actor = self.network.actor
         with torch.no_grad(), self._autocast():  # the weights are fixed during a rollout: project the catalogue once
             item_representations = actor.item_representations()
             tables = None if self.hierarchy is None else self.hierarchy.tables(item_representations, actor.item_bias)
         for _ in range(t_max):
-            obs = self.observation
+            # The history's pooled text depends on no parameter: pool it once per observation for the
+            # actor, the critic and every update epoch.
+            obs = with_pooled_text(self.observation, actor.item_text)
             env_mask = env.action_masks() if config.mask == "env" else None
             with torch.no_grad():
                 if self.hierarchy is None:

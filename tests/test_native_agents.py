@@ -288,3 +288,26 @@ def test_learn_refuses_an_env_of_another_catalogue_or_slate_size(make):
     no_final.final_observation = False
     with pytest.raises(ValueError, match="final_observation=True"):
         agent.learn(no_final, 64, RecordingLogger())
+
+
+def test_state_encoder_matches_its_plain_formula_with_or_without_a_precomputed_pool():
+    from agents.item_scorer import StateEncoder, pool_history_text, with_pooled_text
+
+    torch.manual_seed(0)
+    item_text = torch.randn(12, 8)
+    encoder = StateEncoder(8, 6)
+    history = torch.tensor([[-1, -1, 3, 5], [-1, -1, -1, -1], [1, 2, 3, 4]])
+    responses = torch.tensor([[0.0, 0.0, 4.0, 2.0], [0.0] * 4, [5.0, 1.0, 3.0, 3.0]])
+    observation = {"history": history, "responses": responses, "llm_state": torch.randn(3, 8).clamp(-1, 1)}
+
+    valid = (history >= 0).float()
+    weights = valid * (responses / 5.0 + 0.5)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-6)
+    projected = encoder.history_projection(item_text[history.clamp(min=0)])  # [B, H, hidden], bias per slot
+    pooled = (weights.unsqueeze(-1) * projected).sum(1)
+    features = torch.cat([observation["llm_state"], torch.relu(pooled), valid.mean(1, keepdim=True)], dim=-1)
+    expected = encoder.mlp(features)
+
+    torch.testing.assert_close(encoder(observation, item_text), expected)
+    torch.testing.assert_close(encoder(with_pooled_text(observation, item_text), item_text), expected)
+    assert torch.all(pool_history_text(observation, item_text)[1] == 0)  # an empty history pools to zero

@@ -16,8 +16,16 @@ import torch
 from torch import nn
 
 from agents.base import Observation, TrainableAgent
+from agents.checkpoint import flatten_state, unflatten_state
 from agents.item_scorer import autocast
-from agents.serialization import load_agent_files, require_tensors, save_agent_files
+from agents.serialization import (
+    generator_state,
+    load_agent_files,
+    require_tensors,
+    save_agent_files,
+    set_generator_state,
+)
+from agents.session_stats import SessionStats
 from recgym.config import from_dict
 from recgym.errors import CheckpointError
 
@@ -27,6 +35,9 @@ class NativeAgent(TrainableAgent):
     :meth:`build`, set ``self._score`` (observation -> [B, n_items] scores), and implement learning."""
 
     network: nn.Module
+    optimizer: torch.optim.Optimizer
+    observation: Observation | None  # the env's current observation between learn() chunks
+    stats: SessionStats | None
     _score: Any
 
     def __init__(self, n_items: int, config: Any, *, item_embeddings: torch.Tensor | None = None,
@@ -66,6 +77,37 @@ class NativeAgent(TrainableAgent):
         if not getattr(env, "final_observation", True) or not getattr(env, "autoreset", True):
             raise ValueError(f"{self.name} trains on an autoresetting vector env with final_observation=True "
                              "(info['final_obs'] holds the last observation of each finished session)")
+
+    # Checkpoints: what both agents keep (network, optimiser, generator, current observation and
+    # session statistics); each adds its own entries (replay buffer, counters, ...).
+
+    def _pack_checkpoint(self, extra: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, metadata) of the shared state plus ``extra``, for ``checkpoint_state``."""
+        state = {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": generator_state(self.generator),
+            "observation": self.observation,
+            "stats": self.stats.state() if self.stats is not None else None,
+            **extra,
+        }
+        tensors, skeleton = flatten_state(state)
+        return tensors, {"skeleton": skeleton, "agent": self.name}
+
+    def _unpack_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> dict[str, Any]:
+        """Restore the shared state from a :meth:`_pack_checkpoint` result; returns the whole state."""
+        if metadata.get("agent") != self.name:
+            raise CheckpointError(f"checkpoint holds a '{metadata.get('agent')}' agent, not '{self.name}'")
+        state = unflatten_state(tensors, metadata["skeleton"])
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_generator_state(self.generator, state["generator"])
+        self.observation = None if state["observation"] is None else {
+            k: v.to(self.device) for k, v in state["observation"].items()}
+        if state["stats"] is not None:
+            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, self.device)
+            self.stats.load_state(state["stats"])
+        return state
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.config.mixed_precision)

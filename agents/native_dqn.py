@@ -33,15 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from agents.base import Observation, ScalarLogger
-from agents.checkpoint import flatten_state, unflatten_state
 from agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
 from agents.native_base import NativeAgent
-from agents.serialization import (
-    generator_state,
-    set_generator_state,
-)
 from agents.session_stats import SessionStats
-from recgym.errors import CheckpointError
 
 
 @dataclass
@@ -285,41 +279,23 @@ class NativeDQNAgent(NativeAgent):
     # ----------------------------------------------------------------------------- persistence
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        state = {
-            "network": self.network.state_dict(),
+        return self._pack_checkpoint({
             "target_network": self.target_network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": generator_state(self.generator),
             "buffer": self.buffer.state() if self.buffer is not None else None,
-            "observation": self.observation,
-            "stats": self.stats.state() if self.stats is not None else None,
             "loss_sum": self._loss_sum,
             "counters": {"global_step": self.global_step, "last_target_sync": self.last_target_sync,
                          "last_log": self.last_log, "updates_since_log": self._updates_since_log},
-        }
-        tensors, skeleton = flatten_state(state)
-        return tensors, {"skeleton": skeleton, "agent": self.name}
+        })
 
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-        if metadata.get("agent") != self.name:
-            raise CheckpointError(f"checkpoint holds a '{metadata.get('agent')}' agent, not '{self.name}'")
-        state = unflatten_state(tensors, metadata["skeleton"])
-        device = self.device
-        self.network.load_state_dict(state["network"])
+        state = self._unpack_checkpoint(tensors, metadata)
         self.target_network.load_state_dict(state["target_network"])
         self._target_item_cache = None
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_generator_state(self.generator, state["generator"])
-        if state["observation"] is not None:
-            self.observation = {k: v.to(device) for k, v in state["observation"].items()}
         if state["buffer"] is not None:
-            self.buffer = ReplayBuffer(self.config.buffer_size, self.observation, self.slate_size, device)
+            self.buffer = ReplayBuffer(self.config.buffer_size, self.observation, self.slate_size, self.device)
             self.buffer.load_state(state["buffer"])
-        if state["stats"] is not None:
-            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, device)
-            self.stats.load_state(state["stats"])
-        self._loss_sum = torch.zeros(3, device=device)
-        self._loss_sum[: len(state["loss_sum"])] = state["loss_sum"].to(device)  # older checkpoints kept 2 sums
+        self._loss_sum = torch.zeros(3, device=self.device)
+        self._loss_sum[: len(state["loss_sum"])] = state["loss_sum"].to(self.device)  # older checkpoints kept 2 sums
         counters = state["counters"]
         self.global_step, self.last_target_sync = counters["global_step"], counters["last_target_sync"]
         self.last_log, self._updates_since_log = counters["last_log"], counters["updates_since_log"]

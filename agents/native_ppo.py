@@ -45,7 +45,6 @@ from torch import nn
 
 from agents.base import Observation, ScalarLogger
 from agents.categorical_head import Workspace, categorical_head
-from agents.checkpoint import flatten_state, unflatten_state
 from agents.hierarchical_head import HierarchicalHead
 from agents.item_scorer import (
     MASKED_SCORE,
@@ -59,12 +58,8 @@ from agents.item_scorer import (
     with_pooled_text,
 )
 from agents.native_base import NativeAgent
-from agents.serialization import (
-    generator_state,
-    set_generator_state,
-)
 from agents.session_stats import SessionStats
-from recgym.errors import CheckpointError, ConfigError
+from recgym.errors import ConfigError
 
 
 @dataclass
@@ -398,27 +393,7 @@ class NativePPOAgent(NativeAgent):
     # ----------------------------------------------------------------------------- persistence
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        state = {
-            "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": generator_state(self.generator),
-            "observation": self.observation,
-            "stats": self.stats.state() if self.stats is not None else None,
-            "global_step": self.global_step,
-        }
-        tensors, skeleton = flatten_state(state)
-        return tensors, {"skeleton": skeleton, "agent": self.name}
+        return self._pack_checkpoint({"global_step": self.global_step})
 
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-        if metadata.get("agent") != self.name:
-            raise CheckpointError(f"checkpoint holds a '{metadata.get('agent')}' agent, not '{self.name}'")
-        state = unflatten_state(tensors, metadata["skeleton"])
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_generator_state(self.generator, state["generator"])
-        self.observation = None if state["observation"] is None else {
-            k: v.to(self.device) for k, v in state["observation"].items()}
-        if state["stats"] is not None:
-            self.stats = SessionStats(len(state["stats"]["episode_return"]), self.item_embeddings, self.device)
-            self.stats.load_state(state["stats"])
-        self.global_step = state["global_step"]
+        self.global_step = self._unpack_checkpoint(tensors, metadata)["global_step"]

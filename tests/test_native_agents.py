@@ -140,7 +140,11 @@ def test_item_head_scores_a_catalogue_of_1e5_items_in_one_matmul():
     assert not set(slates[0].tolist()) & {5, 99_999}
 
 
-@pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
+def make_hierarchical_ppo(env, **overrides) -> NativePPOAgent:
+    return make_ppo(env, head="hierarchical", **overrides)
+
+
+@pytest.mark.parametrize("make", [make_dqn, make_ppo, make_hierarchical_ppo], ids=["dqn", "ppo", "ppo-hierarchical"])
 def test_resumed_training_ends_with_the_same_weights(make):
     def fresh():
         env = known_answer_env(num_envs=8)
@@ -164,6 +168,8 @@ def test_resumed_training_ends_with_the_same_weights(make):
     state_a = straight.checkpoint_state()[0]
     state_c = resumed.checkpoint_state()[0]
     assert state_a.keys() == state_c.keys()
+    if make is make_hierarchical_ppo:  # the cluster tables travel with the checkpoint
+        assert any("hierarchy.members" in key for key in state_a)
     for key in state_a:
         assert torch.equal(state_a[key], state_c[key]), key
 

@@ -242,9 +242,15 @@ def simulator_preference_model(spec: SimulatorSpec, data_source: str, split: Log
 
 
 def _history_length(config: dict[str, Any], default: int) -> int:
-    for section in (config, config.get("env") or {}, config.get("simulator") or {}):
-        if isinstance(section, dict) and isinstance(section.get("history_length"), int):
-            return int(section["history_length"])
+    """The observation window a run trained with: ``env.history_length`` where set, else its
+    simulator's ``history_length`` (the rule of ``envs.common.resolve_history_length``; train.py
+    writes the resolved simulator options under ``simulator.config``), else ``default``."""
+    env = config.get("env") if isinstance(config.get("env"), dict) else {}
+    if isinstance(env.get("history_length"), int):
+        return int(env["history_length"])
+    spec = run_simulator_spec(config)
+    if spec is not None and isinstance(spec.options.get("history_length"), int):
+        return int(spec.options["history_length"])
     return default
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import evaluate
 import simulators
+from evaluation import sources
 from agents.baselines import MostPopularAgent
 from tests._eval_fixtures import make_log
 
@@ -227,3 +228,17 @@ def test_write_back_step_comes_from_the_runs_last_evaluation(data_dir: Path, tmp
 
     curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
     assert curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 250
+
+
+@pytest.mark.parametrize(("config_yaml", "expected"), [
+    ("env:\n  history_length: 10\n", 10),
+    # train.py writes the resolved simulator options under simulator.config; env.history_length null
+    ("env:\n  history_length: null\nsimulator:\n  name: logged\n  config:\n    history_length: 12\n", 12),
+    ("env:\n  history_length: 7\nsimulator:\n  name: logged\n  config:\n    history_length: 12\n", 7),
+    ("data:\n  source: x\n", 50),  # nothing recorded: the caller's default
+])
+def test_runs_are_scored_with_the_history_window_they_trained_with(data_dir: Path, tmp_path: Path,
+                                                                   config_yaml: str, expected: int) -> None:
+    run = make_run(tmp_path / "run", data_dir, config_yaml=config_yaml)
+    _, metadata = sources.load_run(run, 50)
+    assert metadata["_history_length"] == expected

@@ -23,6 +23,21 @@ import torch
 from agents.item_scorer import MASKED_SCORE
 
 
+def sample_categorical(log_probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Int64 [B] draws from ``log_probs`` [B, K] (normalised) by inverse CDF with ``uniform`` [B]
+    in [0, 1): the first entry whose cumulative probability exceeds ``uniform * total``. Blocked
+    entries have probability 0, so they never are; ``uniform * total < total`` in floating point
+    (``uniform <= 1 - 2**-24``), so a trailing blocked entry is never reached either."""
+    cumulative = log_probs.exp().cumsum(dim=1)
+    index = torch.searchsorted(cumulative, uniform.unsqueeze(1) * cumulative[:, -1:], right=True)
+    return index.squeeze(1)
+
+
+def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Entropy [B] of normalised ``log_probs`` [B, K] (blocked entries: p = 0 exactly)."""
+    return -(log_probs.exp() * log_probs).sum(1)
+
+
 class Workspace:
     """Named scratch tensors reused while their shape, dtype and device stay the same.
 

@@ -194,7 +194,7 @@ class NativeDQNAgent(NativeAgent):
             obs = self.observation
             mask = env.action_masks() if config.mask_consumed else None
             actions = self._select(obs, mask)
-            next_obs, reward, terminated, truncated, info = env.step(actions[:, 0] if self.slate_size == 1 else actions)
+            next_obs, reward, terminated, truncated, info = env.step(actions)  # [N, k]; the env takes [N, 1] for single items
             done = terminated | truncated
             real_next = {k: torch.where(_rows_like(done, v), info["final_obs"][k], v) for k, v in next_obs.items()}
             chosen = info.get("chosen_slot")

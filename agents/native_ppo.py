@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from agents.base import Observation, ScalarLogger
-from agents.categorical_head import Workspace, categorical_head
+from agents.categorical_head import Workspace, categorical_entropy, categorical_head, sample_categorical
 from agents.hierarchical_head import HierarchicalHead
 from agents.item_scorer import (
     MASKED_SCORE,
@@ -139,11 +139,6 @@ def slate_log_prob(logits: torch.Tensor, slate: torch.Tensor, normalized: bool =
     return total
 
 
-def entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """Entropy [B] of a categorical distribution given as ``log_softmax`` output (masked items: p = 0)."""
-    return -(log_probs.exp() * log_probs).sum(1)
-
-
 class NativePPOAgent(NativeAgent):
     """PPO whose whole training loop runs on the vector env's device (see the module docstring)."""
 
@@ -199,9 +194,8 @@ class NativePPOAgent(NativeAgent):
         """
         if self.slate_size == 1:
             log_probs = torch.log_softmax(logits, dim=1)
-            cumulative = log_probs.exp().cumsum_(dim=1)
-            uniform = torch.rand((logits.shape[0], 1), device=logits.device, generator=self.generator)
-            item = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).clamp_(max=logits.shape[1] - 1)
+            uniform = torch.rand(logits.shape[0], device=logits.device, generator=self.generator)
+            item = sample_categorical(log_probs, uniform).clamp_(max=logits.shape[1] - 1).unsqueeze(1)
             return item, log_probs.gather(1, item).squeeze(1)
         minus_gumbel = torch.rand(logits.shape, device=logits.device, generator=self.generator).log_().neg_().log_()
         slate = torch.topk(logits - minus_gumbel, self.slate_size, dim=1).indices
@@ -265,7 +259,7 @@ class NativePPOAgent(NativeAgent):
                 else:  # blocked = (clusters [N, C], the drawn cluster's members [N, M]): no [N, n_items] mask kept
                     slate, log_prob, blocked = self._sample_hierarchical(obs, env_mask, tables)
                 value = self.network.value(obs)
-            next_obs, reward, terminated, truncated, info = env.step(slate[:, 0] if self.slate_size == 1 else slate)
+            next_obs, reward, terminated, truncated, info = env.step(slate)  # [N, k]; the env takes [N, 1] for single items
             env_reward = reward.to(torch.float32)
             # Bootstrap cut-off sessions from their final observation (computed for every row: a
             # data-dependent branch would synchronise the device every step).
@@ -335,15 +329,17 @@ class NativePPOAgent(NativeAgent):
                                                                                   self._workspace)
                 else:
                     blocked = batch["blocked"][index] if batch["blocked"] is not None else self._blocked(obs, None)
+                    with self._autocast():
+                        items = actor.item_representations()
                     if self.slate_size == 1:  # the fused head: same values and gradients, far fewer sweeps
                         with self._autocast():
-                            state, items = actor.encode_state(obs), actor.item_representations()
+                            state = actor.encode_state(obs)
                         new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
                                                                    batch["actions"][index, 0], self._workspace)
                     else:
-                        log_probs = torch.log_softmax(self._logits(obs, blocked), dim=1)  # one normaliser for both uses
+                        log_probs = torch.log_softmax(self._logits(obs, blocked, items), dim=1)  # one normaliser for both uses
                         new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
-                        entropies = entropy(log_probs)
+                        entropies = categorical_entropy(log_probs)
                 log_ratio = new_log_prob - batch["log_probs"][index]
                 ratio = log_ratio.exp()
                 advantages = batch["advantages"][index]
@@ -361,9 +357,9 @@ class NativePPOAgent(NativeAgent):
                         with self._autocast():
                             logged_state = actor.encode_state(logged_obs)
                         supervised = self.hierarchy.next_item_loss(logged_state, tables, logged_obs["history"], next_item)
-                    else:
+                    else:  # the catalogue projected once per minibatch serves both losses
                         with self._autocast():
-                            logged_scores = self._score(logged_obs).float()
+                            logged_scores = self._score(logged_obs, items).float()
                         supervised = next_item_loss(logged_scores, logged_obs["history"], next_item)
                     loss = loss + config.next_item_coef * supervised
                 self.optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ class SessionStats:
         self.previous_item = torch.full((num_envs,), -1, dtype=torch.int64, device=device)
         self.sums = torch.zeros(len(_SUMS), device=device)
         self.shown = torch.zeros(item_embeddings.shape[0], dtype=torch.bool, device=device)
+        self._steps_per_update = torch.tensor(float(num_envs), device=device)  # made once: no per-step copy
         self._clock = time.perf_counter()
 
     def update(self, slate: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
@@ -46,7 +47,7 @@ class SessionStats:
         done = (terminated | truncated).to(torch.float32)
         self.sums += torch.stack([
             done.sum(), (self.episode_return * done).sum(), (self.episode_length * done).sum(),
-            clicked.to(torch.float32).sum(), torch.tensor(float(slate.shape[0]), device=done.device),
+            clicked.to(torch.float32).sum(), self._steps_per_update,
             terminated.to(torch.float32).sum(), ((1.0 - cosine) * has_previous).sum(), has_previous.sum(),
         ])
         self.episode_return *= 1.0 - done

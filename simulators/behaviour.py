@@ -252,7 +252,7 @@ class UserSampler:
 
     def first_positions_bytes(self) -> int:
         """Size in bytes of the :meth:`first_positions` table."""
-        itemsize = torch.empty((), dtype=self.first_positions_dtype()).element_size()
+        itemsize = self.first_positions_dtype().itemsize  # no tensor: this runs in every reset
         return int(self.lengths.shape[0]) * self.n_items * itemsize
 
     def first_positions(self) -> torch.Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.categorical_head import Workspace, categorical_head
+from agents.categorical_head import Workspace, categorical_entropy, categorical_head
 from agents.item_scorer import mask_scores
-from agents.native_ppo import NativePPOAgent, NativePPOConfig, entropy
+from agents.native_ppo import NativePPOAgent, NativePPOConfig
 
 
 def _problem(batch: int = 9, n_items: int = 13, dim: int = 5, seed: int = 0):
@@ -25,7 +25,7 @@ def _problem(batch: int = 9, n_items: int = 13, dim: int = 5, seed: int = 0):
 
 def _reference(state, items, bias, allowed, action):
     log_probs = torch.log_softmax(mask_scores(state @ items.T + bias, allowed), dim=1)
-    return log_probs.gather(1, action[:, None])[:, 0], entropy(log_probs)
+    return log_probs.gather(1, action[:, None])[:, 0], categorical_entropy(log_probs)
 
 
 @pytest.mark.parametrize("masked", [True, False])

@@ -10,8 +10,8 @@ import pytest
 
 import evaluate
 import simulators
-from evaluation import sources
 from agents.baselines import MostPopularAgent
+from evaluation import sources
 from tests._eval_fixtures import make_log
 
 FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]

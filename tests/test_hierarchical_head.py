@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from agents.categorical_head import Workspace
-from agents.hierarchical_head import HierarchicalHead, MemberScores, balanced_clusters, sample_categorical
+from agents.categorical_head import Workspace, sample_categorical
+from agents.hierarchical_head import HierarchicalHead, MemberScores, balanced_clusters
 from agents.item_scorer import allowed_items, history_mask
 from agents.native_ppo import NativePPOAgent, NativePPOConfig
 from agents.registry import load_agent, make_agent
@@ -256,7 +256,7 @@ def test_masked_training_never_recommends_a_consumed_item(mask):
 
     def step(actions):
         allowed = env.action_masks()
-        checked.append(bool(allowed.gather(1, actions[:, None]).all()))
+        checked.append(bool(allowed.gather(1, actions.reshape(len(actions), -1)).all()))
         return original_step(actions)
 
     env.step = step

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOLS = ("ranking", "replay", "ope", "simulated")
-SPLITS = ("leave-last-out", "temporal")
+SPLITS = ("leave-last-out", "temporal", "validation")
+DEFAULT_SPLITS = ["leave-last-out", "temporal"]
 
 
 def _positive_int(text: str) -> int:
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=_positive_int, default=10, help="cut-off K of HR@K/NDCG@K and the slate size")
     parser.add_argument("--protocols", type=_choices(PROTOCOLS), default=list(PROTOCOLS),
                         help=f"comma-separated subset of {','.join(PROTOCOLS)}")
-    parser.add_argument("--splits", type=_choices(SPLITS), default=list(SPLITS),
-                        help="ranking splits: leave-last-out,temporal")
+    parser.add_argument("--splits", type=_choices(SPLITS), default=DEFAULT_SPLITS,
+                        help="ranking splits: leave-last-out,temporal (default) and validation (each user's "
+                             "second-last event, scored without the test event: for choosing configurations)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, bootstraps, baselines)")
     parser.add_argument("--max-users", type=_positive_int, default=None, help="evaluate a random subset of held-out users")
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _log(f"loading {data_source}")
     log = simulators.load_logs(data_source)
     splits = {"leave-last-out": simulators.leave_last_out(log), "temporal": simulators.temporal_split(log)}
+    splits["validation"] = simulators.validation_split(splits["leave-last-out"])
     for run_dir, _, metadata in loaded:
         sources.check_run_matches(run_dir, metadata, log, splits["leave-last-out"])
     item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for run_dir, agent, metadata in loaded:
         candidates.append(sources.Candidate(run_dir.name, agent, metadata["_history_length"], run_dir, metadata))
 
-    queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in SPLITS}
+    needed = {*args.splits, "leave-last-out", "temporal"}  # replay, OPE and simulated users use these two
+    queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in needed}
     simulator = None
     if "simulated" in args.protocols:
         sim_options = sim_spec.options if sim_spec is not None else {}

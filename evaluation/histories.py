@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from envs.observation import MAX_RESPONSE, build_observation
-from simulators.data import LIKE_THRESHOLD, InteractionLog, LogSplit
+from simulators.data import LIKE_THRESHOLD, LogSplit
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,6 @@ def build_queries(split: LogSplit, max_users: int | None = None, seed: int = 0) 
         user=query_user.astype(np.int64),
         start=offsets[query_user],
         position=position,
-    )
-
-
-def queries_from_log(log: InteractionLog, held_out: np.ndarray, protocol: str = "custom") -> EvalQueries:
-    """Queries for the events of ``log`` where the bool mask ``held_out`` is True (history = earlier events)."""
-    held_out = np.asarray(held_out, dtype=bool)
-    if held_out.shape != (log.n_events,):
-        raise ValueError(f"held_out must have shape ({log.n_events},), got {held_out.shape}")
-    position = np.flatnonzero(held_out).astype(np.int64)
-    query_user = log.user[position].astype(np.int64)
-    return EvalQueries(
-        protocol, log.n_items, log.item.astype(np.int64), log.rating.astype(np.float32),
-        query_user, log.user_offsets[query_user].astype(np.int64), position,
     )
 
 

@@ -20,8 +20,7 @@ LEARNING_CURVE_TAGS = ("charts/episodic_return", "charts/ctr", "eval/episodic_re
 def headline(results: dict[str, Any], k: int) -> list[tuple[str, str, str]]:
     """(column name, protocol path, metric) of the figures shown in the table and bar plots."""
     columns = []
-    for split in ("leave-last-out", "temporal"):
-        short = "LLO" if split == "leave-last-out" else "temp"
+    for split, short in (("leave-last-out", "LLO"), ("temporal", "temp"), ("validation", "valid")):
         for metric in (f"HR@{k}", f"NDCG@{k}", "MRR"):
             columns.append((f"{metric} {short}", f"ranking/{split}", metric))
     columns += [

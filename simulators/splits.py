@@ -44,6 +44,20 @@ def leave_last_out(log: InteractionLog) -> LogSplit:
     return _split(log, valid, test, "leave-last-out")
 
 
+def validation_split(split: LogSplit) -> LogSplit:
+    """``split`` with its validation events as the test part (and no test events at all), for
+    choosing configurations without touching the test events: each query's history is the
+    training events before it, so a later test event is neither history nor consumed."""
+    none = np.zeros(split.full.n_events, dtype=bool)
+    return LogSplit(
+        train=split.train,
+        valid=split.full.select_events(none, name=f"{split.full.name}/none"),
+        test=split.valid,
+        protocol=f"{split.protocol}-validation",
+        full=split.full,
+    )
+
+
 def temporal_cutoffs(
     log: InteractionLog, valid_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> tuple[int, int]:

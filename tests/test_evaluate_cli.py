@@ -81,6 +81,15 @@ def test_baselines_smoke(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert "uniformly at random" in markdown and "## most_popular" in markdown
 
 
+def test_validation_split_is_scored_on_request(data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    code = evaluate.main(["--baseline", "most_popular", "--data", str(data_dir), "--out", str(out), "--k", "5",
+                          "--protocols", "ranking", "--splits", "validation", *FAST])
+    assert code == 0 and "HR@5 valid" in capsys.readouterr().out
+    ranking = json.loads((out / "report.json").read_text())["candidates"]["most_popular"]["ranking"]
+    assert set(ranking) == {"validation"} and ranking["validation"]["n_users"] == 30
+
+
 def test_run_directory_is_evaluated_and_written_back(data_dir: Path, tmp_path: Path) -> None:
     run = make_run(tmp_path / "run1", data_dir)
     out = tmp_path / "report"

@@ -158,3 +158,20 @@ def test_splits_are_deterministic_on_ml100k():
         t.train.timestamp.max() < t.valid.timestamp.min() <= t.valid.timestamp.max() < t.test.timestamp.min()
     )
     assert abs(t.test.n_events - 10_000) < 200 and abs(t.valid.n_events - 10_000) < 200
+
+
+def test_validation_split_scores_the_second_last_event_without_the_test_event():
+    from evaluation.histories import build_queries
+    from simulators import validation_split
+
+    log = make_log({"a": [("x", 1), ("y", 2), ("z", 3), ("w", 4)], "b": [("y", 1), ("x", 2), ("z", 3)],
+                    "c": [("x", 1), ("y", 2)]})
+    split = validation_split(leave_last_out(log))
+    assert split.test.n_events == 2 and split.valid.n_events == 0  # users with >= 3 events only
+    queries = build_queries(split)
+    title = log.items.title
+    assert queries.user.tolist() == [0, 1]
+    assert [title[i] for i in queries.target] == ["z", "x"]  # a's and b's second-last events
+    histories = [[title[i] for i in queries.seq_item[start:end]] for start, end in zip(queries.start, queries.position, strict=True)]
+    assert histories == [["x", "y"], ["y"]]
+    assert "w" not in [title[i] for i in queries.seq_item]  # a's test event is neither history nor scored

@@ -105,6 +105,42 @@ def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path
     return True
 
 
+def _tradeoff_plot(results: dict[str, Any], k: int, path: Path) -> bool:
+    """Held-out HR@k (leave-last-out) against simulated return, one point per policy with its 95%
+    intervals, dashed lines at most-popular's values when it was evaluated: which policies beat a
+    baseline on both measures shows at a glance."""
+    points = []
+    for label, candidate in results["candidates"].items():
+        hr, hr_ci = metric_value(candidate, "ranking/leave-last-out", f"HR@{k}")
+        ret, ret_ci = metric_value(candidate, "simulated", "episodic_return")
+        if hr is not None and ret is not None:
+            points.append((label, hr, hr_ci, ret, ret_ci))
+    if len(points) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 5.0))
+    for label, hr, hr_ci, ret, ret_ci in points:
+        xerr = [[hr - hr_ci[0]], [hr_ci[1] - hr]] if hr_ci else None
+        yerr = [[ret - ret_ci[0]], [ret_ci[1] - ret]] if ret_ci else None
+        axis.errorbar(hr, ret, xerr=xerr, yerr=yerr, fmt="o", capsize=2, markersize=5, alpha=0.85)
+        axis.annotate(label, (hr, ret), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for label, hr, _, ret, _ in points:
+        if label == "most_popular":
+            axis.axvline(hr, color="black", lw=0.6, ls="--")
+            axis.axhline(ret, color="black", lw=0.6, ls="--")
+    axis.set_xlabel(f"held-out HR@{k} (leave-last-out)")
+    axis.set_ylabel("simulated return")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+    return True
+
+
 def read_learning_curves(run_dir: str | Path, tags: tuple[str, ...] = LEARNING_CURVE_TAGS) -> dict[str, list[tuple[int, float]]]:
     """Scalar series {tag: [(step, value)]} from every TensorBoard event file under ``run_dir``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -179,6 +215,8 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
     lines += ["## Comparison", "", "```", table(results, k), "```", ""]
     if "bars" in plots:
         lines += [f"![metrics with 95% bootstrap intervals]({plots['bars']})", ""]
+    if "tradeoff" in plots:
+        lines += [f"![held-out ranking against simulated return]({plots['tradeoff']})", ""]
     for label, candidate in results["candidates"].items():
         lines += [f"## {label}", "", f"- source: {candidate.get('source')}"]
         for split, ranking in candidate.get("ranking", {}).items():
@@ -233,6 +271,9 @@ def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs:
     if _bar_plot(results, headline(results, k), out_dir / "metrics.png"):
         plots["bars"] = "metrics.png"
         written["metrics.png"] = out_dir / "metrics.png"
+    if _tradeoff_plot(results, k, out_dir / "tradeoff.png"):
+        plots["tradeoff"] = "tradeoff.png"
+        written["tradeoff.png"] = out_dir / "tradeoff.png"
     curves = {label: read_learning_curves(path) for label, path in (run_dirs or {}).items()}
     curves = {label: c for label, c in curves.items() if c}
     if curves and _curve_plot(curves, out_dir / "learning_curves.png"):

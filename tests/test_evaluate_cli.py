@@ -77,8 +77,9 @@ def test_baselines_smoke(data_dir: Path, tmp_path: Path, capsys) -> None:
     hr = popular["ranking"]["leave-last-out"]["metrics"]["HR@5"]
     assert 0.0 <= hr <= 1.0 and popular["ranking"]["leave-last-out"]["n_users"] == 30
     assert (out / "metrics.png").stat().st_size > 0
+    assert (out / "tradeoff.png").stat().st_size > 0  # two policies with ranking and simulated return
     markdown = (out / "report.md").read_text()
-    assert "uniformly at random" in markdown and "## most_popular" in markdown
+    assert "uniformly at random" in markdown and "## most_popular" in markdown and "(tradeoff.png)" in markdown
 
 
 def test_validation_split_is_scored_on_request(data_dir: Path, tmp_path: Path, capsys) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -69,7 +71,11 @@ def test_ids_are_registered_with_lazy_entry_points():
         assert spec.entry_point == "envs.recommendation_env:RecommendationEnv"
         assert spec.vector_entry_point == "envs.vector_env:RecommendationVectorEnv"
     assert set(envs.ENV_KWARGS) <= set(gym.registry)
-    envs.register_envs()  # idempotent: no "overriding" re-registration
+    before = {env_id: gym.spec(env_id) for env_id in envs.ENV_KWARGS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium warns when an id is registered again
+        envs.register_envs()  # idempotent: no "overriding" re-registration
+    assert all(gym.spec(env_id) is spec for env_id, spec in before.items())
 
 
 @pytest.mark.parametrize("slate_size", [1, 3])
@@ -379,13 +385,15 @@ def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
     log = env.simulator.log
     user, prefix = int(state.user[0]), int(state.prefix_length[0])
     future = log.item[log.user_offsets[user] + prefix : log.user_offsets[user + 1]]
-    from_log = []
+    from_log, clicks = [], 0
     for item in future[:10]:
         observation, reward, terminated, truncated, info = env.step(int(item))
         from_log.append(info["from_log"] or not info["clicked"])
+        clicks += int(info["clicked"])
         assert env.observation_space.contains(observation) and np.isfinite(reward)
         if terminated or truncated:
             break
+    assert clicks > 0, "the check below needs a click"
     assert all(from_log)  # every consumed item of the real future was answered by the logged rating
 
 

@@ -178,7 +178,7 @@ def test_early_stopping_keeps_best_validation_epoch(world):
     info = model.fit_info
     best = min(record["valid_rmse"] for record in info["history"])
     assert info["best_valid_rmse"] == pytest.approx(best)
-    assert info["epochs_run"] <= 40
+    assert info["epochs_run"] < 40  # early stopping fired (patience 2)
     assert evaluate_rmse(model, test) == pytest.approx(best, rel=1e-5)
 
 
@@ -356,6 +356,6 @@ def test_report_runs_on_a_small_log(world):
     )
     assert set(report["models"]) == {"mean", "id", "text", "combined"}
     for name in ("id", "text", "combined"):
-        assert report["models"][name]["overall"]["rmse"] < 2.0
+        assert report["models"][name]["overall"]["rmse"] < report["models"]["mean"]["overall"]["rmse"]
         assert "hr10" in report["models"][name]["full_ranking"]
     assert "### cold items" in fidelity.format_tables(report)

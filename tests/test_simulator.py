@@ -499,7 +499,7 @@ def test_diversifying_beats_greedy_under_boredom():
     )
     sim = SyntheticSimulator(config)
     greedy, diverse = _return(sim, "greedy"), _return(sim, "diversify")
-    assert diverse > greedy * 1.2, (greedy, diverse)
+    assert diverse > greedy * 2.0, (greedy, diverse)  # docs/simulators.md: greedy earns less than half
 
 
 def test_synthetic_embeddings_are_normalised_and_population_is_seeded():

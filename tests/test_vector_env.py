@@ -120,6 +120,7 @@ def test_same_step_autoreset_on_termination_keeps_final_observation():
     final = info["final_obs"]
     # A clicked item is the newest entry of the final observation's history.
     clicked = info["clicked"]
+    assert clicked.any(), "the check below needs a click"
     assert torch.equal(final["history"][clicked, -1], info["item"][clicked])
     assert set(final) == set(observation)
 

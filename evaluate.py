@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         simulator = simulators.make("logged", splits["leave-last-out"], device=device, **sim_options,
                                     components={"preference_model": preference_model, "item_embeddings": item_embeddings})
     common = {"batch_size": args.batch_size, "device": device}
+    # What every candidate is scored on, chosen once.
+    ope_queries = queries["temporal"].subset(sources.subsample(len(queries["temporal"]), args.ope_max_events, args.seed))
+    sim_users = np.unique(queries["leave-last-out"].user)
+    sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
     results: dict[str, Any] = {"candidates": {}}
     for candidate in candidates:
         entry: dict[str, Any] = {"source": str(candidate.run_dir) if candidate.run_dir else f"baseline {candidate.label}"}
@@ -182,15 +186,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               n_bootstrap=args.bootstrap, seed=args.seed, **common).to_dict()
         if "ope" in args.protocols:
             _log(f"{candidate.label}: off-policy estimators")
-            ope_queries = queries["temporal"].subset(sources.subsample(len(queries["temporal"]), args.ope_max_events, args.seed))
             entry["ope"] = evaluate_ope(candidate.agent, ope_queries, splits["temporal"].train, item_embeddings, h,
                                         clip=args.ope_clip if args.ope_clip > 0 else None,
                                         n_bootstrap=args.bootstrap, seed=args.seed, **common)
         if simulator is not None:
             _log(f"{candidate.label}: simulated return")
-            users = np.unique(queries["leave-last-out"].user)
-            users = users[sources.subsample(len(users), args.sim_users, args.seed)]
-            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, users, k=args.k, max_steps=sim_steps,
+            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
                                                     self_information=self_information, seed=args.seed,
                                                     n_bootstrap=args.bootstrap).to_dict()
         results["candidates"][candidate.label] = entry

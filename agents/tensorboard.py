@@ -15,9 +15,6 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-CHART_TAGS = ("charts/episodic_return", "charts/ctr", "charts/session_length", "charts/sps")
-SIM_TAGS = ("sim/coverage", "sim/diversity", "sim/leave_rate")
-
 
 def flatten_hyperparameters(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"agent.lr": 3e-4, ...}`` from nested plain data (dicts of scalars/lists)."""
@@ -57,10 +54,6 @@ class TensorBoardLogger:
         self.last[tag] = value
         for listener in self.listeners:
             listener(tag, value, int(step))
-
-    def log_scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.log_scalar(tag, value, step)
 
     def log_hyperparameters(self, config: dict[str, Any]) -> None:
         """Write the hyperparameter table once (text tag ``hyperparameters``)."""

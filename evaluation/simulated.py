@@ -95,6 +95,8 @@ def evaluate_simulated(
     length = torch.zeros(b, dtype=torch.float64, device=device)
     slates, ild, novel = [], [], []
     embeddings = simulator.item_embeddings
+    if self_information is not None:
+        self_information = self_information.to(device)
     for _ in range(max_steps):
         if not bool(active.any()):
             break
@@ -111,7 +113,7 @@ def evaluate_simulated(
         if k >= 2:
             ild.append(metrics.intra_list_diversity(shown, embeddings).cpu())
         if self_information is not None:
-            novel.append(metrics.novelty(shown, self_information.to(device)).cpu())
+            novel.append(metrics.novelty(shown, self_information).cpu())
         active &= ~outcome.left  # a user who left stays out (the batch keeps stepping: masked)
 
     per_session = {

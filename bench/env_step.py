@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from recgym.io import atomic_write_json
 from recgym.seeding import configure_torch_threads

@@ -10,9 +10,13 @@ most-popular baseline measured in the same run, and the ratio between them.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from agents.baselines import MostPopularAgent, SequenceModelAgent, SequenceModelConfig
 from evaluation.histories import build_queries

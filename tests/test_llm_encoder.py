@@ -159,7 +159,7 @@ def _one_by_one(encoder: llm.TextEncoder, texts: list[str]) -> torch.Tensor:
 
 
 def test_tiny_bert_length_sorted_batches_keep_input_order(tiny_bert):
-    encoder = llm.TextEncoder(llm.EncoderConfig(model=str(tiny_bert), batch_size=2, progress=False))
+    encoder = llm.TextEncoder(llm.EncoderConfig(device="cpu", model=str(tiny_bert), batch_size=2, progress=False))
     assert not encoder.is_causal and encoder.dim == 32
     batched = encoder.encode(TEXTS)
     assert torch.allclose(batched, _one_by_one(encoder, TEXTS), atol=1e-5)
@@ -173,7 +173,7 @@ def test_tiny_bert_length_sorted_batches_keep_input_order(tiny_bert):
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_tiny_llama_pooling_batch_equals_one_by_one(tiny_llama, pooling):
     encoder = llm.TextEncoder(
-        llm.EncoderConfig(model=str(tiny_llama), pooling=pooling, batch_size=3, progress=False)
+        llm.EncoderConfig(device="cpu", model=str(tiny_llama), pooling=pooling, batch_size=3, progress=False)
     )
     assert encoder.is_causal and encoder.pooling == pooling
     batched = encoder.encode(TEXTS)
@@ -188,17 +188,17 @@ def test_tiny_llama_pooling_batch_equals_one_by_one(tiny_llama, pooling):
 
 
 def test_tiny_llama_mean_and_last_differ(tiny_llama):
-    mean = llm.TextEncoder(llm.EncoderConfig(model=str(tiny_llama), pooling="mean", progress=False)).encode(
+    mean = llm.TextEncoder(llm.EncoderConfig(device="cpu", model=str(tiny_llama), pooling="mean", progress=False)).encode(
         TEXTS
     )
-    last = llm.TextEncoder(llm.EncoderConfig(model=str(tiny_llama), pooling="last", progress=False)).encode(
+    last = llm.TextEncoder(llm.EncoderConfig(device="cpu", model=str(tiny_llama), pooling="last", progress=False)).encode(
         TEXTS
     )
     assert not torch.allclose(mean, last, atol=1e-3)
 
 
 def test_empty_text_without_special_tokens_gets_one_token(tiny_llama):
-    encoder = llm.TextEncoder(llm.EncoderConfig(model=str(tiny_llama), progress=False))
+    encoder = llm.TextEncoder(llm.EncoderConfig(device="cpu", model=str(tiny_llama), progress=False))
     encoded, order = llm.encoder.tokenize_sorted(
         encoder.tokenizer, ["", "two words"], 16, add_special_tokens=False
     )
@@ -284,7 +284,7 @@ class _Counter:
 
 def test_cache_hit_miss_and_invalidation(tmp_path, tiny_bert, monkeypatch):
     counter = _Counter(monkeypatch)
-    config = llm.EncoderConfig(model=str(tiny_bert), progress=False)
+    config = llm.EncoderConfig(device="cpu", model=str(tiny_bert), progress=False)
     first = llm.encode_texts(TEXTS, config, cache_dir=tmp_path)
     assert counter.calls == 1
     again = llm.encode_texts(TEXTS, config, cache_dir=tmp_path)
@@ -294,32 +294,32 @@ def test_cache_hit_miss_and_invalidation(tmp_path, tiny_bert, monkeypatch):
     assert counter.calls == 2 and torch.equal(changed[:-1], first[:-1])
     # a changed output setting is a new entry
     llm.encode_texts(
-        TEXTS, llm.EncoderConfig(model=str(tiny_bert), max_length=4, progress=False), cache_dir=tmp_path
+        TEXTS, llm.EncoderConfig(device="cpu", model=str(tiny_bert), max_length=4, progress=False), cache_dir=tmp_path
     )
     assert counter.calls == 3
     # a changed model (other weights in a copied folder) is a new entry
     other = build_tiny_bert(tmp_path / "other_bert", seed=1)
     other_vectors = llm.encode_texts(
-        TEXTS, llm.EncoderConfig(model=str(other), progress=False), cache_dir=tmp_path
+        TEXTS, llm.EncoderConfig(device="cpu", model=str(other), progress=False), cache_dir=tmp_path
     )
     assert counter.calls == 4 and not torch.allclose(other_vectors, first)
     # batch size and progress do not change the output, so they share the entry
     llm.encode_texts(
-        TEXTS, llm.EncoderConfig(model=str(tiny_bert), batch_size=1, progress=True), cache_dir=tmp_path
+        TEXTS, llm.EncoderConfig(device="cpu", model=str(tiny_bert), batch_size=1, progress=True), cache_dir=tmp_path
     )
     assert counter.calls == 4
     assert len(list((tmp_path / "embeddings").glob("*.safetensors"))) == 4
 
 
 def test_encode_items_matches_encode_texts(tmp_path, tiny_bert):
-    config = llm.EncoderConfig(model=str(tiny_bert), progress=False)
+    config = llm.EncoderConfig(device="cpu", model=str(tiny_bert), progress=False)
     vectors = llm.encode_items(_items(), config, cache_dir=tmp_path)
     assert vectors.shape == (4, 32)
     assert torch.equal(vectors, llm.encode_texts(llm.item_texts(_items()), config, cache_dir=tmp_path))
 
 
 def _entry(tmp_path: Path, tiny_bert: Path) -> tuple[Path, llm.EncoderConfig]:
-    config = llm.EncoderConfig(model=str(tiny_bert), progress=False)
+    config = llm.EncoderConfig(device="cpu", model=str(tiny_bert), progress=False)
     identity = encoder_identity(config, llm.resolve_model(config.model), torch.device("cpu"))
     return EmbeddingCache(tmp_path).path(make_key(identity, TEXTS)), config
 
@@ -398,13 +398,13 @@ def test_cache_hit_does_not_load_model_and_is_fast(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_smollm2_encoder_converts_once_and_pools(tmp_path):
     start = time.perf_counter()
-    encoder = llm.TextEncoder(llm.EncoderConfig(model="smollm2", progress=False), cache_dir=tmp_path)
+    encoder = llm.TextEncoder(llm.EncoderConfig(device="cpu", model="smollm2", progress=False), cache_dir=tmp_path)
     first_load = time.perf_counter() - start
     converted = list((tmp_path / "models").iterdir())
     assert len(converted) == 1 and (converted[0] / "recgym_conversion.json").is_file()
     assert encoder.is_causal and encoder.dim == 576
     start = time.perf_counter()
-    again = llm.TextEncoder(llm.EncoderConfig(model="smollm2", progress=False), cache_dir=tmp_path)
+    again = llm.TextEncoder(llm.EncoderConfig(device="cpu", model="smollm2", progress=False), cache_dir=tmp_path)
     second_load = time.perf_counter() - start
     print(f"SmolLM2 load: from GGUF (with conversion) {first_load:.1f} s, converted {second_load:.1f} s")
     texts = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Runs first, so bad run directories fail before any expensive work.
     loaded = []
     for run_dir in args.runs:
-        agent, metadata = sources.load_run(run_dir, args.history_length)
+        agent, metadata = sources.load_run(run_dir, args.history_length, device=str(device))
         loaded.append((Path(run_dir), agent, metadata))
     data_source = args.data or sources.run_data_source(loaded[0][2])
     if data_source is None:

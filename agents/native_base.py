@@ -127,6 +127,8 @@ class NativeAgent(TrainableAgent):
     def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativeAgent:
         config_data, tensors, extra = load_agent_files(directory, cls.name)
         require_tensors(tensors, ["item_text"], directory)
+        if device is None and str(config_data.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"  # trained on a GPU, loaded where there is none: the weights work anywhere
         if device is not None:
             config_data = {**config_data, "device": device}
         config = from_dict(cls.config_class, config_data)

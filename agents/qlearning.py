@@ -320,7 +320,8 @@ class _OnlineQAgent(TrainableAgent):
         save_agent_files(directory, self.name, self.config, tensors, metadata)
 
     @classmethod
-    def load(cls, directory: str | Path, **context: Any) -> _OnlineQAgent:
+    def load(cls, directory: str | Path, device: str | None = None, **context: Any) -> _OnlineQAgent:
+        """Read a saved agent; ``device`` is accepted for symmetry and ignored (these agents run on CPU)."""
         config, tensors, metadata = load_agent_files(directory, cls.name)
         agent = cls(int(metadata["n_items"]), from_dict(cls.config_class, config), **context)
         agent.restore_checkpoint_state(tensors, metadata)

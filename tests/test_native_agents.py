@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -191,6 +193,24 @@ def test_save_and_load_round_trip(make, tmp_path):
     observation, _ = env.reset(seed=5)
     assert type(loaded) is type(agent)
     assert torch.equal(loaded.scores(observation), agent.scores(observation))
+
+
+@pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
+def test_an_agent_trained_on_a_gpu_loads_where_there_is_none(make, tmp_path, monkeypatch):
+    env = known_answer_env(num_envs=4)
+    agent = make(env)
+    agent.learn(env, 256, RecordingLogger())
+    agent.save(tmp_path / "agent")
+    meta_path = tmp_path / "agent" / "agent.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["device"] = "cuda"  # as train.py --device cuda writes it
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = load_agent(tmp_path / "agent")
+    assert loaded.device == torch.device("cpu")
+    observation, _ = env.reset(seed=5)
+    assert torch.equal(loaded.scores(observation), agent.scores(observation))
+    assert load_agent(tmp_path / "agent", device="cpu").device == torch.device("cpu")
 
 
 def test_same_seed_repeats_exactly():

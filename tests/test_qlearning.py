@@ -159,7 +159,7 @@ def test_save_load_round_trip(key, tmp_path):
     agent = build(key)
     agent.learn(best_item_env(), 400)
     agent.save(tmp_path / "agent")
-    loaded = load_agent(tmp_path / "agent")
+    loaded = load_agent(tmp_path / "agent", device="cpu")  # evaluate.py passes its device to every run
     assert type(loaded) is type(agent) and loaded.config == agent.config
     observation, _ = best_item_env().reset(seed=5)
     assert torch.equal(loaded.scores(observation), agent.scores(observation))

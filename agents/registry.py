@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,13 @@ def make_agent(name: str, n_items: int, config: dict[str, Any] | Any | None = No
 
 
 def load_agent(directory: str | Path, **context: Any) -> Agent:
-    """Load any saved agent, dispatching on the name recorded in its ``agent.json``."""
-    name = read_agent_metadata(directory)["agent"]
-    return agent_class(name).load(directory, **context)
+    """Load any saved agent, dispatching on the name recorded in its ``agent.json``.
+
+    ``context`` is what a caller can offer (``device``, ``preference_model``, ...); each agent class
+    receives the keys its ``load`` takes, so one call loads any kind of agent.
+    """
+    cls = agent_class(read_agent_metadata(directory)["agent"])
+    parameters = inspect.signature(cls.load).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        context = {key: value for key, value in context.items() if key in parameters}
+    return cls.load(directory, **context)

@@ -252,6 +252,39 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert train_script.main(["--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]) == 2
 
 
+GPU_CONFIG_AT_CI_SIZE = {
+    # The GPU configs' interval settings count env steps at 65,536 users; scaled to 32 users here.
+    "native_dqn_ml1m_gpu": ["agent.config.buffer_size=4096", "agent.config.batch_size=64",
+                            "agent.config.learning_starts=256", "agent.config.target_update_interval=512",
+                            "agent.config.exploration_steps=1024", "agent.config.log_interval=256"],
+    "native_ppo_ml1m_gpu": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GPU_CONFIG_AT_CI_SIZE))
+def test_gpu_configs_train_on_cpu_at_ci_size(name: str, tmp_path: Path) -> None:
+    """The H100 configs run unchanged on CPU apart from sizes (and synthetic users instead of ML-1M)."""
+    config_path = ROOT / "configs" / f"{name}.yaml"
+    shipped = load_run_config(config_path)
+    assert shipped.env.num_envs == 65536 and shipped.train.device == "auto"
+    overrides = [
+        "data.source=null", "simulator.name=synthetic", "env.num_envs=32", "train.total_steps=2048",
+        "train.checkpoint_every=1024", "train.eval_every=1024", "train.eval_sessions=16", "train.log_every=256",
+        *GPU_CONFIG_AT_CI_SIZE[name],
+    ]
+    run_dir = tmp_path / "run"
+    argv = ["--config", str(config_path), "--device", "cpu", "--run-dir", str(run_dir), "--no-progress"]
+    assert train_script.main([*argv, *(a for o in overrides for a in ("--set", o))]) == 0
+    _, _, step = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    assert step >= 2048
+    trained = yaml.safe_load((run_dir / "config.yaml").read_text())
+    untouched = {k: v for k, v in shipped.agent.config.items() if not any(o.startswith(f"agent.config.{k}=") for o in overrides)}
+    assert {k: trained["agent"]["config"][k] for k in untouched} == untouched
+    scalars = read_scalars(run_dir / "tb")
+    assert [s for s, _ in scalars["eval/episodic_return"]] == [0, 1024, 2048]
+    assert "charts/sps" in scalars
+
+
 def test_resume_refuses_a_corrupt_checkpoint(tmp_path: Path) -> None:
     run = train_script.train(_config("ppo", 256), tmp_path / "run", progress_bar=False)
     state = latest_checkpoint(run.checkpoints) / "state.safetensors"

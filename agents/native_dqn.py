@@ -61,7 +61,7 @@ class NativeDQNConfig:
     next_item_batch_size: int = 256  # logged examples per gradient step for that loss
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    compile: bool = False  # torch.compile the Q network (CUDA; first steps are slow)
+    compile: bool = False  # torch.compile the Q network (the first steps are slow while it compiles)
     log_interval: int = 5_000  # env steps between scalar logs (each log syncs the device once)
     seed: int = 0
     device: str = "cpu"

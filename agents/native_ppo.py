@@ -84,7 +84,7 @@ class NativePPOConfig:
     next_item_batch_size: int = 256  # logged examples per minibatch for that loss
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    compile: bool = False
+    compile: bool = False  # torch.compile the policy scoring (the first steps are slow while it compiles)
     seed: int = 0
     device: str = "cpu"
 

@@ -213,6 +213,24 @@ def test_an_agent_trained_on_a_gpu_loads_where_there_is_none(make, tmp_path, mon
     assert load_agent(tmp_path / "agent", device="cpu").device == torch.device("cpu")
 
 
+@pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
+def test_compiled_network_trains_to_the_same_scores(make):
+    """``compile: true`` (torch.compile of the scoring network) changes speed, not what is learned."""
+    from torch._dynamo.utils import counters
+
+    scores = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        env = known_answer_env(num_envs=4)
+        agent = make(env, compile=compiled)
+        agent.learn(env, 256, RecordingLogger())
+        observation, _ = env.reset(seed=5)
+        scores.append(agent.scores(observation))
+        assert (counters["stats"]["unique_graphs"] > 0) == compiled  # dynamo really captured the network
+    assert torch.allclose(scores[0], scores[1], atol=1e-5, rtol=1e-5)
+
+
 def test_same_seed_repeats_exactly():
     weights = []
     for _ in range(2):

@@ -36,6 +36,7 @@ import torch
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.baselines import _exclude_history
+from agents.item_scorer import IGNORED_TARGET, LoggedNextItems, history_mask, mask_scores
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -449,6 +450,14 @@ class LinearQConfig(_ExplorationConfig):
     weights (w_a, b_a) the mean over that item's transitions in the batch."""
     init_scale: float = 0.0
     """Std of the Gaussian initial weights (0: start from Q = 0)."""
+    next_item_coef: float = 0.0
+    """> 0 (bilinear only): after each TD update, also step ``learning_rate * next_item_coef`` along
+    the gradient of the softmax cross-entropy of real users' next logged items under Q (the
+    auxiliary next-item loss of the native agents, for a linear model). 0 = off."""
+    next_item_batch_size: int = 256
+    """Logged (history prefix, next item) examples per update of that loss."""
+    next_item_min_rating: float = 0.0
+    """> 0: only next events rated at least this (e.g. 4 = liked) count."""
 
     def __post_init__(self) -> None:
         self._check_exploration()
@@ -456,6 +465,12 @@ class LinearQConfig(_ExplorationConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.init_scale < 0:
             raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
+        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
+            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
+        if self.next_item_batch_size < 1:
+            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
+        if self.next_item_coef > 0 and self.form != "bilinear":
+            raise ValueError("next_item_coef needs form='bilinear' (a per-item model has no shared weights to learn from)")
 
 
 class LinearQAgent(_OnlineQAgent):
@@ -478,6 +493,7 @@ class LinearQAgent(_OnlineQAgent):
             self._set_item_embeddings(torch.as_tensor(item_embeddings, dtype=torch.float32))
         self.weight: torch.Tensor | None = None  # [n_items, d + 1] (per_item) or [d + 1, d_e] (bilinear)
         self.item_bias = torch.zeros(n_items)  # bilinear only (per_item keeps its bias in weight)
+        self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
 
     def _set_item_embeddings(self, embeddings: torch.Tensor) -> None:
         if embeddings.dim() != 2 or embeddings.shape[0] != self.n_items:
@@ -490,6 +506,8 @@ class LinearQAgent(_OnlineQAgent):
             self._set_item_embeddings(embeddings)
         if self.weight is None:
             self._init_weights(int(embeddings.shape[1]))  # llm_state pools item encodings: same width
+        if self.config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
 
     def _init_weights(self, state_dim: int) -> None:
         if self.config.form == "per_item":
@@ -531,6 +549,34 @@ class LinearQAgent(_OnlineQAgent):
             self.weight += lr * (phi.T @ (td.unsqueeze(1) * embedded)) / len(td)
             self.item_bias += lr * torch.zeros(self.n_items).index_add_(0, actions, td) / per_item_count
         return td
+
+    def _observe_transition(
+        self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+        next_states: torch.Tensor, terminated: torch.Tensor, next_mask: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        td = super()._observe_transition(states, actions, rewards, next_states, terminated, next_mask)
+        if self.logged is not None:
+            self._next_item_update()
+        return td
+
+    def _next_item_update(self) -> None:
+        """One SGD step on the cross-entropy of logged next items (history items excluded)."""
+        observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
+        observation = {key: value.cpu() for key, value in observation.items()}
+        target = target.cpu()
+        valid = target != IGNORED_TARGET
+        if not bool(valid.any()):
+            return
+        phi = self._features(_llm_state(observation))
+        scores = (phi @ self.weight) @ self.item_embeddings.T + self.item_bias
+        probabilities = torch.softmax(mask_scores(scores, history_mask(observation["history"], self.n_items)), dim=1)
+        # d(-log p_target)/d(score) = p - onehot(target); ascend its negative on the valid rows.
+        step = -probabilities
+        step[valid, target[valid]] += 1.0
+        step[~valid] = 0.0
+        rate = self.config.learning_rate * self.config.next_item_coef / int(valid.sum())
+        self.weight += rate * phi.T @ (step @ self.item_embeddings)
+        self.item_bias += rate * step.sum(dim=0)
 
     def _parameter_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"item_bias": self.item_bias}

@@ -223,3 +223,36 @@ def test_mismatched_checkpoints_are_refused():
     del tensors["generator"]
     with pytest.raises(CheckpointError, match="generator"):
         TabularQAgent(N_ITEMS, TabularQConfig(n_states=8)).restore_checkpoint_state(tensors, metadata)
+
+
+# ------------------------------------------------------------------------- next-item loss (linear Q)
+
+
+def test_linear_q_next_item_step_is_the_cross_entropy_gradient():
+    from agents.item_scorer import next_item_loss
+
+    env = best_item_env()
+    agent = build("linear_q", next_item_coef=2.0, learning_rate=0.05, init_scale=0.1)
+    agent.learn(env, 64)  # weights, item encodings and the logged examples come from the env
+    weight = agent.weight.clone().requires_grad_(True)
+    bias = agent.item_bias.clone().requires_grad_(True)
+    draw = agent.generator.get_state()
+    observation, target = agent.logged.sample(agent.config.next_item_batch_size, agent.generator)
+    agent.generator.set_state(draw)  # the update draws the same examples
+    phi = torch.cat([observation["llm_state"], torch.ones(len(target), 1)], dim=1)
+    scores = (phi @ weight) @ agent.item_embeddings.T + bias
+    next_item_loss(scores, observation["history"], target).backward()
+    agent._next_item_update()
+    rate = 0.05 * 2.0
+    torch.testing.assert_close(agent.weight, weight.detach() - rate * weight.grad)
+    torch.testing.assert_close(agent.item_bias, bias.detach() - rate * bias.grad)
+
+
+def test_linear_q_next_item_loss_is_checked_and_needs_logged_users():
+    with pytest.raises(ConfigError, match="bilinear"):
+        build("linear_q/per_item", next_item_coef=1.0)
+    with pytest.raises(ConfigError, match="next_item_coef"):
+        build("linear_q", next_item_coef=-1.0)
+    agent = build("linear_q", next_item_coef=1.0)
+    agent.learn(best_item_env(), 64)
+    assert agent.logged is not None

@@ -116,6 +116,14 @@ class _ExplorationConfig:
     env's action mask instead)."""
     log_interval: int = 2_000
     """User-steps between scalar logs."""
+    next_item_coef: float = 0.0
+    """> 0: after each TD update, also step ``learning_rate * next_item_coef`` along the gradient of
+    the softmax cross-entropy of real users' next logged items under Q (the native agents'
+    auxiliary next-item loss; needs a simulator with logged sequences). 0 = off."""
+    next_item_batch_size: int = 256
+    """Logged (history prefix, next item) examples per update of that loss."""
+    next_item_min_rating: float = 0.0
+    """> 0: only next events rated at least this (e.g. 4 = liked) count."""
     seed: int = 0
 
     def _check_exploration(self) -> None:
@@ -128,6 +136,10 @@ class _ExplorationConfig:
             raise ValueError("epsilon_decay_steps and log_interval must be >= 1")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
+            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
+        if self.next_item_batch_size < 1:
+            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
 
 
 def _env_item_embeddings(env: Any) -> torch.Tensor:
@@ -165,6 +177,7 @@ class _OnlineQAgent(TrainableAgent):
         self.steps_done = 0
         self.learn_calls = 0
         self.episodes_done = 0
+        self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _q_values(self, states: torch.Tensor) -> torch.Tensor:
@@ -182,7 +195,33 @@ class _OnlineQAgent(TrainableAgent):
     ) -> torch.Tensor | None:
         """Learn from one batch of transitions; returns the TD errors (None while not learning)."""
         targets = self._targets(rewards, next_states, terminated, next_mask)
-        return self._td_update(states, actions, targets)
+        td = self._td_update(states, actions, targets)
+        if self.logged is not None:
+            self._next_item_update()
+        return td
+
+    def _next_item_update(self) -> None:
+        """One SGD step on the cross-entropy of logged next items under Q (history items excluded)."""
+        observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
+        observation = {key: value.cpu() for key, value in observation.items()}
+        target = target.cpu()
+        valid = target != IGNORED_TARGET
+        if not bool(valid.any()):
+            return
+        states = _llm_state(observation)
+        scores = self._q_values(states).cpu()
+        probabilities = torch.softmax(mask_scores(scores, history_mask(observation["history"], self.n_items)), dim=1)
+        # d(-log p_target)/d(score) = p - onehot(target): the step is its negative, on the valid rows.
+        step = -probabilities
+        step[valid, target[valid]] += 1.0
+        step[~valid] = 0.0
+        rate = self.config.learning_rate * self.config.next_item_coef / int(valid.sum())
+        self._apply_next_item_step(states, step, rate)
+
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        """Ascend the log-likelihood: ``step`` [B, n_items] is its gradient w.r.t. the scores of
+        ``states``, ``rate`` = learning_rate x next_item_coef / (examples that count)."""
+        raise NotImplementedError
 
     # -- the common parts ----------------------------------------------------------------------
     def epsilon(self, steps: int | None = None) -> float:
@@ -237,6 +276,8 @@ class _OnlineQAgent(TrainableAgent):
             raise ValueError(f"steps must be >= 0, got {steps}")
         self._check_env(env)
         self._prepare(env)
+        if self.config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
         reset_seed = (self.config.seed * 1_000_003 + self.learn_calls) % (2**31 - 1)
         self.learn_calls += 1
         observation, _ = env.reset(seed=reset_seed)
@@ -396,6 +437,15 @@ class TabularQAgent(_OnlineQAgent):
         self.visits += torch.bincount(codes, minlength=self.config.n_states)
         return td
 
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        # scores = Q[code(s)]: each code's row moves by learning_rate x next_item_coef times the
+        # mean step of its examples (as the TD update averages duplicate pairs).
+        codes = self.states_of(states).cpu()
+        rows = step.any(dim=1)
+        counts = torch.bincount(codes[rows], minlength=self.config.n_states).clamp(min=1).to(torch.float32)
+        share = rows.sum() / counts[codes]
+        self.q_table.index_add_(0, codes, rate * step * share.unsqueeze(1))
+
     def _observe_transition(self, states, actions, rewards, next_states, terminated, next_mask):
         if self.centroids is not None:
             return super()._observe_transition(states, actions, rewards, next_states, terminated, next_mask)
@@ -450,14 +500,6 @@ class LinearQConfig(_ExplorationConfig):
     weights (w_a, b_a) the mean over that item's transitions in the batch."""
     init_scale: float = 0.0
     """Std of the Gaussian initial weights (0: start from Q = 0)."""
-    next_item_coef: float = 0.0
-    """> 0 (bilinear only): after each TD update, also step ``learning_rate * next_item_coef`` along
-    the gradient of the softmax cross-entropy of real users' next logged items under Q (the
-    auxiliary next-item loss of the native agents, for a linear model). 0 = off."""
-    next_item_batch_size: int = 256
-    """Logged (history prefix, next item) examples per update of that loss."""
-    next_item_min_rating: float = 0.0
-    """> 0: only next events rated at least this (e.g. 4 = liked) count."""
 
     def __post_init__(self) -> None:
         self._check_exploration()
@@ -465,10 +507,6 @@ class LinearQConfig(_ExplorationConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.init_scale < 0:
             raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
-        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
-            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
-        if self.next_item_batch_size < 1:
-            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
         if self.next_item_coef > 0 and self.form != "bilinear":
             raise ValueError("next_item_coef needs form='bilinear' (a per-item model has no shared weights to learn from)")
 
@@ -493,7 +531,6 @@ class LinearQAgent(_OnlineQAgent):
             self._set_item_embeddings(torch.as_tensor(item_embeddings, dtype=torch.float32))
         self.weight: torch.Tensor | None = None  # [n_items, d + 1] (per_item) or [d + 1, d_e] (bilinear)
         self.item_bias = torch.zeros(n_items)  # bilinear only (per_item keeps its bias in weight)
-        self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
 
     def _set_item_embeddings(self, embeddings: torch.Tensor) -> None:
         if embeddings.dim() != 2 or embeddings.shape[0] != self.n_items:
@@ -506,8 +543,6 @@ class LinearQAgent(_OnlineQAgent):
             self._set_item_embeddings(embeddings)
         if self.weight is None:
             self._init_weights(int(embeddings.shape[1]))  # llm_state pools item encodings: same width
-        if self.config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
 
     def _init_weights(self, state_dim: int) -> None:
         if self.config.form == "per_item":
@@ -550,31 +585,8 @@ class LinearQAgent(_OnlineQAgent):
             self.item_bias += lr * torch.zeros(self.n_items).index_add_(0, actions, td) / per_item_count
         return td
 
-    def _observe_transition(
-        self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-        next_states: torch.Tensor, terminated: torch.Tensor, next_mask: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        td = super()._observe_transition(states, actions, rewards, next_states, terminated, next_mask)
-        if self.logged is not None:
-            self._next_item_update()
-        return td
-
-    def _next_item_update(self) -> None:
-        """One SGD step on the cross-entropy of logged next items (history items excluded)."""
-        observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
-        observation = {key: value.cpu() for key, value in observation.items()}
-        target = target.cpu()
-        valid = target != IGNORED_TARGET
-        if not bool(valid.any()):
-            return
-        phi = self._features(_llm_state(observation))
-        scores = (phi @ self.weight) @ self.item_embeddings.T + self.item_bias
-        probabilities = torch.softmax(mask_scores(scores, history_mask(observation["history"], self.n_items)), dim=1)
-        # d(-log p_target)/d(score) = p - onehot(target); ascend its negative on the valid rows.
-        step = -probabilities
-        step[valid, target[valid]] += 1.0
-        step[~valid] = 0.0
-        rate = self.config.learning_rate * self.config.next_item_coef / int(valid.sum())
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        phi = self._features(states)  # scores = phi W E^T + b
         self.weight += rate * phi.T @ (step @ self.item_embeddings)
         self.item_bias += rate * step.sum(dim=0)
 

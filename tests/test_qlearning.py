@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agents.item_scorer import next_item_loss
 from agents.qlearning import (
     LinearQAgent,
     LinearQConfig,
@@ -229,8 +230,6 @@ def test_mismatched_checkpoints_are_refused():
 
 
 def test_linear_q_next_item_step_is_the_cross_entropy_gradient():
-    from agents.item_scorer import next_item_loss
-
     env = best_item_env()
     agent = build("linear_q", next_item_coef=2.0, learning_rate=0.05, init_scale=0.1)
     agent.learn(env, 64)  # weights, item encodings and the logged examples come from the env
@@ -246,6 +245,26 @@ def test_linear_q_next_item_step_is_the_cross_entropy_gradient():
     rate = 0.05 * 2.0
     torch.testing.assert_close(agent.weight, weight.detach() - rate * weight.grad)
     torch.testing.assert_close(agent.item_bias, bias.detach() - rate * bias.grad)
+
+
+def test_tabular_q_next_item_step_moves_each_code_by_its_mean_gradient():
+    env = best_item_env()
+    agent = build("tabular_q", next_item_coef=2.0, learning_rate=0.5, codebook_samples=64)
+    agent.learn(env, 256)  # past the warm-up: the codebook exists
+    assert agent.fitted
+    before = agent.q_table.clone()
+    draw = agent.generator.get_state()
+    observation, target = agent.logged.sample(agent.config.next_item_batch_size, agent.generator)
+    agent.generator.set_state(draw)
+    agent._next_item_update()
+    codes = agent.states_of(observation["llm_state"])
+    expected = before.clone()
+    for code in codes.unique():
+        rows = codes == code
+        scores = before[code].expand(int(rows.sum()), -1).clone().requires_grad_(True)
+        next_item_loss(scores, observation["history"][rows], target[rows]).backward()
+        expected[code] -= 0.5 * 2.0 * scores.grad.sum(dim=0)  # the loss is a mean: grad sums to the mean step
+    torch.testing.assert_close(agent.q_table, expected)
 
 
 def test_linear_q_next_item_loss_is_checked_and_needs_logged_users():

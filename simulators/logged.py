@@ -180,8 +180,7 @@ class LoggedUserSimulator(ComposedSimulator):
             if self.rating_table is not None:
                 predicted = torch.take(self.rating_table, state.user.unsqueeze(1) * self.n_items + slate)
             elif isinstance(model, PreferenceModel) and not model.training:
-                # Indices were validated by the caller: skip predict()'s per-call checks (device syncs).
-                predicted = model.raw_scores(state.user, slate).clamp(1.0, MAX_RATING)
+                predicted = model.predict(state.user, slate, check=False)  # the caller validated the indices
             else:
                 predicted = model.predict(state.user, slate)
         predicted = predicted.to(device=self.device, dtype=torch.float32)

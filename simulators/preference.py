@@ -307,9 +307,13 @@ class PreferenceModel(nn.Module):
         return user, items
 
     @torch.no_grad()
-    def predict(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Predicted ratings float32 [B, k] in [1, 5] for users [B] and items [B, k]."""
-        user, items = self._check(user, items)
+    def predict(self, user: torch.Tensor, items: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Predicted ratings float32 [B, k] in [1, 5] for users [B] and items [B, k].
+
+        ``check=False`` skips the index checks (each one a device sync), for callers that validated
+        the indices already, such as the simulator's step."""
+        if check:
+            user, items = self._check(user, items)
         return self.raw_scores(user, items).clamp(MIN_RATING, MAX_RATING)
 
     @torch.no_grad()

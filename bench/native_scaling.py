@@ -8,8 +8,8 @@ device. This script measures that curve on the synthetic env of ML-1M size (no d
     python bench/native_scaling.py --agent native_dqn --device cuda --sizes 4096 16384 65536
     python bench/native_scaling.py --agent native_ppo --device cuda --sizes 65536 --set update_epochs=2 --profile
 
-For each N it trains an untimed warm-up chunk, then times ``--steps`` env steps of ``agent.learn``
-(at least 8 PPO rollouts). ``--profile`` adds a ``torch.profiler`` table for the first N: PyTorch
+For each N it trains an untimed warm-up chunk (at least 48 vector steps), then times ``--steps``
+env steps of ``agent.learn`` (at least 128 vector steps: 8 PPO rollouts). ``--profile`` adds a ``torch.profiler`` table for the first N: PyTorch
 ops and device kernels per vector step, and the ops that take the most host and device time.
 """
 
@@ -84,7 +84,7 @@ def main() -> None:
         env = RecommendationVectorEnv(num_envs=n, device=args.device, max_steps=20, simulator="synthetic",
                                       simulator_config=dict(ML1M_SIZED))
         agent = make_agent(args.agent, env.n_items, {**overrides, "device": args.device, "seed": 0}, env=env)
-        rollout = n * getattr(agent.config, "num_steps", 1)
+        rollout = 16 * n  # one PPO rollout at the default num_steps; the same unit for DQN
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         agent.learn(env, max(args.steps // 4, 3 * rollout), NullLogger())  # warm-up: allocations, learning_starts

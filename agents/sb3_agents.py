@@ -28,6 +28,7 @@ loop uses them.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.checkpoint import check_identity, flatten_state, unflatten_state
 from agents.features import HistoryFeaturesExtractor
+from agents.item_scorer import LoggedNextItems, next_item_loss
 from agents.serialization import load_agent_files, save_agent_files
 from agents.tensorboard import NullLogger
 from envs.observation import observation_space as full_observation_space
@@ -72,7 +74,28 @@ class FeaturesConfig:
 
 
 @dataclass
-class DQNConfig:
+class NextItemOptions:
+    """The auxiliary next-item loss, shared by the SB3 agents' configs."""
+
+    next_item_coef: float = 0.0
+    """> 0: after each of SB3's updates, as many SGD steps (its optimiser, its gradient clipping) on
+    ``next_item_coef`` x the softmax cross-entropy of real users' next logged items under the
+    policy's scores (Q-values or logits), as the update took gradient steps. Needs a simulator with
+    logged sequences. 0 = off."""
+    next_item_batch_size: int = 256
+    """Logged (history prefix, next item) examples per step of that loss."""
+    next_item_min_rating: float = 0.0
+    """> 0: only next events rated at least this (e.g. 4 = liked) count."""
+
+    def _check_next_item(self) -> None:
+        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
+            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
+        if self.next_item_batch_size < 1:
+            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
+
+
+@dataclass
+class DQNConfig(NextItemOptions):
     """Stable-Baselines3 DQN on the LLM-encoded state (steps are user-steps of the vector env)."""
 
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -111,10 +134,11 @@ class DQNConfig:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.learning_rate <= 0 or any(width < 1 for width in self.net_arch):
             raise ValueError("learning_rate must be > 0 and every net_arch width >= 1")
+        self._check_next_item()
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(NextItemOptions):
     """Stable-Baselines3 PPO (or sb3-contrib MaskablePPO) on the LLM-encoded state."""
 
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -140,6 +164,7 @@ class PPOConfig:
             raise ValueError("gamma and gae_lambda must be in [0, 1]")
         if self.learning_rate <= 0 or self.clip_range <= 0 or any(width < 1 for width in self.net_arch):
             raise ValueError("learning_rate and clip_range must be > 0 and every net_arch width >= 1")
+        self._check_next_item()
 
 
 # --------------------------------------------------------------------------------------- SB3 subclasses
@@ -156,7 +181,18 @@ class _RunProgress:
         return total, callback
 
 
-class _DQN(_RunProgress, DQN):
+class _AfterUpdate:
+    """Mixin: run ``after_update()`` (the agent's next-item steps) after each of SB3's updates."""
+
+    after_update: Any = None
+
+    def train(self, *args: Any, **kwargs: Any) -> None:
+        super().train(*args, **kwargs)  # type: ignore[misc]
+        if self.after_update is not None:
+            self.after_update()
+
+
+class _DQN(_AfterUpdate, _RunProgress, DQN):
     """DQN whose epsilon-greedy exploration flips one coin per user, not one per batch."""
 
     def predict(self, observation, state=None, episode_start=None, deterministic=False):  # type: ignore[override]
@@ -201,11 +237,11 @@ class _DQN(_RunProgress, DQN):
         return action, action
 
 
-class _PPO(_RunProgress, PPO):
+class _PPO(_AfterUpdate, _RunProgress, PPO):
     pass
 
 
-class _MaskablePPO(_RunProgress, MaskablePPO):
+class _MaskablePPO(_AfterUpdate, _RunProgress, MaskablePPO):
     pass
 
 
@@ -267,6 +303,7 @@ _SB3_TAGS = {
     "train/explained_variance": "losses/explained_variance",
     "rollout/exploration_rate": "charts/exploration_rate",
     "train/learning_rate": "charts/learning_rate",
+    "train/next_item_loss": "losses/next_item",
 }
 
 
@@ -427,6 +464,8 @@ class SB3Agent(TrainableAgent):
         self.model.set_logger(Logger(folder=None, output_formats=[self._writer]))
         self._env: Any = None
         self._stats = self._new_stats()
+        self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
+        self.next_item_generator = torch.Generator().manual_seed(self.seed)
 
     # ---------------------------------------------------------------- construction helpers
 
@@ -512,6 +551,30 @@ class SB3Agent(TrainableAgent):
             venv.seed(self.seed)  # SB3 resets the env on the first learn(): make that reset seeded
         self.model.set_env(venv, force_reset=False)
         self._env = env
+        if self.config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
+            self.model.after_update = self._next_item_update
+
+    def _gradient_steps_per_update(self) -> int:
+        """Gradient steps SB3 takes in one update (``train()`` call)."""
+        raise NotImplementedError
+
+    def _next_item_update(self) -> None:
+        """SGD steps on the next-item cross-entropy, one per gradient step of the update just made."""
+        policy, config = self.model.policy, self.config
+        policy.set_training_mode(True)
+        losses = []
+        for _ in range(self._gradient_steps_per_update()):
+            observation, target = self.logged.sample(config.next_item_batch_size, self.next_item_generator)
+            obs = {k: observation[k].to(policy.device) for k in self.policy_keys}
+            scores = self._scores(policy, obs)
+            loss = config.next_item_coef * next_item_loss(scores, obs["history"], target.to(policy.device))
+            policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            policy.optimizer.step()
+            losses.append(loss.detach())
+        self.model.logger.record("train/next_item_loss", float(torch.stack(losses).mean()) / config.next_item_coef)
 
     # ---------------------------------------------------------------- save / load
 
@@ -606,6 +669,7 @@ class SB3Agent(TrainableAgent):
             },
             "stats": self._stats,
             "writer_next_step": int(self._writer.next_step),
+            "next_item_generator": self.next_item_generator.get_state(),
         }
         state.update(self._extra_state())
         tensors, skeleton = flatten_state(state)
@@ -632,6 +696,7 @@ class SB3Agent(TrainableAgent):
         self._restore_extra_state(state)
         self._stats = state["stats"]
         self._writer.next_step = state["writer_next_step"]
+        self.next_item_generator.set_state(state["next_item_generator"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
@@ -681,6 +746,9 @@ class DQNAgent(SB3Agent):
 
     def _scores(self, policy: Any, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return policy.q_net(obs)
+
+    def _gradient_steps_per_update(self) -> int:
+        return self.config.gradient_steps
 
     def _attach(self, env: Any) -> None:
         super()._attach(env)
@@ -758,6 +826,10 @@ class PPOAgent(SB3Agent):
         if isinstance(features, tuple):  # separate actor/critic extractors
             features = features[0]
         return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+    def _gradient_steps_per_update(self) -> int:
+        rollout = self.config.n_steps * self.num_envs
+        return self.config.n_epochs * math.ceil(rollout / self.config.batch_size)
 
 
 class MaskablePPOAgent(PPOAgent):

@@ -36,7 +36,7 @@ import torch
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.baselines import _exclude_history
-from agents.item_scorer import IGNORED_TARGET, LoggedNextItems, history_mask, mask_scores
+from agents.item_scorer import LoggedNextItems, next_item_loss
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -204,23 +204,15 @@ class _OnlineQAgent(TrainableAgent):
         """One SGD step on the cross-entropy of logged next items under Q (history items excluded)."""
         observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
         observation = {key: value.cpu() for key, value in observation.items()}
-        target = target.cpu()
-        valid = target != IGNORED_TARGET
-        if not bool(valid.any()):
-            return
         states = _llm_state(observation)
-        scores = self._q_values(states).cpu()
-        probabilities = torch.softmax(mask_scores(scores, history_mask(observation["history"], self.n_items)), dim=1)
-        # d(-log p_target)/d(score) = p - onehot(target): the step is its negative, on the valid rows.
-        step = -probabilities
-        step[valid, target[valid]] += 1.0
-        step[~valid] = 0.0
-        rate = self.config.learning_rate * self.config.next_item_coef / int(valid.sum())
-        self._apply_next_item_step(states, step, rate)
+        scores = self._q_values(states).cpu().requires_grad_(True)
+        loss = next_item_loss(scores, observation["history"], target.cpu())  # mean over the examples that count
+        (gradient,) = torch.autograd.grad(loss, scores)
+        self._apply_next_item_step(states, -gradient, self.config.learning_rate * self.config.next_item_coef)
 
     def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
-        """Ascend the log-likelihood: ``step`` [B, n_items] is its gradient w.r.t. the scores of
-        ``states``, ``rate`` = learning_rate x next_item_coef / (examples that count)."""
+        """Ascend the log-likelihood by ``rate``: ``step`` [B, n_items] is the gradient of the mean
+        log-likelihood w.r.t. the scores of ``states`` (zero rows for examples that do not count)."""
         raise NotImplementedError
 
     # -- the common parts ----------------------------------------------------------------------
@@ -438,8 +430,8 @@ class TabularQAgent(_OnlineQAgent):
         return td
 
     def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
-        # scores = Q[code(s)]: each code's row moves by learning_rate x next_item_coef times the
-        # mean step of its examples (as the TD update averages duplicate pairs).
+        # scores = Q[code(s)]: each code's row moves by the mean over its own examples, not over the
+        # batch (as the TD update averages duplicate pairs): rescale by examples / examples of the code.
         codes = self.states_of(states).cpu()
         rows = step.any(dim=1)
         counts = torch.bincount(codes[rows], minlength=self.config.n_states).clamp(min=1).to(torch.float32)

@@ -29,7 +29,9 @@ from simulators.behaviour import (
     reward_function,
 )
 
-_STATISTICS = ("user_steps", "clicks", "likes", "leaves", "shown_from_log", "shown", "chosen_from_log")
+_STATISTICS = ("clicks", "likes", "leaves", "shown_from_log", "chosen_from_log")
+"""Counts that depend on the users' responses, summed on the device (no synchronisation per step);
+the step and slate sizes are known on the host and counted there."""
 
 
 class ComposedSimulator(Simulator):
@@ -71,6 +73,7 @@ class ComposedSimulator(Simulator):
         self.leave_model = LeaveModel(config.leave)
         self.reward_fn = reward_function(config.reward)
         self._counts = torch.zeros(len(_STATISTICS), dtype=torch.int64, device=self.device)
+        self._user_steps = self._shown = 0
         self._warned_static_fallback = False
 
     # ------------------------------------------------------------------ what subclasses provide
@@ -213,16 +216,10 @@ class ComposedSimulator(Simulator):
 
         reward = self.reward_fn(clicked, liked, chosen_response).to(torch.float32)
         self._counts += torch.stack(
-            [
-                torch.full((), state.batch_size, dtype=torch.int64, device=state.device),
-                clicked.sum(),
-                liked.sum(),
-                left.sum(),
-                from_log.sum(),
-                torch.full((), from_log.numel(), dtype=torch.int64, device=state.device),
-                chosen_from_log.sum(),
-            ]
+            [clicked.sum(), liked.sum(), left.sum(), from_log.sum(), chosen_from_log.sum()]
         )
+        self._user_steps += state.batch_size
+        self._shown += from_log.numel()
         return StepOutcome(
             chosen_slot=slot,
             item=item,
@@ -243,6 +240,7 @@ class ComposedSimulator(Simulator):
         ``chosen_logged_share`` the same among chosen items.
         """
         counts = dict(zip(_STATISTICS, (int(v) for v in self._counts.tolist()), strict=True))
+        counts.update(user_steps=self._user_steps, shown=self._shown)
         counts["shown_from_model"] = counts["shown"] - counts["shown_from_log"]
         counts["chosen_from_model"] = counts["clicks"] - counts["chosen_from_log"]
         counts["logged_share"] = counts["shown_from_log"] / counts["shown"] if counts["shown"] else 0.0
@@ -253,6 +251,7 @@ class ComposedSimulator(Simulator):
 
     def reset_statistics(self) -> None:
         self._counts.zero_()
+        self._user_steps = self._shown = 0
 
     def _check_slate(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:
         """``slate`` as int64 [B, k] on the state's device; raises ``ValueError`` on a wrong shape or dtype.

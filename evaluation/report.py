@@ -73,12 +73,25 @@ def table(results: dict[str, Any], k: int) -> str:
     return "\n".join(lines)
 
 
-def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path: Path) -> bool:
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (reports are written on headless machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure: Any, path: Path) -> None:
+    """Write ``figure`` as a PNG atomically and free it."""
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    _pyplot().close(figure)
+
+
+def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path: Path) -> bool:
+    plt = _pyplot()
     labels = list(results["candidates"])
     panels = []
     for name, protocol, metric in columns:
@@ -99,9 +112,7 @@ def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path
         axis.set_title(name, fontsize=10)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-    plt.close(figure)
+    _save(figure, path)
     return True
 
 
@@ -117,11 +128,7 @@ def _tradeoff_plot(results: dict[str, Any], k: int, path: Path) -> bool:
             points.append((label, hr, hr_ci, ret, ret_ci))
     if len(points) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7.5, 5.0))
     for label, hr, hr_ci, ret, ret_ci in points:
         xerr = [[hr - hr_ci[0]], [hr_ci[1] - hr]] if hr_ci else None
@@ -135,9 +142,7 @@ def _tradeoff_plot(results: dict[str, Any], k: int, path: Path) -> bool:
     axis.set_xlabel(f"held-out HR@{k} (leave-last-out)")
     axis.set_ylabel("simulated return")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-    plt.close(figure)
+    _save(figure, path)
     return True
 
 
@@ -157,11 +162,7 @@ def read_learning_curves(run_dir: str | Path, tags: tuple[str, ...] = LEARNING_C
 
 
 def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tags = sorted({tag for run in curves.values() for tag in run})
     if not tags:
         return False
@@ -174,9 +175,7 @@ def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Pat
         axis.set_title(tag, fontsize=10)
         axis.set_xlabel("environment steps")
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-    plt.close(figure)
+    _save(figure, path)
     return True
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/env_step.py                      # ML-1M logged users, CPU (+ CUDA if present)
     .venv/bin/python bench/env_step.py --simulator synthetic  # data-free users with ML-1M sizes
+    .venv/bin/python bench/env_step.py --devices cuda --sizes 65536 --sync-sizes --profile 65536
 
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
@@ -76,6 +77,38 @@ def time_vector_env(kwargs: dict[str, Any], n: int, device: str, min_seconds: fl
     return _result(n, steps, elapsed, time.process_time() - cpu_start)
 
 
+def profile_vector_env(kwargs: dict[str, Any], n: int, device: str, steps: int = 20) -> None:
+    """Print where a step of the vector env with N users spends its time (``torch.profiler``;
+    action validation off, as a training loop that makes its own valid actions would run it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import envs
+
+    env = envs.RecommendationVectorEnv(num_envs=n, device=device, validate_actions=False, **kwargs)
+    env.reset(seed=0)
+    generator = torch.Generator(device=env.device).manual_seed(1)
+    pool = [torch.randint(env.n_items, (n, 1), generator=generator, device=env.device) for _ in range(4)]
+    for i in range(10):  # warm-up
+        env.step(pool[i % 4])
+    _sync(env.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if env.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            env.step(pool[i % 4])
+        _sync(env.device)
+    events = prof.key_averages()
+    ops = sum(e.count for e in events if e.key.startswith("aten::")) / steps
+    print(f"\nprofile, {device}, N={n}: {ops:,.0f} PyTorch ops per step", end="")
+    if env.device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernel_ms = sum(e.self_device_time_total for e in kernels) / steps / 1e3
+        print(f", {kernel_ms:.2f} ms of kernel time per step")
+        print(events.table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=60))
+    else:
+        print()
+        print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+
+
 def _result(n: int, steps: int, elapsed: float, cpu: float) -> dict[str, float]:
     """Throughput by wall clock, and by this process's CPU time (robust to other load on the machine)."""
     return {
@@ -121,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--min-seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=int, default=None, metavar="N",
+                        help="also profile 20 steps with N users on each device")
     args = parser.parse_args(argv)
 
     threads = configure_torch_threads(args.threads)
@@ -161,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result["ratio_vs_sync_cpu"] = result["env_steps_per_cpu_s"] / sync["env_steps_per_cpu_s"]
                 line += f"{result['ratio_vs_sync']:>14,.0f}x{result['ratio_vs_sync_cpu']:>13,.0f}x"
             print(line, flush=True)
+    if args.profile is not None:
+        for device in args.devices:
+            profile_vector_env(kwargs, args.profile, device)
     if args.json is not None:
         atomic_write_json(args.json, json.loads(json.dumps(results, default=str)))
     return results

@@ -36,7 +36,7 @@ import torch
 
 from agents.base import Observation, ScalarLogger, TrainableAgent
 from agents.baselines import _exclude_history
-from agents.item_scorer import LoggedNextItems, next_item_loss
+from agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
 from agents.serialization import (
     generator_state,
     load_agent_files,
@@ -124,6 +124,12 @@ class _ExplorationConfig:
     """Logged (history prefix, next item) examples per update of that loss."""
     next_item_min_rating: float = 0.0
     """> 0: only next events rated at least this (e.g. 4 = liked) count."""
+    candidates: int = 0
+    """> 0: act on, and learn Q for, only the ``candidates`` most logged items of the simulator's
+    training log (the candidate stage of a two-stage recommender); every other item scores below
+    all of them, in popularity order, and the next-item loss keeps only examples whose next item
+    is a candidate. Q over thousands of items per state is explored too thinly for its values to
+    rise above noise. 0 = every item is a candidate."""
     seed: int = 0
 
     def _check_exploration(self) -> None:
@@ -140,6 +146,8 @@ class _ExplorationConfig:
             raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
         if self.next_item_batch_size < 1:
             raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
+        if self.candidates < 0:
+            raise ValueError(f"candidates must be >= 0 (0 = every item), got {self.candidates}")
 
 
 def _env_item_embeddings(env: Any) -> torch.Tensor:
@@ -150,6 +158,11 @@ def _env_item_embeddings(env: Any) -> torch.Tensor:
     if embeddings is None:
         raise ConfigError("the env exposes no item embeddings (env.simulator.item_embeddings)")
     return torch.as_tensor(embeddings, dtype=torch.float32)
+
+
+OUTSIDE_CANDIDATES = -1.0e4
+"""Score offset of the items outside a Q agent's candidate set (plus their log-popularity): far
+below any Q value, which stays within about max reward / (1 - gamma)."""
 
 
 def _llm_state(observation: Observation) -> torch.Tensor:
@@ -163,7 +176,8 @@ class _OnlineQAgent(TrainableAgent):
 
     Subclasses implement ``_q_values(states) -> [B, n_items]`` (on llm_state [B, d]),
     ``_td_update(state, action, target) -> td_error [B]``, ``_prepare(env)`` and the tensors of
-    their parameters.
+    their parameters. The base adds the candidate set (``config.candidates``) on top:
+    :meth:`_values` is ``_q_values`` with the items outside it scored below every candidate.
     """
 
     config: Any
@@ -178,6 +192,9 @@ class _OnlineQAgent(TrainableAgent):
         self.learn_calls = 0
         self.episodes_done = 0
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
+        # With ``config.candidates``: which items are candidates, and the scores of the others.
+        self.candidate_mask: torch.Tensor | None = None
+        self.outside_scores: torch.Tensor | None = None
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _q_values(self, states: torch.Tensor) -> torch.Tensor:
@@ -188,6 +205,36 @@ class _OnlineQAgent(TrainableAgent):
 
     def _prepare(self, env: Any) -> None:
         """Called at the start of every ``learn`` with the env (e.g. to read item embeddings)."""
+
+    # -- the candidate set -----------------------------------------------------------------------
+    def _choose_candidates(self, env: Any) -> None:
+        """The ``config.candidates`` items with the most events in the simulator's training log."""
+        simulator = getattr(env, "simulator", None)
+        sampler = getattr(simulator, "sampler", None)
+        if sampler is None or not hasattr(sampler, "item"):
+            raise ConfigError(
+                f"{self.name} candidates={self.config.candidates} needs a simulator with logged sequences "
+                f"(e.g. 'logged') to count item popularity; {type(simulator).__name__} has none"
+            )
+        counts = torch.bincount(sampler.item.cpu(), minlength=self.n_items)[: self.n_items].to(torch.float32)
+        top = torch.argsort(counts, descending=True, stable=True)[: self.config.candidates]
+        self.candidate_mask = torch.zeros(self.n_items, dtype=torch.bool)
+        self.candidate_mask[top] = True
+        self.outside_scores = torch.where(self.candidate_mask, 0.0, OUTSIDE_CANDIDATES + torch.log1p(counts))
+
+    def _values(self, states: torch.Tensor) -> torch.Tensor:
+        """``_q_values``, with the items outside the candidate set (if any) at ``outside_scores``."""
+        q = self._q_values(states)
+        if self.candidate_mask is None:
+            return q
+        return torch.where(self.candidate_mask.to(q.device), q, self.outside_scores.to(q.device))
+
+    def _restrict_to_candidates(self, mask: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """``mask`` [B, n_items] & the candidates; rows with no allowed candidate get ``fallback``'s row."""
+        if self.candidate_mask is None:
+            return mask
+        restricted = mask & self.candidate_mask.to(mask.device)
+        return torch.where(restricted.any(dim=1, keepdim=True), restricted, fallback)
 
     def _observe_transition(
         self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
@@ -204,10 +251,16 @@ class _OnlineQAgent(TrainableAgent):
         """One SGD step on the cross-entropy of logged next items under Q (history items excluded)."""
         observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
         observation = {key: value.cpu() for key, value in observation.items()}
+        target = target.cpu()
+        if self.candidate_mask is not None:  # learn the order of the candidates only
+            kept = (target >= 0) & self.candidate_mask[target.clamp(min=0)]
+            target = torch.where(kept, target, IGNORED_TARGET)
         states = _llm_state(observation)
-        scores = self._q_values(states).cpu().requires_grad_(True)
-        loss = next_item_loss(scores, observation["history"], target.cpu())  # mean over the examples that count
+        scores = self._values(states).cpu().requires_grad_(True)
+        loss = next_item_loss(scores, observation["history"], target)  # mean over the examples that count
         (gradient,) = torch.autograd.grad(loss, scores)
+        if self.candidate_mask is not None:
+            gradient = gradient * self.candidate_mask  # outside scores are constants
         self._apply_next_item_step(states, -gradient, self.config.learning_rate * self.config.next_item_coef)
 
     def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
@@ -223,7 +276,7 @@ class _OnlineQAgent(TrainableAgent):
         return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
 
     def scores(self, observation: Observation) -> torch.Tensor:
-        scores = self._q_values(_llm_state(observation)).to(observation["history"].device)
+        scores = self._values(_llm_state(observation)).to(observation["history"].device)
         return _exclude_history(scores, observation) if self.config.exclude_history else scores
 
     @torch.no_grad()
@@ -231,8 +284,16 @@ class _OnlineQAgent(TrainableAgent):
         self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor,
         next_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``r + gamma * max_a' Q(s', a')`` over the allowed a' (no bootstrap where terminated)."""
-        next_q = self._q_values(next_states)
+        """``r + gamma * max_a' Q(s', a')`` over the allowed a' (no bootstrap where terminated).
+
+        With a candidate set, a' ranges over the allowed candidates (every candidate where none is
+        allowed): the items the policy can pick."""
+        if self.candidate_mask is not None:
+            every_candidate = self.candidate_mask.to(next_states.device).expand(len(next_states), -1)
+            next_mask = (
+                every_candidate if next_mask is None else self._restrict_to_candidates(next_mask, every_candidate)
+            )
+        next_q = self._values(next_states)
         if next_mask is not None:
             allowed = next_mask | ~next_mask.any(dim=1, keepdim=True)
             next_q = next_q.masked_fill(~allowed, float("-inf"))
@@ -244,7 +305,9 @@ class _OnlineQAgent(TrainableAgent):
         """Int64 [B]: a uniformly random allowed item with probability epsilon, else the best one.
 
         Ties among the best are broken at random (tiny noise), so an untrained agent does not always
-        pick item 0."""
+        pick item 0. With a candidate set, both choices are among the allowed candidates (any allowed
+        item for a user who has consumed every candidate)."""
+        mask = self._restrict_to_candidates(mask, mask)
         batch = q.shape[0]
         allowed = mask | ~mask.any(dim=1, keepdim=True)
         noise = torch.rand((batch, self.n_items), generator=self.generator).to(q.device)
@@ -267,6 +330,8 @@ class _OnlineQAgent(TrainableAgent):
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         self._check_env(env)
+        if self.config.candidates > 0 and self.candidate_mask is None:
+            self._choose_candidates(env)
         self._prepare(env)
         if self.config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
@@ -282,7 +347,8 @@ class _OnlineQAgent(TrainableAgent):
             states = _llm_state(observation)
             mask = torch.as_tensor(env.action_masks())
             with torch.no_grad():
-                actions = self._explore_or_exploit(self._q_values(states), mask.to(states.device), self.epsilon())
+                q = self._values(states)
+                actions = self._explore_or_exploit(q, mask.to(states.device), self.epsilon())
             next_observation, reward, terminated, truncated, info = env.step(actions.to(mask.device))
             reward = torch.as_tensor(reward, dtype=torch.float32)
             terminated = torch.as_tensor(terminated, dtype=torch.bool)
@@ -334,6 +400,9 @@ class _OnlineQAgent(TrainableAgent):
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {key: value.detach().cpu().clone() for key, value in self._parameter_tensors().items()}
         tensors["generator"] = generator_state(self.generator)
+        if self.candidate_mask is not None:
+            tensors["candidate_mask"] = self.candidate_mask.clone()
+            tensors["outside_scores"] = self.outside_scores.clone()
         metadata = {"n_items": self.n_items, "steps_done": self.steps_done, "learn_calls": self.learn_calls,
                     "episodes_done": self.episodes_done}
         return tensors, metadata
@@ -343,6 +412,19 @@ class _OnlineQAgent(TrainableAgent):
             raise CheckpointError(f"checkpoint is for {metadata.get('n_items')} items, the agent has {self.n_items}")
         require_tensors(tensors, ["generator"], "checkpoint")
         self._restore_parameters(tensors, metadata)
+        if "candidate_mask" in tensors:
+            require_tensors(tensors, ["outside_scores"], "checkpoint")
+            shape = tuple(tensors["candidate_mask"].shape)
+            if shape != (self.n_items,):
+                raise CheckpointError(f"checkpoint candidate_mask has shape {shape}, expected ({self.n_items},)")
+            self.candidate_mask = tensors["candidate_mask"].to(torch.bool).clone()
+            self.outside_scores = tensors["outside_scores"].to(torch.float32).clone()
+        elif self.config.candidates > 0 and int(metadata.get("steps_done", 0)) > 0:
+            raise CheckpointError(
+                f"checkpoint of a trained {self.name} with candidates={self.config.candidates} has no candidate_mask"
+            )
+        else:
+            self.candidate_mask = self.outside_scores = None
         set_generator_state(self.generator, tensors["generator"])
         self.steps_done = int(metadata["steps_done"])
         self.learn_calls = int(metadata["learn_calls"])

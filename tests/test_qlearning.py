@@ -51,11 +51,19 @@ AGENTS = {
     "linear_q": {"form": "bilinear", "epsilon_decay_steps": 1500},
     "linear_q/per_item": {"form": "per_item", "epsilon_decay_steps": 1500},
 }
+CANDIDATES = 10
+"""Candidate-set size of the ``/candidates`` variants. BEST_ITEM is never logged in the synthetic
+env, so it is not a candidate: these variants are left out of the known-answer test."""
+VARIANTS = {
+    **AGENTS,
+    "tabular_q/candidates": {**AGENTS["tabular_q"], "candidates": CANDIDATES},
+    "linear_q/candidates": {**AGENTS["linear_q"], "candidates": CANDIDATES, "init_scale": 0.1},
+}
 
 
 def build(key: str, **overrides):
     name = key.split("/")[0]
-    return make_agent(name, N_ITEMS, {**AGENTS[key], **overrides})
+    return make_agent(name, N_ITEMS, {**VARIANTS[key], **overrides})
 
 
 def parameters(agent) -> dict[str, torch.Tensor]:
@@ -126,7 +134,7 @@ def test_epsilon_decays_linearly():
 # ------------------------------------------------------------------------------ determinism/resume
 
 
-@pytest.mark.parametrize("key", list(AGENTS))
+@pytest.mark.parametrize("key", list(VARIANTS))
 def test_same_seed_gives_identical_parameters(key):
     first, second, other = build(key), build(key), build(key, seed=1)
     for agent in (first, second, other):
@@ -137,7 +145,7 @@ def test_same_seed_gives_identical_parameters(key):
     assert any(not torch.equal(a[k], c[k]) for k in a if k in c and a[k].dtype.is_floating_point)
 
 
-@pytest.mark.parametrize("key", list(AGENTS))
+@pytest.mark.parametrize("key", list(VARIANTS))
 def test_resumed_training_matches_uninterrupted_training(key, tmp_path):
     uninterrupted = build(key)
     uninterrupted.learn(best_item_env(), 160)  # tabular: still warming up at this boundary
@@ -155,7 +163,7 @@ def test_resumed_training_matches_uninterrupted_training(key, tmp_path):
     assert uninterrupted.steps_done == resumed.steps_done == 480
 
 
-@pytest.mark.parametrize("key", list(AGENTS))
+@pytest.mark.parametrize("key", list(VARIANTS))
 def test_save_load_round_trip(key, tmp_path):
     agent = build(key)
     agent.learn(best_item_env(), 400)
@@ -191,6 +199,7 @@ def test_scores_exclude_history_and_cover_the_catalogue():
         (TabularQConfig, {"gamma": 1.2}, "gamma"),
         (TabularQConfig, {"epsilon_end": -0.1}, "epsilon_end"),
         (TabularQConfig, {"states": 8}, "valid keys"),
+        (TabularQConfig, {"candidates": -1}, "candidates"),
         (LinearQConfig, {"form": "deep"}, "bilinear"),
         (LinearQConfig, {"learning_rate": 0}, "learning_rate"),
         (LinearQConfig, {"epsilon_decay_steps": 0}, "epsilon_decay_steps"),
@@ -275,3 +284,77 @@ def test_linear_q_next_item_loss_is_checked_and_needs_logged_users():
     agent = build("linear_q", next_item_coef=1.0)
     agent.learn(best_item_env(), 64)
     assert agent.logged is not None
+
+
+# ------------------------------------------------------------------------------------ candidate set
+
+
+def logged_counts(env: RecommendationVectorEnv) -> torch.Tensor:
+    return torch.bincount(env.simulator.sampler.item, minlength=N_ITEMS)
+
+
+@pytest.mark.parametrize("key", ["tabular_q/candidates", "linear_q/candidates"])
+def test_candidates_are_the_most_logged_items_and_rank_first(key):
+    env = best_item_env()
+    agent = build(key)
+    agent.learn(env, 600)
+    counts = logged_counts(env)
+    expected = torch.zeros(N_ITEMS, dtype=torch.bool)
+    expected[torch.argsort(counts, descending=True, stable=True)[:CANDIDATES]] = True
+    assert torch.equal(agent.candidate_mask, expected) and not bool(agent.candidate_mask[BEST_ITEM])
+
+    observation, _ = env.reset(seed=3)
+    scores = agent.scores(observation)
+    for row in scores:
+        finite = torch.isfinite(row)  # history items are -inf
+        inside, outside = row[finite & expected], row[finite & ~expected]
+        assert float(inside.min()) > float(outside.max())
+        # outside the set, more logged items score higher
+        order = torch.argsort(outside, descending=True)
+        assert bool((counts[finite & ~expected][order].diff() <= 0).all())
+    picks = agent.act(observation, 1, env.action_masks())[:, 0]
+    assert bool(expected[picks].all())
+
+
+def test_exploration_stays_among_allowed_candidates_unless_none_is_left():
+    agent = build("tabular_q/candidates")
+    agent.learn(best_item_env(), 64)  # chooses the candidates (still in the warm-up: every pick is random)
+    candidates = agent.candidate_mask
+    mask = torch.ones(2, N_ITEMS, dtype=torch.bool)
+    mask[1, candidates] = False  # user 1 has consumed every candidate
+    for _ in range(50):
+        picks = agent._explore_or_exploit(torch.zeros(2, N_ITEMS), mask, epsilon=1.0)
+        assert bool(candidates[picks[0]]) and not bool(candidates[picks[1]])
+
+
+def test_next_item_loss_keeps_to_the_candidates():
+    env = best_item_env()
+    agent = build("tabular_q/candidates", next_item_coef=2.0, learning_rate=0.5, codebook_samples=64)
+    agent.learn(env, 256)
+    before = agent.q_table.clone()
+    draw = agent.generator.get_state()
+    observation, target = agent.logged.sample(agent.config.next_item_batch_size, agent.generator)
+    agent.generator.set_state(draw)
+    agent._next_item_update()
+    outside = ~agent.candidate_mask
+    assert bool((target[target >= 0] >= 0).all()) and bool(outside[target.clamp(min=0)].any())
+    # never moved, not even by the examples whose target is outside
+    assert torch.equal(agent.q_table[:, outside], before[:, outside])
+    assert not torch.equal(agent.q_table, before)
+
+
+def test_candidates_need_logged_sequences_and_a_matching_checkpoint():
+    class NoLogSimulator:
+        pass
+
+    class Env:
+        n_items, slate_size, simulator = N_ITEMS, 1, NoLogSimulator()
+
+    with pytest.raises(ConfigError, match="logged sequences"):
+        build("tabular_q/candidates").learn(Env(), 10)
+    trained = build("tabular_q/candidates")
+    trained.learn(best_item_env(), 300)
+    tensors, metadata = trained.checkpoint_state()
+    del tensors["candidate_mask"]
+    with pytest.raises(CheckpointError, match="candidate_mask"):
+        build("tabular_q/candidates").restore_checkpoint_state(tensors, metadata)

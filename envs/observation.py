@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-MAX_RESPONSE = 5.0
+from simulators.data import MAX_RATING
+
+MAX_RESPONSE = MAX_RATING
+"""Observed responses are ratings on the simulator's scale, kept in [0, MAX_RESPONSE] (padding is 0)."""
 
 
 def observation_space(n_items: int, history_length: int, embedding_dim: int) -> spaces.Dict:

@@ -26,10 +26,7 @@ import numpy as np
 import torch
 
 from recgym.errors import ConfigError
-from simulators.data import LIKE_THRESHOLD
-
-MIN_RATING = 1.0
-MAX_RATING = 5.0
+from simulators.data import LIKE_THRESHOLD, MAX_RATING, MIN_RATING
 
 FIRST_POSITION_TABLE_LIMIT = 1 << 30
 """Largest :meth:`UserSampler.first_positions` table, in bytes (1 GiB), that is built; beyond it the

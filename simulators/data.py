@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MIN_RATING = 1.0
+MAX_RATING = 5.0
+"""The rating scale every simulator predicts on (MovieLens stars; logs without ratings count as 5)."""
 LIKE_THRESHOLD = 4.0
 """Ratings at or above this count as a "like" (the usual MovieLens convention, 4-5 of 5 stars)."""
 

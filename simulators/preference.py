@@ -48,10 +48,8 @@ from recgym.config import from_dict, to_dict
 from recgym.errors import CheckpointError, ConfigError, DataFormatError
 from recgym.io import atomic_write, atomic_write_json
 from recgym.seeding import resolve_device, torch_generator
-from simulators.data import LIKE_THRESHOLD, InteractionLog
+from simulators.data import LIKE_THRESHOLD, MAX_RATING, MIN_RATING, InteractionLog
 
-MIN_RATING = 1.0
-MAX_RATING = 5.0
 LIKE_MIDPOINT = LIKE_THRESHOLD - 0.5
 """Raw predicted rating at which the like probability is 1/2 (halfway between 3 and 4 stars)."""
 

@@ -303,8 +303,12 @@ def _require_columns(
 
 
 def _read_table(path: Path, layout: _Layout, problems: _Problems, what: str) -> _Table:
-    """Read one delimited file: fast pandas parse, or an exact line-by-line parse when that fails."""
-    data = _read_bytes(path, what)
+    """Read one delimited file: fast pyarrow parse, or an exact line-by-line parse when that fails."""
+    return _parse_table(path, _read_bytes(path, what), layout, problems, what)
+
+
+def _parse_table(path: Path, data: bytes, layout: _Layout, problems: _Problems, what: str) -> _Table:
+    """Parse the bytes ``data`` of the delimited file ``path`` (see :func:`_read_table`)."""
     number, first = _first_line(path, data, layout.encoding)
     _check_separator(path, number, first, layout.sep, len(layout.fields))
     if (
@@ -605,11 +609,11 @@ def _read_ml100k_raw(folder: Path, encoding: str | None, problems: _Problems) ->
     item_path = folder / "u.item"
     fields = ("movie id", "movie title", "release date", "video release date", "IMDb URL", *ML100K_GENRES)
     roles = {"item": 0, "title": 1, "date": 2} | {f"genre{i}": 5 + i for i in range(19)}
-    encoding_items = encoding or _choose_encoding(
-        _read_bytes(item_path, "the ML-100K movies (u.item)"), "utf-8-sig", "latin-1"
-    )
-    table = _read_table(
+    item_data = _read_bytes(item_path, "the ML-100K movies (u.item)")
+    encoding_items = encoding or _choose_encoding(item_data, "utf-8-sig", "latin-1")
+    table = _parse_table(
         item_path,
+        item_data,
         _Layout(
             "|",
             fields,
@@ -663,11 +667,11 @@ def _read_ml1m_raw(folder: Path, encoding: str | None, problems: _Problems) -> _
         "ML-1M ratings: UserID::MovieID::Rating::Timestamp",
     )
     item_path = folder / "movies.dat"
-    encoding_items = encoding or _choose_encoding(
-        _read_bytes(item_path, "the ML-1M movies (movies.dat)"), "utf-8-sig", "latin-1"
-    )
-    table = _read_table(
+    item_data = _read_bytes(item_path, "the ML-1M movies (movies.dat)")
+    encoding_items = encoding or _choose_encoding(item_data, "utf-8-sig", "latin-1")
+    table = _parse_table(
         item_path,
+        item_data,
         _Layout(
             "::",
             ("MovieID", "Title", "Genres"),
@@ -730,7 +734,7 @@ def _read_header_table(
         quoted=quoted,
         encoding=encoding,
     )
-    return _read_table(path, layout, problems, what)
+    return _parse_table(path, data, layout, problems, what)
 
 
 def _read_recbole(inter: Path, name: str, encoding: str | None, problems: _Problems) -> _Sources:

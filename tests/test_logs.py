@@ -623,3 +623,19 @@ def test_a_mapped_column_must_exist(tmp_path):
         load_logs(
             tmp_path / "x.parquet", columns={"user": "u", "item": "i", "timestamp": "t", "rating": "stars"}
         )
+
+
+@pytest.mark.parametrize("writer", [write_ml100k, write_ml1m, write_recbole, write_latest])
+def test_each_file_is_read_once(tmp_path, monkeypatch, writer):
+    folder = writer(tmp_path / "data")
+    reads: list[str] = []
+    read_bytes = logs.Path.read_bytes
+
+    def counting_read_bytes(path):
+        reads.append(path.name)
+        return read_bytes(path)
+
+    monkeypatch.setattr(logs.Path, "read_bytes", counting_read_bytes)
+    log, report = load_logs(folder, return_report=True)
+    assert_known_answer(log)
+    assert sorted(reads) == sorted(p.rsplit("/", 1)[-1] for p in report.files)

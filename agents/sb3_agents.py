@@ -331,8 +331,19 @@ class _ForwardWriter(KVWriter):
         pass
 
 
+def _empty_window() -> list[float]:
+    """Sums over one logging window: sessions ended, their return, their length, then clicks,
+    diversity distance, consecutive pairs, sessions the user left, and user-steps."""
+    return [0, 0.0, 0.0, 0, 0.0, 0, 0, 0]
+
+
 class _EpisodeStats(BaseCallback):
-    """Per-step accounting of sessions -> ``charts/*`` and ``sim/*`` every ``agent.log_every`` steps."""
+    """Per-step accounting of sessions -> ``charts/*`` and ``sim/*`` every ``agent.log_every`` steps.
+
+    The tags mean what they mean for the native agents (:mod:`agents.session_stats`): return,
+    length and leave rate over the sessions that ended in the window, ``charts/ctr`` clicks per
+    user-step over every step of the window.
+    """
 
     def __init__(self, agent: SB3Agent, logger: ScalarLogger) -> None:
         super().__init__()
@@ -352,7 +363,8 @@ class _EpisodeStats(BaseCallback):
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
         stats["return"] += rewards
         stats["length"] += 1
-        stats["clicks"] += clicked
+        stats["window"][3] += int(clicked.sum())
+        stats["window"][7] += len(rewards)
         stats["shown"][actions] = True
         previous = stats["previous"]
         has_previous = previous >= 0
@@ -367,11 +379,9 @@ class _EpisodeStats(BaseCallback):
             window[0] += int(dones.sum())
             window[1] += float(stats["return"][dones].sum())
             window[2] += float(stats["length"][dones].sum())
-            window[3] += float(stats["clicks"][dones].sum())
             window[6] += int((dones & ~truncated).sum())
             stats["return"][dones] = 0.0
             stats["length"][dones] = 0
-            stats["clicks"][dones] = 0
         step = self.model.num_timesteps
         if step >= stats["next_log"]:
             self._log(step)
@@ -380,7 +390,7 @@ class _EpisodeStats(BaseCallback):
 
     def _log(self, step: int) -> None:
         stats = self.agent._stats
-        episodes, total_return, total_length, total_clicks, distance, pairs, leaves = stats["window"]
+        episodes, total_return, total_length, clicks, distance, pairs, leaves, steps = stats["window"]
         now = time.perf_counter()
         elapsed = now - self.tick[0]
         if elapsed > 0 and step > self.tick[1]:
@@ -389,12 +399,13 @@ class _EpisodeStats(BaseCallback):
         if episodes > 0:
             self.target.log_scalar("charts/episodic_return", total_return / episodes, step)
             self.target.log_scalar("charts/session_length", total_length / episodes, step)
-            self.target.log_scalar("charts/ctr", total_clicks / max(total_length, 1.0), step)
             self.target.log_scalar("sim/leave_rate", leaves / episodes, step)
+        if steps > 0:
+            self.target.log_scalar("charts/ctr", clicks / steps, step)
         if pairs > 0:
             self.target.log_scalar("sim/diversity", distance / pairs, step)
         self.target.log_scalar("sim/coverage", float(stats["shown"].mean()), step)
-        stats["window"] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0]
+        stats["window"] = _empty_window()
         stats["shown"][:] = False
 
 
@@ -492,10 +503,9 @@ class SB3Agent(TrainableAgent):
         return {
             "return": np.zeros(self.num_envs, dtype=np.float64),
             "length": np.zeros(self.num_envs, dtype=np.int64),
-            "clicks": np.zeros(self.num_envs, dtype=np.int64),
             "previous": np.full(self.num_envs, -1, dtype=np.int64),
             "shown": np.zeros(self.n_items, dtype=bool),
-            "window": [0, 0.0, 0.0, 0.0, 0.0, 0, 0],
+            "window": _empty_window(),
             "next_log": self.log_every,
         }
 
@@ -695,6 +705,8 @@ class SB3Agent(TrainableAgent):
         model._current_progress_remaining = counters["current_progress_remaining"]
         self._restore_extra_state(state)
         self._stats = state["stats"]
+        if len(self._stats["window"]) != len(_empty_window()):  # written before ctr counted every step
+            self._stats["window"] = _empty_window()
         self._writer.next_step = state["writer_next_step"]
         self.next_item_generator.set_state(state["next_item_generator"])
         rng = state["rng"]

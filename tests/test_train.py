@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -283,6 +285,29 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["total_steps"] == 768
     # A fresh run refuses a used directory.
     assert train_script.main(["--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]) == 2
+
+
+def test_sb3_session_charts_match_the_native_definitions() -> None:
+    """SB3's charts/ctr counts clicks over every user-step of the window (as agents.session_stats does);
+    return, length and leave rate average over the sessions that ended in it."""
+    from agents.sb3_agents import SB3Agent, _EpisodeStats
+
+    logged: dict[str, float] = {}
+    agent = SimpleNamespace(num_envs=2, n_items=3, log_every=4, item_table=np.eye(3))
+    agent._stats = SB3Agent._new_stats(agent)
+    callback = _EpisodeStats(agent, SimpleNamespace(log_scalar=lambda tag, value, step: logged.update({tag: value})))
+    callback.model = SimpleNamespace(num_timesteps=0)
+    callback._on_training_start()
+    # Two users, two vector steps: 3 clicks in 4 user-steps; user 0 leaves after 2 steps with return 2.
+    for rewards, clicked, dones in (([1.0, 0.0], [True, False], [False, False]),
+                                    ([1.0, 1.0], [True, True], [True, False])):
+        callback.model.num_timesteps += 2
+        callback.locals = {"rewards": np.array(rewards), "dones": np.array(dones), "actions": np.array([0, 1]),
+                           "infos": [{"clicked": c} for c in clicked]}
+        callback._on_step()
+    assert logged["charts/ctr"] == pytest.approx(3 / 4)
+    assert logged["charts/episodic_return"] == 2.0 and logged["charts/session_length"] == 2.0
+    assert logged["sim/leave_rate"] == 1.0 and logged["sim/coverage"] == pytest.approx(2 / 3)
 
 
 GPU_CONFIG_AT_CI_SIZE = {

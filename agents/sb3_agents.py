@@ -331,10 +331,11 @@ class _ForwardWriter(KVWriter):
         pass
 
 
-def _empty_window() -> list[float]:
-    """Sums over one logging window: sessions ended, their return, their length, then clicks,
-    diversity distance, consecutive pairs, sessions the user left, and user-steps."""
-    return [0, 0.0, 0.0, 0, 0.0, 0, 0, 0]
+def _empty_window() -> dict[str, float]:
+    """Sums over one logging window (named as in :mod:`agents.session_stats`): sessions ended, their
+    return and length, sessions the user left; clicks and user-steps; diversity distance over
+    consecutive recommendation pairs."""
+    return dict.fromkeys(("episodes", "return", "length", "left", "clicks", "steps", "diversity", "pairs"), 0.0)
 
 
 class _EpisodeStats(BaseCallback):
@@ -361,25 +362,25 @@ class _EpisodeStats(BaseCallback):
         infos = self.locals["infos"]
         clicked = np.array([bool(info["clicked"]) for info in infos])
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
+        window = stats["window"]
         stats["return"] += rewards
         stats["length"] += 1
-        stats["window"][3] += int(clicked.sum())
-        stats["window"][7] += len(rewards)
+        window["clicks"] += int(clicked.sum())
+        window["steps"] += len(rewards)
         stats["shown"][actions] = True
         previous = stats["previous"]
         has_previous = previous >= 0
         if has_previous.any():
             table = self.agent.item_table
             similarity = (table[actions[has_previous]] * table[previous[has_previous]]).sum(-1)
-            stats["window"][4] += float((1.0 - similarity).sum())
-            stats["window"][5] += int(has_previous.sum())
+            window["diversity"] += float((1.0 - similarity).sum())
+            window["pairs"] += int(has_previous.sum())
         stats["previous"] = np.where(dones, -1, actions)
         if dones.any():
-            window = stats["window"]
-            window[0] += int(dones.sum())
-            window[1] += float(stats["return"][dones].sum())
-            window[2] += float(stats["length"][dones].sum())
-            window[6] += int((dones & ~truncated).sum())
+            window["episodes"] += int(dones.sum())
+            window["return"] += float(stats["return"][dones].sum())
+            window["length"] += float(stats["length"][dones].sum())
+            window["left"] += int((dones & ~truncated).sum())
             stats["return"][dones] = 0.0
             stats["length"][dones] = 0
         step = self.model.num_timesteps
@@ -390,20 +391,20 @@ class _EpisodeStats(BaseCallback):
 
     def _log(self, step: int) -> None:
         stats = self.agent._stats
-        episodes, total_return, total_length, clicks, distance, pairs, leaves, steps = stats["window"]
+        window = stats["window"]
         now = time.perf_counter()
         elapsed = now - self.tick[0]
         if elapsed > 0 and step > self.tick[1]:
             self.target.log_scalar("charts/sps", (step - self.tick[1]) / elapsed, step)
         self.tick = (now, step)
-        if episodes > 0:
-            self.target.log_scalar("charts/episodic_return", total_return / episodes, step)
-            self.target.log_scalar("charts/session_length", total_length / episodes, step)
-            self.target.log_scalar("sim/leave_rate", leaves / episodes, step)
-        if steps > 0:
-            self.target.log_scalar("charts/ctr", clicks / steps, step)
-        if pairs > 0:
-            self.target.log_scalar("sim/diversity", distance / pairs, step)
+        if window["episodes"] > 0:
+            self.target.log_scalar("charts/episodic_return", window["return"] / window["episodes"], step)
+            self.target.log_scalar("charts/session_length", window["length"] / window["episodes"], step)
+            self.target.log_scalar("sim/leave_rate", window["left"] / window["episodes"], step)
+        if window["steps"] > 0:
+            self.target.log_scalar("charts/ctr", window["clicks"] / window["steps"], step)
+        if window["pairs"] > 0:
+            self.target.log_scalar("sim/diversity", window["diversity"] / window["pairs"], step)
         self.target.log_scalar("sim/coverage", float(stats["shown"].mean()), step)
         stats["window"] = _empty_window()
         stats["shown"][:] = False
@@ -705,7 +706,7 @@ class SB3Agent(TrainableAgent):
         model._current_progress_remaining = counters["current_progress_remaining"]
         self._restore_extra_state(state)
         self._stats = state["stats"]
-        if len(self._stats["window"]) != len(_empty_window()):  # written before ctr counted every step
+        if not isinstance(self._stats["window"], dict):  # written before ctr counted every step
             self._stats["window"] = _empty_window()
         self._writer.next_step = state["writer_next_step"]
         self.next_item_generator.set_state(state["next_item_generator"])

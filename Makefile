@@ -1,4 +1,4 @@
-# recgym set-up and common jobs. `make demo` and `make test` are the README's two commands.
+# recarena set-up and common jobs. `make demo` and `make test` are the README's two commands.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned to the CPU build this project's CI uses; override e.g. TORCH_SPEC="torch>=2.3".
@@ -8,9 +8,9 @@ RUN_DIR ?= runs/quickstart
 
 .PHONY: install demo test test-all lint bench clean
 
-install: $(VENV)/.recgym-installed
+install: $(VENV)/.recarena-installed
 
-$(VENV)/.recgym-installed: pyproject.toml Makefile
+$(VENV)/.recarena-installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

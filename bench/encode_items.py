@@ -24,19 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-import llm  # noqa: E402
-from recgym.seeding import configure_torch_threads  # noqa: E402
-from simulators.data import ItemMetadata  # noqa: E402
+from recarena import llm  # noqa: E402
+from recarena.core.seeding import configure_torch_threads  # noqa: E402
+from recarena.data.interactions import ItemMetadata  # noqa: E402
 
 
 def load_ml1m_items() -> ItemMetadata:
-    """ML-1M item metadata via ``simulators.load_logs`` (falls back to the RecBole file itself)."""
+    """ML-1M item metadata via ``data.load_logs`` (falls back to the RecBole file itself)."""
     try:
-        import simulators
+        from recarena import data
 
-        return simulators.load_logs("ml-1m").items
+        return data.load_logs("ml-1m").items
     except (ImportError, AttributeError) as error:
-        print(f"simulators.load_logs unavailable ({error}); reading the RecBole item file directly")
+        print(f"data.load_logs unavailable ({error}); reading the RecBole item file directly")
     import importlib.util
 
     import numpy as np
@@ -75,7 +75,7 @@ def main() -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch intra-op threads (default $RECGYM_TORCH_THREADS or 1)",
+        help="torch intra-op threads (default $RECARENA_TORCH_THREADS or 1)",
     )
     parser.add_argument("--cache-dir", default=None, help="cache directory (default: a fresh temporary one)")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ ratio is printed at equal N. Both include autoreset and the full observation (hi
 384-d LLM state).
 
 The logged simulator needs a fitted preference model: the first run fits one for
-``--preference-epochs`` epochs and caches it in ``$RECGYM_CACHE`` (its step cost depends on the
+``--preference-epochs`` epochs and caches it in ``$RECARENA_CACHE`` (its step cost depends on the
 model's size, not on how long it was trained).
 """
 
@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from recgym.io import atomic_write_json
-from recgym.seeding import configure_torch_threads
+from recarena.core.io import atomic_write_json
+from recarena.core.seeding import configure_torch_threads
 
 ML1M_SYNTHETIC = {"n_users": 6040, "n_items": 3706, "embedding_dim": 384, "events_per_user": 100}
 """Synthetic fallback with ML-1M sizes: users, rated items, MiniLM width."""
@@ -56,7 +56,7 @@ def _sync(device: torch.device) -> None:
 
 def time_vector_env(kwargs: dict[str, Any], n: int, device: str, min_seconds: float) -> dict[str, float]:
     """Steps/s of the native vector env with N users on ``device``."""
-    import envs
+    from recarena import envs
 
     env = envs.RecommendationVectorEnv(num_envs=n, device=device, **kwargs)
     env.reset(seed=0)
@@ -82,7 +82,7 @@ def profile_vector_env(kwargs: dict[str, Any], n: int, device: str, steps: int =
     action validation off, as a training loop that makes its own valid actions would run it)."""
     from torch.profiler import ProfilerActivity, profile
 
-    import envs
+    from recarena import envs
 
     env = envs.RecommendationVectorEnv(num_envs=n, device=device, validate_actions=False, **kwargs)
     env.reset(seed=0)
@@ -121,7 +121,7 @@ def _result(n: int, steps: int, elapsed: float, cpu: float) -> dict[str, float]:
 
 def time_sync_env(kwargs: dict[str, Any], n: int, min_seconds: float) -> dict[str, float]:
     """Steps/s of gymnasium's SyncVectorEnv over N single envs (CPU, NumPy actions)."""
-    import envs
+    from recarena import envs
 
     env = gym.vector.SyncVectorEnv([lambda: envs.RecommendationEnv(**kwargs) for _ in range(n)])
     env.reset(seed=0)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     threads = configure_torch_threads(args.threads)
     kwargs = env_kwargs(args)
-    import envs  # noqa: F401
+    from recarena import envs  # noqa: F401
 
     print(
         f"simulator={args.simulator} data={args.data if args.simulator == 'logged' else '-'} "

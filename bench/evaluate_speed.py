@@ -22,12 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-import simulators  # noqa: E402
-from agents.registry import make_agent  # noqa: E402
-from evaluation.histories import build_queries  # noqa: E402
-from evaluation.ranking import evaluate_ranking  # noqa: E402
-from evaluation.sources import item_embeddings_for  # noqa: E402
-from recgym.seeding import configure_torch_threads  # noqa: E402
+from recarena import data  # noqa: E402
+from recarena.agents.registry import make_agent  # noqa: E402
+from recarena.core.seeding import configure_torch_threads  # noqa: E402
+from recarena.evaluation.histories import build_queries  # noqa: E402
+from recarena.evaluation.ranking import evaluate_ranking  # noqa: E402
+from recarena.evaluation.sources import item_embeddings_for  # noqa: E402
 
 
 def main() -> None:
@@ -40,8 +40,8 @@ def main() -> None:
     configure_torch_threads(args.threads)
 
     started = time.perf_counter()
-    log = simulators.load_logs(args.data)
-    split = simulators.leave_last_out(log)
+    log = data.load_logs(args.data)
+    split = data.leave_last_out(log)
     queries = build_queries(split, args.max_users)
     embeddings = item_embeddings_for(log, "genres")
     print(f"data {args.data}: {log.n_users} users, {log.n_items} items, {log.n_events} events; "

@@ -25,16 +25,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from agents.registry import make_agent  # noqa: E402
-from envs.vector_env import RecommendationVectorEnv  # noqa: E402
-from recgym.seeding import configure_torch_threads  # noqa: E402
+from recarena.agents.base import NullLogger  # noqa: E402
+from recarena.agents.registry import make_agent  # noqa: E402
+from recarena.core.seeding import configure_torch_threads  # noqa: E402
+from recarena.envs.vector_env import RecommendationVectorEnv  # noqa: E402
 
 ML1M_SIZED = {"n_users": 6040, "n_items": 3706, "embedding_dim": 384}
-
-
-class NullLogger:
-    def log_scalar(self, tag: str, value: float, step: int) -> None:
-        pass
 
 
 def synchronize(device: str) -> None:

@@ -18,13 +18,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from agents.baselines import MostPopularAgent, SequenceModelAgent, SequenceModelConfig
-from evaluation.histories import build_queries
-from evaluation.ranking import evaluate_ranking
-from recgym.config import apply_overrides, from_dict, to_dict
-from recgym.seeding import configure_torch_threads
-from simulators.logs import load_logs
-from simulators.splits import leave_last_out
+from recarena.agents.baselines import MostPopularAgent, SequenceModelAgent, SequenceModelConfig
+from recarena.core.config import apply_overrides, from_dict, to_dict
+from recarena.core.seeding import configure_torch_threads
+from recarena.data.logs import load_logs
+from recarena.data.splits import leave_last_out
+from recarena.evaluation.histories import build_queries
+from recarena.evaluation.ranking import evaluate_ranking
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
 
     embeddings = None
     if not args.no_llm:
-        from llm import encode_items
+        from recarena.llm import encode_items
 
         started = time.perf_counter()
         embeddings = encode_items(log.items)

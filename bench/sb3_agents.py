@@ -1,15 +1,15 @@
-"""Benchmark: training steps/s of recgym's SB3 agents (LLM-state features extractor) on one CPU thread.
+"""Benchmark: training steps/s of recarena's SB3 agents (LLM-state features extractor) on one CPU thread.
 
 Env: the synthetic simulator at MovieLens-1M size (6,040 users, 3,706 items, 384-d item encodings,
 history 20). For DQN and PPO it times, in the same run and process:
 
 * ``env only``: uniformly random actions through the SB3 VecEnv adapter (the ceiling);
 * ``stock SB3``: ``DQN/PPO("MultiInputPolicy")`` with SB3's default flatten extractor;
-* ``recgym``: ``agents.sb3_agents`` DQN/PPO (history pooled by the features extractor + llm_state),
+* ``recarena``: ``agents.sb3_agents`` DQN/PPO (history pooled by the features extractor + llm_state),
   with the stock run's hyperparameters (batch size, train frequency, net_arch [64, 64]), so the
   ratio isolates the cost of the LLM-state extractor.
 
-and prints user-steps/s (learning included) and the ratio recgym / stock.
+and prints user-steps/s (learning included) and the ratio recarena / stock.
 
     python bench/sb3_agents.py                       # 1 env, 3000 steps each
     python bench/sb3_agents.py --num-envs 16 --steps 8000
@@ -31,14 +31,14 @@ ML1M_SIZED = {"n_users": 6040, "n_items": 3706, "embedding_dim": 384}
 
 
 def make_env(num_envs: int):
-    from envs.vector_env import RecommendationVectorEnv
+    from recarena.envs.vector_env import RecommendationVectorEnv
 
     return RecommendationVectorEnv(num_envs=num_envs, simulator="synthetic", simulator_config=dict(ML1M_SIZED),
                                    max_steps=50, mask_consumed=False)
 
 
 def time_env_only(num_envs: int, steps: int) -> float:
-    from envs.sb3 import SB3VecEnvAdapter
+    from recarena.envs.sb3 import SB3VecEnvAdapter
 
     venv = SB3VecEnvAdapter(make_env(num_envs))
     venv.seed(0)
@@ -54,7 +54,7 @@ def time_env_only(num_envs: int, steps: int) -> float:
 def time_stock(algorithm: str, num_envs: int, steps: int, warmup: int) -> float:
     from stable_baselines3 import DQN, PPO
 
-    from envs.sb3 import SB3VecEnvAdapter
+    from recarena.envs.sb3 import SB3VecEnvAdapter
 
     venv = SB3VecEnvAdapter(make_env(num_envs))
     if algorithm == "dqn":
@@ -67,8 +67,8 @@ def time_stock(algorithm: str, num_envs: int, steps: int, warmup: int) -> float:
     return (model.num_timesteps - before) / (time.perf_counter() - start)
 
 
-def time_recgym(algorithm: str, num_envs: int, steps: int, warmup: int, pooler: str) -> float:
-    from agents.registry import make_agent
+def time_recarena(algorithm: str, num_envs: int, steps: int, warmup: int, pooler: str) -> float:
+    from recarena.agents.registry import make_agent
 
     env = make_env(num_envs)
     # Hyperparameters matched to the stock run, so the ratio isolates the features extractor.
@@ -100,10 +100,10 @@ def main() -> None:
     print(f"{'env only (random actions)':34s} {env_sps:10.0f} steps/s")
     for algorithm in ("dqn", "ppo"):
         stock = time_stock(algorithm, args.num_envs, args.steps, args.warmup)
-        ours = time_recgym(algorithm, args.num_envs, args.steps, args.warmup, args.pooler)
+        ours = time_recarena(algorithm, args.num_envs, args.steps, args.warmup, args.pooler)
         print(f"{'stock SB3 ' + algorithm.upper() + ' (MultiInputPolicy)':34s} {stock:10.0f} steps/s")
-        print(f"{'recgym ' + algorithm.upper() + ' (LLM-state extractor)':34s} {ours:10.0f} steps/s"
-              f"   ratio recgym/stock = {ours / stock:.2f}")
+        print(f"{'recarena ' + algorithm.upper() + ' (LLM-state extractor)':34s} {ours:10.0f} steps/s"
+              f"   ratio recarena/stock = {ours / stock:.2f}")
 
 
 if __name__ == "__main__":

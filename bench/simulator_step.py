@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import simulators  # noqa: E402
-from recgym.io import atomic_write_json  # noqa: E402
-from recgym.seeding import configure_torch_threads  # noqa: E402
+from recarena import simulators  # noqa: E402
+from recarena.core.io import atomic_write_json  # noqa: E402
+from recarena.core.seeding import configure_torch_threads  # noqa: E402
 
 
 def build(data: str, device: str, args: argparse.Namespace) -> tuple[simulators.Simulator, str]:
@@ -38,9 +38,9 @@ def build(data: str, device: str, args: argparse.Namespace) -> tuple[simulators.
             "synthetic", device=device, n_users=6040, n_items=3706, embedding_dim=384, events_per_user=165
         )
         return sim, "synthetic simulator, ML-1M sizes (6,040 users, 3,706 items, 384-d)"
-    from simulators.logs import load_logs
-    from simulators.preference import PreferenceConfig, PreferenceModel, user_profiles
-    from simulators.splits import leave_last_out
+    from recarena.data.logs import load_logs
+    from recarena.data.splits import leave_last_out
+    from recarena.simulators.preference import PreferenceConfig, PreferenceModel, user_profiles
 
     split = leave_last_out(load_logs(data))
     train = split.train
@@ -48,7 +48,7 @@ def build(data: str, device: str, args: argparse.Namespace) -> tuple[simulators.
         g = torch.Generator().manual_seed(0)
         embeddings = torch.nn.functional.normalize(torch.randn(train.n_items, 384, generator=g), dim=1)
     else:
-        from llm.encoder import EncoderConfig, encode_items
+        from recarena.llm.encoder import EncoderConfig, encode_items
 
         embeddings = encode_items(train.items, EncoderConfig(progress=False))
     if args.preference:

@@ -8,7 +8,7 @@ points of training to give learning curves over env steps. Ratios are against th
 same algorithm.
 
     python bench/train_throughput.py                       # CPU, synthetic env of ML-1M size
-    python bench/train_throughput.py --env recgym/ML1M-v0  # logged ML-1M users (fits/caches once)
+    python bench/train_throughput.py --env recarena/ML1M-v0  # logged ML-1M users (fits/caches once)
     python bench/train_throughput.py --device cuda --native-envs 4096 --steps 2000000
     python bench/train_throughput.py --agents native_ppo,native_ppo:update_epochs=2,sb3_ppo
 
@@ -32,13 +32,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recarena.agents.base import NullLogger  # noqa: E402
+
 AGENTS = ("native_dqn", "native_ppo", "sb3_dqn", "sb3_ppo")
 ML1M_SIZED = {"n_users": 6040, "n_items": 3706, "embedding_dim": 384}
 
 
 def make_vector_env(args: argparse.Namespace, num_envs: int, device: str, **extra: Any):
-    from envs.registration import ENV_KWARGS
-    from envs.vector_env import RecommendationVectorEnv
+    from recarena.envs.registration import ENV_KWARGS
+    from recarena.envs.vector_env import RecommendationVectorEnv
 
     if args.env == "synthetic-ml1m":
         kwargs = {"simulator": "synthetic", "simulator_config": dict(ML1M_SIZED)}
@@ -62,11 +64,6 @@ def evaluate_return(args: argparse.Namespace, act) -> float:
     return float(total.mean())
 
 
-class NullLogger:
-    def log_scalar(self, tag: str, value: float, step: int) -> None:
-        pass
-
-
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"native_ppo:update_epochs=2"`` -> ("native_ppo", {"update_epochs": 2}); values parsed as YAML scalars."""
     import yaml
@@ -84,7 +81,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def run_native(args: argparse.Namespace, spec: str) -> dict[str, Any]:
-    from agents.registry import make_agent
+    from recarena.agents.registry import make_agent
 
     name, overrides = parse_spec(spec)
     users = args.native_envs if name == "native_dqn" else args.native_ppo_envs
@@ -98,7 +95,7 @@ def run_native(args: argparse.Namespace, spec: str) -> dict[str, Any]:
 def run_sb3(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from stable_baselines3 import DQN, PPO
 
-    from envs.sb3 import SB3VecEnvAdapter
+    from recarena.envs.sb3 import SB3VecEnvAdapter
 
     if name == "sb3_dqn":
         env = SB3VecEnvAdapter(make_vector_env(args, 1, "cpu"))
@@ -150,7 +147,7 @@ def train_with_curve(args: argparse.Namespace, learn, act, steps_done) -> dict[s
 
 
 def worker(args: argparse.Namespace) -> None:
-    from recgym.seeding import configure_torch_threads, seed_everything
+    from recarena.core.seeding import configure_torch_threads, seed_everything
 
     configure_torch_threads(args.threads)
     seed_everything(args.seed)
@@ -160,7 +157,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="synthetic-ml1m", help="synthetic-ml1m or a registered id, e.g. recgym/ML1M-v0")
+    parser.add_argument("--env", default="synthetic-ml1m", help="synthetic-ml1m or a registered id, e.g. recarena/ML1M-v0")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20_000, help="training env steps per agent")
     parser.add_argument("--sb3-steps", type=int, default=None, help="training steps for SB3 agents (default: --steps)")

@@ -2,7 +2,7 @@
 
 Subclass a simulator with a typed config, override a part of the user (here the response, ``rate``),
 register it; ``simulators.make`` builds it with validated options. Packages register via pyproject:
-    [project.entry-points."recgym.simulators"]
+    [project.entry-points."recarena.simulators"]
     picky = "my_package.picky:PickySimulator"
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-import simulators
-from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from recarena import simulators
+from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.base import Agent
-from simulators.data import InteractionLog, ItemMetadata, LogSplit
+from recarena.agents.base import Agent
+from recarena.data.interactions import InteractionLog, ItemMetadata, LogSplit
 
 
 def make_log(sequences: list[list[tuple[int, float]]], n_items: int, name: str = "tiny") -> InteractionLog:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-import llm.models
+from recarena import llm
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

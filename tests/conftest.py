@@ -10,10 +10,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Stock SB3 models without a logger of their own create a fresh /tmp/SB3-<time> folder per learn();
 # point them all at one folder of this session instead.
-_SB3_LOGDIR = tempfile.mkdtemp(prefix="recgym-tests-sb3-")
+_SB3_LOGDIR = tempfile.mkdtemp(prefix="recarena-tests-sb3-")
 os.environ.setdefault("SB3_LOGDIR", _SB3_LOGDIR)
 
-from recgym.seeding import configure_torch_threads  # noqa: E402
+from recarena.core.seeding import configure_torch_threads  # noqa: E402
 
 configure_torch_threads(1)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.baselines import (
+from recarena.agents.baselines import (
     GreedyAgent,
     GreedyConfig,
     MostPopularAgent,
@@ -22,11 +22,11 @@ from agents.baselines import (
     preferences_of,
     training_windows,
 )
-from agents.registry import agent_config, available_agents, load_agent, make_agent, register_agent
-from envs.observation import build_observation, left_pad_histories
-from recgym.config import from_dict
-from recgym.errors import CheckpointError, ConfigError
-from simulators.data import InteractionLog, ItemMetadata
+from recarena.agents.registry import agent_config, available_agents, load_agent, make_agent, register_agent
+from recarena.core.config import from_dict
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.data.interactions import InteractionLog, ItemMetadata
+from recarena.envs.observation import build_observation, left_pad_histories
 
 
 def make_log(sequences: list[list[int]], n_items: int, ratings: list[list[float]] | None = None) -> InteractionLog:
@@ -180,7 +180,7 @@ def test_greedy_uses_predict_history_when_the_model_has_it():
 
 
 def test_greedy_on_the_synthetic_simulator_matches_true_ratings():
-    import simulators
+    from recarena import simulators
 
     simulator = simulators.make("synthetic", n_items=30, n_users=20, events_per_user=10, best_item=4)
     agent = GreedyAgent(30, GreedyConfig(exclude_history=False), preference_model=preferences_of(simulator))
@@ -318,9 +318,9 @@ def test_registry_errors_name_the_problem():
     with pytest.raises(ConfigError, match="n_items"):
         make_agent("random", 0)
     with pytest.raises(ValueError, match="already registered"):
-        register_agent("random", "agents.baselines:MostPopularAgent")
+        register_agent("random", "recarena.agents.baselines:MostPopularAgent")
     with pytest.raises(ValueError, match="module:ClassName"):
-        register_agent("other", "agents.baselines.RandomAgent")
+        register_agent("other", "recarena.agents.baselines.RandomAgent")
 
 
 def test_loading_broken_or_mismatched_agent_directories(tmp_path):

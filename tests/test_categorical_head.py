@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.categorical_head import Workspace, categorical_entropy, categorical_head
-from agents.item_scorer import mask_scores
-from agents.native_ppo import NativePPOAgent, NativePPOConfig
+from recarena.agents.categorical_head import Workspace, categorical_entropy, categorical_head
+from recarena.agents.item_scorer import mask_scores
+from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig
 
 
 def _problem(batch: int = 9, n_items: int = 13, dim: int = 5, seed: int = 0):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import agents.checkpoint as checkpoint
-from agents.checkpoint import (
+from recarena.core import checkpoint
+from recarena.core.checkpoint import (
     check_identity,
     flatten_state,
     latest_checkpoint,
@@ -19,7 +19,7 @@ from agents.checkpoint import (
     unflatten_state,
     write_checkpoint,
 )
-from recgym.errors import CheckpointError
+from recarena.core.errors import CheckpointError
 
 
 def _nested_state() -> dict:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from recgym import io, seeding
-from recgym.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict
-from recgym.errors import DataFormatError, MissingPackageError
+from recarena.core import io, seeding
+from recarena.core.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict
+from recarena.core.errors import DataFormatError, MissingPackageError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Tests of the single-user RecommendationEnv and the registration of the recgym ids."""
+"""Tests of the single-user RecommendationEnv and the registration of the recarena ids."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs import RecommendationEnv
-from envs.observation import build_observation, history_item_mask
-from recgym.errors import ConfigError
-from simulators.base import StepOutcome
-from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from recarena import envs
+from recarena.core.errors import ConfigError
+from recarena.envs import RecommendationEnv
+from recarena.envs.observation import build_observation, history_item_mask
+from recarena.simulators.base import StepOutcome
+from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 NEVER_LEAVE = {"leave": {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}}
 ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
 
 
 def make(**kwargs) -> RecommendationEnv:
-    return gym.make("recgym/Synthetic-v0", **kwargs).unwrapped
+    return gym.make("recarena/Synthetic-v0", **kwargs).unwrapped
 
 
 def rollout(env: gym.Env, seed: int, steps: int) -> list:
@@ -66,10 +66,10 @@ def assert_same(a, b) -> None:
 
 
 def test_ids_are_registered_with_lazy_entry_points():
-    for env_id in ("recgym/ML100K-v0", "recgym/ML1M-v0", "recgym/Synthetic-v0"):
+    for env_id in ("recarena/ML100K-v0", "recarena/ML1M-v0", "recarena/Synthetic-v0"):
         spec = gym.spec(env_id)
-        assert spec.entry_point == "envs.recommendation_env:RecommendationEnv"
-        assert spec.vector_entry_point == "envs.vector_env:RecommendationVectorEnv"
+        assert spec.entry_point == "recarena.envs.recommendation_env:RecommendationEnv"
+        assert spec.vector_entry_point == "recarena.envs.vector_env:RecommendationVectorEnv"
     assert set(envs.ENV_KWARGS) <= set(gym.registry)
     before = {env_id: gym.spec(env_id) for env_id in envs.ENV_KWARGS}
     with warnings.catch_warnings():
@@ -343,7 +343,7 @@ def _is_valid(action, slate_size: int, n_items: int) -> bool:
 def test_stock_ppo_trains_on_the_single_env_through_gymnasium_make():
     from stable_baselines3 import PPO
 
-    env = gym.make("recgym/Synthetic-v0")
+    env = gym.make("recarena/Synthetic-v0")
     model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
@@ -356,7 +356,7 @@ def test_maskable_ppo_reads_the_action_mask():
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 
-    env = gym.make("recgym/Synthetic-v0")
+    env = gym.make("recarena/Synthetic-v0")
     assert is_masking_supported(env)
     env.reset(seed=0)
     np.testing.assert_array_equal(get_action_masks(env), env.unwrapped.action_masks())
@@ -368,11 +368,11 @@ def test_maskable_ppo_reads_the_action_mask():
 # ---------------------------------------------------------------------------------- MovieLens ids
 
 QUICK_PREFERENCE = {"preference": {"epochs": 1}}
-"""A quickly fitted preference model (cached in $RECGYM_CACHE after the first run; same step cost)."""
+"""A quickly fitted preference model (cached in $RECARENA_CACHE after the first run; same step cost)."""
 
 
 @pytest.mark.parametrize(
-    "env_id", ["recgym/ML100K-v0", pytest.param("recgym/ML1M-v0", marks=pytest.mark.slow)]
+    "env_id", ["recarena/ML100K-v0", pytest.param("recarena/ML1M-v0", marks=pytest.mark.slow)]
 )
 def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
     env = gym.make(env_id, simulator_config=QUICK_PREFERENCE).unwrapped
@@ -400,7 +400,7 @@ def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
 def test_movielens_env_construction_is_fast_once_cached():
     import time
 
-    gym.make("recgym/ML100K-v0", simulator_config=QUICK_PREFERENCE)  # fits/loads and caches
+    gym.make("recarena/ML100K-v0", simulator_config=QUICK_PREFERENCE)  # fits/loads and caches
     start = time.perf_counter()
-    gym.make("recgym/ML100K-v0", simulator_config=QUICK_PREFERENCE, slate_size=2)
+    gym.make("recarena/ML100K-v0", simulator_config=QUICK_PREFERENCE, slate_size=2)
     assert time.perf_counter() - start < 5.0  # the simulator is shared within the process

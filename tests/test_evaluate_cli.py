@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import evaluate
-import simulators
-from agents.baselines import MostPopularAgent
-from evaluation import sources
+from recarena import data
+from recarena.agents.baselines import MostPopularAgent
+from recarena.cli import evaluate
+from recarena.evaluation import sources
 from tests._eval_fixtures import make_log
 
 FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
@@ -43,8 +43,8 @@ def data_dir(tmp_path_factory) -> Path:
 def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_fingerprint: str | None = None,
              config_yaml: str = "env:\n  history_length: 10\n") -> Path:
     """A run directory as train.py is expected to write it, holding a most-popular agent."""
-    log = simulators.load_logs(str(data_dir))
-    split = simulators.leave_last_out(log)
+    log = data.load_logs(str(data_dir))
+    split = data.leave_last_out(log)
     root.mkdir(parents=True)
     MostPopularAgent(log.n_items).fit(split.train).save(root / "agent")
     metadata = {"data": {"source": str(data_dir), "item_set_fingerprint": item_set or log.item_set_fingerprint()},
@@ -99,7 +99,7 @@ def test_run_directory_is_evaluated_and_written_back(data_dir: Path, tmp_path: P
     report = json.loads((out / "report.json").read_text())
     assert "run1" in report["candidates"]
     assert (out / "learning_curves.png").is_file()
-    from evaluation.report import read_learning_curves
+    from recarena.evaluation.report import read_learning_curves
 
     curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
     assert curves and curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 100
@@ -235,7 +235,7 @@ def test_write_back_step_comes_from_the_runs_last_evaluation(data_dir: Path, tmp
     (run / "metadata.json").write_text(json.dumps(metadata))
     (run / "eval.json").write_text(json.dumps({"step": 250, "episodic_return": 1.0}))
     assert evaluate.main([str(run), "--out", str(tmp_path / "report"), "--protocols", "ranking", *FAST]) == 0
-    from evaluation.report import read_learning_curves
+    from recarena.evaluation.report import read_learning_curves
 
     curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
     assert curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 250

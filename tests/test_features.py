@@ -6,8 +6,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.features import HistoryFeaturesExtractor
-from envs.observation import build_observation, observation_space
+from recarena.agents.features import HistoryFeaturesExtractor
+from recarena.envs.observation import build_observation, observation_space
 
 N_ITEMS, H, D = 12, 6, 8
 

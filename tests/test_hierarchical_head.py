@@ -8,12 +8,12 @@ import time
 import pytest
 import torch
 
-from agents.categorical_head import Workspace, sample_categorical
-from agents.hierarchical_head import HierarchicalHead, MemberScores, balanced_clusters
-from agents.item_scorer import allowed_items, history_mask
-from agents.native_ppo import NativePPOAgent, NativePPOConfig
-from agents.registry import load_agent, make_agent
-from recgym.errors import ConfigError
+from recarena.agents.categorical_head import Workspace, sample_categorical
+from recarena.agents.hierarchical_head import HierarchicalHead, MemberScores, balanced_clusters
+from recarena.agents.item_scorer import allowed_items, history_mask
+from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig
+from recarena.agents.registry import load_agent, make_agent
+from recarena.core.errors import ConfigError
 from tests.test_native_agents import (
     BEST,
     SESSION_TAGS,
@@ -240,7 +240,7 @@ def test_native_ppo_with_the_hierarchical_head_finds_the_obvious_best_item():
 
 @pytest.mark.parametrize("mask", ["env", "history"])
 def test_masked_training_never_recommends_a_consumed_item(mask):
-    from envs.vector_env import RecommendationVectorEnv
+    from recarena.envs.vector_env import RecommendationVectorEnv
 
     env = RecommendationVectorEnv(num_envs=16, simulator="synthetic", simulator_config={"n_items": 20},
                                   mask_consumed=True, max_steps=6)
@@ -248,7 +248,7 @@ def test_masked_training_never_recommends_a_consumed_item(mask):
                            item_embeddings=env.simulator.item_embeddings)
     observation, _ = env.reset(seed=0)
     agent.observation = observation
-    from agents.session_stats import SessionStats
+    from recarena.agents.session_stats import SessionStats
 
     agent.stats = SessionStats(16, env.simulator.item_embeddings, agent.device)
     original_step = env.step

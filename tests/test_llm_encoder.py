@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import llm
-import llm.encoder
-import llm.models
-from llm.cache import CacheCorruptionWarning, EmbeddingCache, make_key
-from llm.encoder import encoder_identity, pool
-from recgym.config import from_dict
-from recgym.errors import ConfigError, MissingPackageError
-from simulators.data import InteractionLog, ItemMetadata
+from recarena import llm
+from recarena.core.config import from_dict
+from recarena.core.errors import ConfigError, MissingPackageError
+from recarena.data.interactions import InteractionLog, ItemMetadata
+from recarena.llm.cache import CacheCorruptionWarning, EmbeddingCache, make_key
+from recarena.llm.encoder import encoder_identity, pool
 from tests._tiny_models import build_tiny_bert, build_tiny_llama
 
 TEXTS = [
@@ -401,7 +399,7 @@ def test_smollm2_encoder_converts_once_and_pools(tmp_path):
     encoder = llm.TextEncoder(llm.EncoderConfig(device="cpu", model="smollm2", progress=False), cache_dir=tmp_path)
     first_load = time.perf_counter() - start
     converted = list((tmp_path / "models").iterdir())
-    assert len(converted) == 1 and (converted[0] / "recgym_conversion.json").is_file()
+    assert len(converted) == 1 and (converted[0] / "recarena_conversion.json").is_file()
     assert encoder.is_causal and encoder.dim == 576
     start = time.perf_counter()
     again = llm.TextEncoder(llm.EncoderConfig(device="cpu", model="smollm2", progress=False), cache_dir=tmp_path)

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import llm
-import llm.judge
-import llm.models
-from recgym.config import from_dict
-from recgym.errors import ConfigError
+from recarena import llm
+from recarena.core.config import from_dict
+from recarena.core.errors import ConfigError
 from tests._tiny_models import build_tiny_bert, build_tiny_llama
 
 CHAT_TEMPLATE = (

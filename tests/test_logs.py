@@ -1,4 +1,4 @@
-"""Tests of simulators.load_logs: every format, the bundled data, and every kind of bad input.
+"""Tests of data.load_logs: every format, the bundled data, and every kind of bad input.
 
 Small fixtures are written in the official formats into tmp_path; all describe the same tiny log
 (``EVENTS`` over ``MOVIES``), so each format is checked against one known answer.
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import simulators
-from recgym.errors import ConfigError, DataFormatError, MissingPackageError
-from simulators import logs
-from simulators.logs import LoadReport, LoadWarning, load_logs
+from recarena import data
+from recarena.core.errors import ConfigError, DataFormatError, MissingPackageError
+from recarena.data import logs
+from recarena.data.logs import LoadReport, LoadWarning, load_logs
 
 # (user, item, rating, timestamp) in file order; user 1 has two events at t=100 (file order decides).
 EVENTS = [(2, 20, 4, 200), (1, 10, 5, 100), (1, 30, 3, 50), (2, 10, 2, 150), (3, 30, 1, 300), (1, 20, 4, 100)]
@@ -567,7 +567,7 @@ def test_missing_data_package_says_how_to_install(monkeypatch):
 
 
 def test_bundled_ml100k():
-    log = simulators.load_logs("ml-100k")
+    log = data.load_logs("ml-100k")
     assert (log.n_events, log.n_users, log.n_items) == (100_000, 943, 1_682)
     assert log.name == "ml-100k" and log.has_ratings
     assert log.item_raw_ids[0] == "1" and log.items.title[0] == "Toy Story" and log.items.year[0] == 1995

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import metrics
-from evaluation.histories import build_queries, query_batch
-from evaluation.ranking import evaluate_ranking
-from simulators.data import LogSplit
+from recarena.data.interactions import LogSplit
+from recarena.evaluation import metrics
+from recarena.evaluation.histories import build_queries, query_batch
+from recarena.evaluation.ranking import evaluate_ranking
 from tests._eval_fixtures import TINY_SEQUENCES, FixedScoresAgent, last_out_split, make_log, random_embeddings
 
 # Item scores shared by every user; items 2 and 3 tie at 0.5 (the lower index ranks first).
@@ -153,9 +153,9 @@ def test_agent_with_wrong_item_count_is_refused() -> None:
 
 
 def test_simulated_return_starts_from_given_users_and_is_deterministic() -> None:
-    import simulators
-    from evaluation.ope_validation import ContentSimilarityAgent
-    from evaluation.simulated import evaluate_simulated
+    from recarena import simulators
+    from recarena.evaluation.ope_validation import ContentSimilarityAgent
+    from recarena.evaluation.simulated import evaluate_simulated
 
     simulator = simulators.make("synthetic", n_users=20, n_items=30, events_per_user=10)
     agent = ContentSimilarityAgent(simulator.item_embeddings)

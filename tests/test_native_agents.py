@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from agents.item_scorer import MASKED_SCORE, ItemScorer, history_mask, mask_scores
-from agents.native_dqn import NativeDQNAgent, NativeDQNConfig, random_slates
-from agents.native_ppo import NativePPOAgent, NativePPOConfig, slate_log_prob
-from agents.registry import available_agents, load_agent, make_agent
-from envs.vector_env import RecommendationVectorEnv
-from recgym.errors import CheckpointError, ConfigError
+from recarena.agents.item_scorer import MASKED_SCORE, ItemScorer, history_mask, mask_scores
+from recarena.agents.native_dqn import NativeDQNAgent, NativeDQNConfig, random_slates
+from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig, slate_log_prob
+from recarena.agents.registry import available_agents, load_agent, make_agent
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.envs.vector_env import RecommendationVectorEnv
 
 BEST = 7
 SESSION_TAGS = ("charts/episodic_return", "charts/session_length", "charts/ctr", "charts/sps",
@@ -270,7 +270,7 @@ def test_cuda_training_matches_cpu_greedy_policy(make):
 
 
 def test_logged_next_items_are_the_next_events_of_real_sequences():
-    from agents.item_scorer import LoggedNextItems
+    from recarena.agents.item_scorer import LoggedNextItems
 
     env = known_answer_env()
     sampler = env.simulator.sampler
@@ -288,7 +288,7 @@ def test_logged_next_items_are_the_next_events_of_real_sequences():
 
 
 def test_next_item_min_rating_keeps_only_well_rated_next_events():
-    from agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
+    from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
 
     env = known_answer_env()
     sampler = env.simulator.sampler
@@ -335,7 +335,7 @@ def test_learn_refuses_an_env_of_another_catalogue_or_slate_size(make):
 
 
 def test_state_encoder_matches_its_plain_formula_with_or_without_a_precomputed_pool():
-    from agents.item_scorer import StateEncoder, pool_history_text, with_pooled_text
+    from recarena.agents.item_scorer import StateEncoder, pool_history_text, with_pooled_text
 
     torch.manual_seed(0)
     item_text = torch.randn(12, 8)

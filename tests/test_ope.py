@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import simulators
-from evaluation.ope import (
+from recarena import simulators
+from recarena.evaluation.ope import (
     ESTIMATORS,
     IPS,
     SNIPS,
@@ -19,7 +19,7 @@ from evaluation.ope import (
     frequency_propensities,
     policy_distribution,
 )
-from evaluation.ope_validation import validate_estimators
+from recarena.evaluation.ope_validation import validate_estimators
 from tests._eval_fixtures import ContentAgent
 
 POLICY = np.array([[1.0, 0.0], [0.5, 0.5], [0.5, 0.5], [0.0, 1.0]])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from recgym.errors import CheckpointError, ConfigError, DataFormatError
-from simulators.data import InteractionLog, ItemMetadata
-from simulators.preference import (
+from recarena.core.errors import CheckpointError, ConfigError, DataFormatError
+from recarena.data.interactions import InteractionLog, ItemMetadata
+from recarena.simulators.preference import (
     Judgements,
     PreferenceConfig,
     PreferenceModel,
@@ -303,14 +303,14 @@ def test_distillation_pulls_like_probability_towards_judge(world):
         Judgements(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.5]))
 
 
-# -- fidelity report pieces (simulators.fidelity) -----------------------------------------------
+# -- fidelity report pieces (recarena.evaluation.fidelity) -----------------------------------------------
 
-from simulators import fidelity  # noqa: E402
+from recarena.evaluation import fidelity  # noqa: E402
 
 
 def test_user_last_split_holds_out_each_users_latest_events(world):
     train, _, _, _ = world
-    from simulators.splits import user_last_split
+    from recarena.data.splits import user_last_split
 
     split = user_last_split(train, test_fraction=0.2, valid_fraction=0.1)
     assert split.train.n_events + split.valid.n_events + split.test.n_events == train.n_events

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.item_scorer import next_item_loss
-from agents.qlearning import (
+from recarena.agents.item_scorer import next_item_loss
+from recarena.agents.qlearning import (
     LinearQAgent,
     LinearQConfig,
     TabularQAgent,
@@ -14,11 +14,11 @@ from agents.qlearning import (
     assign,
     kmeans,
 )
-from agents.registry import load_agent, make_agent
-from envs import RecommendationVectorEnv
-from recgym.config import from_dict
-from recgym.errors import CheckpointError, ConfigError
-from recgym.seeding import torch_generator
+from recarena.agents.registry import load_agent, make_agent
+from recarena.core.config import from_dict
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.core.seeding import torch_generator
+from recarena.envs import RecommendationVectorEnv
 
 BEST_ITEM = 7
 N_ITEMS = 30

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import simulators
-from recgym.errors import ConfigError
-from simulators import registry
-from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from recarena import simulators
+from recarena.core.errors import ConfigError
+from recarena.simulators import registry
+from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_register_refuses_non_simulators_and_name_clashes(clean_registry):
 def test_describe_records_name_and_config_and_round_trips():
     sim = simulators.make("synthetic", n_users=12, n_items=20, leave={"hazard": 0.1})
     record = simulators.describe(sim)
-    assert record["name"] == "synthetic" and record["class"] == "simulators.synthetic:SyntheticSimulator"
+    assert record["name"] == "synthetic" and record["class"] == "recarena.simulators.synthetic:SyntheticSimulator"
     record = json.loads(json.dumps(record))
     config = registry.config_from_record(record)
     assert config == sim.config
@@ -99,7 +99,7 @@ def test_describe_records_name_and_config_and_round_trips():
 PLUGIN = '''
 from dataclasses import dataclass
 import torch
-from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 @dataclass
 class LovesZeroConfig(SyntheticConfig):
@@ -120,14 +120,14 @@ def install_plugin(root: Path, module: str, target: str) -> None:
     info = root / f"{module}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[recgym.simulators]\nloves-zero = {module}:{target}\n")
+    (info / "entry_points.txt").write_text(f"[recarena.simulators]\nloves-zero = {module}:{target}\n")
 
 
 def test_entry_point_plugin_is_found_lazily_and_made(tmp_path, monkeypatch, clean_registry):
-    install_plugin(tmp_path, "recgym_test_plugin", "LovesZero")
+    install_plugin(tmp_path, "recarena_test_plugin", "LovesZero")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "loves-zero" in simulators.available()
-    assert "recgym_test_plugin" not in sys.modules  # listed without importing it
+    assert "recarena_test_plugin" not in sys.modules  # listed without importing it
     sim = simulators.make("loves-zero", rating_of_zero=4.5, n_users=10, n_items=20)
     assert type(sim).__name__ == "LovesZero" and sim.name == "loves-zero"
     state = sim.init_state(3)
@@ -136,15 +136,15 @@ def test_entry_point_plugin_is_found_lazily_and_made(tmp_path, monkeypatch, clea
     assert ratings[:, 0].tolist() == [4.5] * 3
     with pytest.raises(ConfigError, match="rating_of_zero"):
         simulators.make("loves-zero", rating_of_one=1.0)
-    monkeypatch.delitem(sys.modules, "recgym_test_plugin")
+    monkeypatch.delitem(sys.modules, "recarena_test_plugin")
 
 
 def test_broken_entry_point_names_the_plugin(tmp_path, monkeypatch, clean_registry):
-    install_plugin(tmp_path, "recgym_test_broken", "DoesNotExist")
+    install_plugin(tmp_path, "recarena_test_broken", "DoesNotExist")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="loves-zero.*failed to load"):
         simulators.make("loves-zero")
-    monkeypatch.delitem(sys.modules, "recgym_test_broken", raising=False)
+    monkeypatch.delitem(sys.modules, "recarena_test_broken", raising=False)
 
 
 def test_custom_simulator_example_runs_in_process(clean_registry):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.histories import build_queries
-from evaluation.replay import BIAS_NOTE, evaluate_replay
+from recarena.evaluation.histories import build_queries
+from recarena.evaluation.replay import BIAS_NOTE, evaluate_replay
 from tests._eval_fixtures import TINY_SEQUENCES, FixedScoresAgent, last_out_split, make_log, random_embeddings
 
 # No ties, so slates are unambiguous. With k = 2 (consumed items excluded):

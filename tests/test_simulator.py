@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import simulators
-from recgym.errors import ConfigError
-from simulators.behaviour import (
+from recarena import simulators
+from recarena.core.errors import ConfigError
+from recarena.data.interactions import InteractionLog, ItemMetadata, LogSplit
+from recarena.simulators.behaviour import (
     REWARDS,
     ChoiceConfig,
     ChoiceModel,
@@ -23,9 +24,8 @@ from simulators.behaviour import (
     kmeans_topics,
     respond,
 )
-from simulators.data import InteractionLog, ItemMetadata, LogSplit
-from simulators.logged import LoggedConfig, LoggedUserSimulator
-from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from recarena.simulators.logged import LoggedConfig, LoggedUserSimulator
+from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -386,7 +386,7 @@ def test_static_reset_is_the_accelerator_default_and_the_attribute_forces_it():
 
 
 def test_static_reset_falls_back_to_the_sync_path_over_the_table_budget(monkeypatch):
-    import simulators.composed
+    from recarena import simulators
 
     monkeypatch.setattr(simulators.composed, "FIRST_POSITION_TABLE_LIMIT", 10)
     sim = static_test_simulators()["synthetic"]
@@ -593,7 +593,7 @@ def test_logged_users_start_from_real_prefixes():
 
 
 def test_logged_simulator_with_a_saved_preference_model(tmp_path):
-    from simulators.preference import PreferenceConfig, PreferenceModel
+    from recarena.simulators.preference import PreferenceConfig, PreferenceModel
 
     log = tiny_log()
     model = PreferenceModel(PreferenceConfig(dim=4), log.n_users, torch.eye(8), global_mean=3.0)

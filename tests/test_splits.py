@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators import InteractionLog, ItemMetadata, k_core, leave_last_out, load_logs, temporal_split
+from recarena.data import (
+    InteractionLog,
+    ItemMetadata,
+    k_core,
+    leave_last_out,
+    load_logs,
+    temporal_split,
+)
 
 
 def make_log(sequences: dict[str, list[tuple[str, int]]], n_extra_items: int = 1) -> InteractionLog:
@@ -161,8 +168,8 @@ def test_splits_are_deterministic_on_ml100k():
 
 
 def test_validation_split_scores_the_second_last_event_without_the_test_event():
-    from evaluation.histories import build_queries
-    from simulators import validation_split
+    from recarena.evaluation.histories import build_queries
+    from recarena.data import validation_split
 
     log = make_log({"a": [("x", 1), ("y", 2), ("z", 3), ("w", 4)], "b": [("y", 1), ("x", 2), ("z", 3)],
                     "c": [("x", 1), ("y", 2)]})

@@ -17,14 +17,14 @@ import pytest
 import torch
 import yaml
 
-import train as train_script
-from agents.checkpoint import latest_checkpoint, read_checkpoint
-from agents.config import RunConfig, load_run_config, run_config_from_dict
-from agents.registry import load_agent, make_agent
-from agents.serialization import load_tensors
-from agents.tensorboard import read_scalars, read_text_tags
-from envs.vector_env import RecommendationVectorEnv
-from recgym.errors import CheckpointError, ConfigError
+from recarena.agents.registry import load_agent, make_agent
+from recarena.agents.serialization import load_tensors
+from recarena.cli import train as train_script
+from recarena.core.checkpoint import latest_checkpoint, read_checkpoint
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.envs.vector_env import RecommendationVectorEnv
+from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
+from recarena.training.tensorboard import read_scalars, read_text_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 BEST = 3
@@ -158,7 +158,7 @@ def test_known_answer_agents_find_the_best_item(name: str, steps: int) -> None:
 @pytest.mark.parametrize("name", ["dqn", "ppo"])
 def test_next_item_loss_is_trained_and_logged(name: str) -> None:
     """With next_item_coef the logged next items' cross-entropy is stepped after each update and falls."""
-    from agents.item_scorer import LoggedNextItems, next_item_loss
+    from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 
     probe_env = _env(8)
     probe, target = LoggedNextItems(probe_env.simulator, probe_env.history_length).sample(
@@ -261,7 +261,7 @@ def test_resume_after_crash_ends_with_the_same_weights(name: str, extra: dict, t
 def test_train_cli_end_to_end(tmp_path: Path) -> None:
     config_path = tmp_path / "synthetic.yaml"
     config = _config("dqn", 512)
-    from recgym.config import to_dict
+    from recarena.core.config import to_dict
 
     config_path.write_text(yaml.safe_dump(to_dict(config)))
     run_dir = tmp_path / "run"
@@ -290,7 +290,7 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
 def test_sb3_session_charts_match_the_native_definitions() -> None:
     """SB3's charts/ctr counts clicks over every user-step of the window (as agents.session_stats does);
     return, length and leave rate average over the sessions that ended in it."""
-    from agents.sb3_agents import SB3Agent, _EpisodeStats
+    from recarena.agents.sb3_agents import SB3Agent, _EpisodeStats
 
     logged: dict[str, float] = {}
     agent = SimpleNamespace(num_envs=2, n_items=3, log_every=4, item_table=np.eye(3))
@@ -357,7 +357,7 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path: Path) -> None:
 def test_killed_process_resumes(tmp_path: Path) -> None:
     """A real SIGKILL at an arbitrary moment after the first checkpoint; resume finishes the run."""
     config_path = tmp_path / "c.yaml"
-    from recgym.config import to_dict
+    from recarena.core.config import to_dict
 
     config_path.write_text(yaml.safe_dump(to_dict(_config("ppo", 4096))))
     run_dir = tmp_path / "run"

@@ -8,10 +8,10 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-import envs  # noqa: F401  (registers the ids)
-from envs import RecommendationEnv, RecommendationVectorEnv
-from envs.sb3 import SB3VecEnvAdapter
-from recgym.errors import CheckpointError
+from recarena import envs  # noqa: F401  (registers the ids)
+from recarena.core.errors import CheckpointError
+from recarena.envs import RecommendationEnv, RecommendationVectorEnv
+from recarena.envs.sb3 import SB3VecEnvAdapter
 
 NEVER_LEAVE = {"leave": {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}}
 ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
@@ -19,7 +19,7 @@ ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
 
 def make_vec(num_envs: int = 4, **kwargs) -> RecommendationVectorEnv:
     env = gym.make_vec(
-        "recgym/Synthetic-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+        "recarena/Synthetic-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
     )
     assert isinstance(env, RecommendationVectorEnv)
     return env
@@ -62,7 +62,7 @@ def test_step_returns_tensors_by_default_and_numpy_on_request():
 
 def test_vector_rows_match_the_single_env_with_the_same_seed():
     """The single env is the batch of one: the same seed gives the same rollout."""
-    single = gym.make("recgym/Synthetic-v0", slate_size=2, max_steps=5).unwrapped
+    single = gym.make("recarena/Synthetic-v0", slate_size=2, max_steps=5).unwrapped
     vector = make_vec(1, slate_size=2, max_steps=5, autoreset=False)
     obs_s, _ = single.reset(seed=11)
     obs_v, _ = vector.reset(seed=11)
@@ -232,7 +232,7 @@ def test_cuda_device_keeps_everything_on_the_gpu():
 
 def test_static_shape_resets_keep_a_rollout_consistent_and_in_the_space():
     """The accelerator reset path, forced on the CPU: autoreset rows start consistent sessions."""
-    from simulators.synthetic import SyntheticConfig, SyntheticSimulator
+    from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
     simulator = SyntheticSimulator(SyntheticConfig(n_users=40, n_items=60, events_per_user=15))
     simulator.static_shapes = True  # a private instance: the shared registry simulators stay as they are
@@ -262,7 +262,7 @@ def test_static_shape_resets_keep_a_rollout_consistent_and_in_the_space():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
     "env_id, slate_size",
-    [("recgym/Synthetic-v0", 1), ("recgym/Synthetic-v0", 3), ("recgym/ML100K-v0", 2)],
+    [("recarena/Synthetic-v0", 1), ("recarena/Synthetic-v0", 3), ("recarena/ML100K-v0", 2)],
 )
 def test_cuda_autoreset_step_never_synchronises_without_action_validation(env_id, slate_size):
     """With validate_actions=False an autoreset step on CUDA performs no host synchronisation."""
@@ -293,7 +293,7 @@ def test_cuda_autoreset_step_never_synchronises_without_action_validation(env_id
 
 
 def test_sync_vector_env_over_the_single_env_works():
-    env = gym.make_vec("recgym/Synthetic-v0", num_envs=3, vectorization_mode="sync")
+    env = gym.make_vec("recarena/Synthetic-v0", num_envs=3, vectorization_mode="sync")
     observation, _ = env.reset(seed=0)
     observation, *_ = env.step(np.array([0, 1, 2]))
     assert env.observation_space.contains(observation)

@@ -1,0 +1,595 @@
+"""Non-RL baselines behind the common :class:`agents.base.Agent` interface.
+
+* :class:`RandomAgent` - uniform random items (respecting the action mask).
+* :class:`MostPopularAgent` - items ranked by their training-log counts.
+* :class:`GreedyAgent` - myopic: the simulator's preference model's predicted rating of each item.
+* :class:`SequenceModelAgent` - a SASRec-style transformer trained on next-item prediction, the
+  strong non-RL reference for ranking.
+
+Scores of items already in the observed history are ``-inf`` where a config's ``exclude_history``
+is on (the default for the ranking baselines): re-recommending a watched film is never useful in
+the logs' protocols, and the env's action mask excludes consumed items anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recarena.agents.base import Agent, Observation
+from recarena.agents.serialization import (
+    generator_state,
+    load_agent_files,
+    require_tensors,
+    save_agent_files,
+    set_generator_state,
+)
+from recarena.core.config import from_dict
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.core.seeding import resolve_device, torch_generator
+from recarena.data.interactions import InteractionLog
+from recarena.envs.observation import history_item_mask
+
+NEG_INF = float("-inf")
+
+
+def _exclude_history(scores: torch.Tensor, observation: Observation) -> torch.Tensor:
+    history = observation["history"].to(scores.device)
+    return scores.masked_fill(history_item_mask(history, scores.shape[1]), NEG_INF)
+
+
+def _check_n_items(n_items: int) -> int:
+    if not isinstance(n_items, int) or n_items < 1:
+        raise ConfigError(f"n_items must be a positive integer, got {n_items!r}")
+    return n_items
+
+
+def _check_log(log: InteractionLog, n_items: int, who: str) -> None:
+    if log.n_items != n_items:
+        raise ValueError(f"{who}: the log has {log.n_items} items but the agent was built for {n_items}")
+    if log.n_events == 0:
+        raise ValueError(f"{who}: the log has no events to fit on")
+
+
+# ----------------------------------------------------------------------------------------- random
+
+
+@dataclass
+class RandomConfig:
+    """Options of the random baseline."""
+
+    seed: int = 0
+    """Seed of the agent's own torch generator (scores are fresh uniform draws each call)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+
+
+class RandomAgent(Agent):
+    """Scores every item with a fresh uniform draw, so ``act`` picks k distinct allowed items uniformly."""
+
+    name: ClassVar[str] = "random"
+    config_class: ClassVar[type] = RandomConfig
+
+    def __init__(self, n_items: int, config: RandomConfig | None = None) -> None:
+        self.n_items = _check_n_items(n_items)
+        self.config = config or RandomConfig()
+        self.generator = torch_generator(self.config.seed)
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        history = observation["history"]
+        draws = torch.rand((history.shape[0], self.n_items), generator=self.generator)
+        return draws.to(history.device)
+
+    def save(self, directory: str | Path) -> None:
+        save_agent_files(
+            directory, self.name, self.config, {"generator": generator_state(self.generator)},
+            {"n_items": self.n_items},
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RandomAgent:
+        config, tensors, extra = load_agent_files(directory, cls.name)
+        agent = cls(int(extra["n_items"]), from_dict(RandomConfig, config))
+        require_tensors(tensors, ["generator"], directory)
+        set_generator_state(agent.generator, tensors["generator"])
+        return agent
+
+
+# ----------------------------------------------------------------------------------- most popular
+
+
+@dataclass
+class MostPopularConfig:
+    """Options of the most-popular baseline."""
+
+    count: Literal["all", "liked"] = "all"
+    """Count every training event, or only liked ones (rating >= 4)."""
+    exclude_history: bool = True
+    """Score items in the observed history -inf."""
+
+
+class MostPopularAgent(Agent):
+    """Ranks items by how often they occur in the training log (ties: lower item index first).
+
+    Scores are ``(n_items - rank) / n_items``, so the order is exact and tie-free in float32 for any
+    count size; :attr:`counts` keeps the raw counts.
+    """
+
+    name: ClassVar[str] = "most_popular"
+    config_class: ClassVar[type] = MostPopularConfig
+
+    def __init__(self, n_items: int, config: MostPopularConfig | None = None) -> None:
+        self.n_items = _check_n_items(n_items)
+        self.config = config or MostPopularConfig()
+        self.counts: torch.Tensor | None = None
+        self._item_scores: torch.Tensor | None = None
+
+    def fit(self, train_log: InteractionLog) -> MostPopularAgent:
+        """Count the events (or liked events) of ``train_log`` per item."""
+        _check_log(train_log, self.n_items, "MostPopularAgent.fit")
+        items = train_log.item if self.config.count == "all" else train_log.item[train_log.liked]
+        self.set_counts(torch.as_tensor(np.bincount(items, minlength=self.n_items), dtype=torch.int64))
+        return self
+
+    def set_counts(self, counts: torch.Tensor) -> None:
+        """Use ``counts`` (int [n_items]) directly, e.g. counts gathered elsewhere."""
+        counts = torch.as_tensor(counts, dtype=torch.int64).cpu()
+        if counts.shape != (self.n_items,) or bool((counts < 0).any()):
+            raise ValueError(f"counts must be non-negative integers of shape ({self.n_items},)")
+        self.counts = counts
+        order = torch.argsort(-counts, stable=True)  # most frequent first, ties by index
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(self.n_items)
+        self._item_scores = (self.n_items - rank).to(torch.float32) / self.n_items
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        if self._item_scores is None:
+            raise RuntimeError("MostPopularAgent has no counts: call fit(train_log) first")
+        history = observation["history"]
+        scores = self._item_scores.to(history.device).expand(history.shape[0], -1).clone()
+        return _exclude_history(scores, observation) if self.config.exclude_history else scores
+
+    def save(self, directory: str | Path) -> None:
+        if self.counts is None:
+            raise RuntimeError("MostPopularAgent has no counts to save: call fit(train_log) first")
+        save_agent_files(directory, self.name, self.config, {"counts": self.counts}, {"n_items": self.n_items})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MostPopularAgent:
+        config, tensors, extra = load_agent_files(directory, cls.name)
+        agent = cls(int(extra["n_items"]), from_dict(MostPopularConfig, config))
+        require_tensors(tensors, ["counts"], directory)
+        try:
+            agent.set_counts(tensors["counts"])
+        except ValueError as error:
+            raise CheckpointError(f"{directory}: {error}") from error
+        return agent
+
+
+# ----------------------------------------------------------------------------------------- greedy
+
+
+class UserPreferences(Protocol):
+    """What the greedy baseline needs of a preference model (``simulators.preference.PreferenceModel``
+    has it): predicted ratings of every item for logged users. A ``predict_history(history,
+    responses) -> [B, n_items]`` method, where present, answers users without an identity."""
+
+    n_users: int
+
+    def predict_all(self, user: torch.Tensor) -> torch.Tensor: ...
+
+
+class RatingTable:
+    """A :class:`UserPreferences` over a dense rating table [n_users, n_items] (e.g. the synthetic
+    simulator's ``true_ratings``)."""
+
+    def __init__(self, ratings: torch.Tensor) -> None:
+        if ratings.dim() != 2:
+            raise ValueError(f"ratings must be [n_users, n_items], got shape {tuple(ratings.shape)}")
+        self.ratings = ratings.to(torch.float32)
+        self.n_users = int(ratings.shape[0])
+
+    def predict_all(self, user: torch.Tensor) -> torch.Tensor:
+        return self.ratings[user.to(self.ratings.device)]
+
+
+def preferences_of(simulator: Any) -> UserPreferences:
+    """The preference model of a simulator: its ``preference_model`` or, for the synthetic
+    simulator, a :class:`RatingTable` of its true ratings."""
+    model = getattr(simulator, "preference_model", None)
+    if model is not None:
+        return model
+    ratings = getattr(simulator, "true_ratings", None)
+    if ratings is not None:
+        return RatingTable(ratings)
+    raise TypeError(f"{type(simulator).__name__} exposes neither preference_model nor true_ratings")
+
+
+@dataclass
+class GreedyConfig:
+    """Options of the myopic greedy baseline."""
+
+    exclude_history: bool = True
+    """Score items in the observed history -inf."""
+    model_dir: str | None = None
+    """A saved ``PreferenceModel`` directory to load the model from in :meth:`GreedyAgent.load`
+    when no ``preference_model`` is passed."""
+    user_chunk: int = 1024
+    """Users per batch when averaging predictions into the cold-start (population) scores."""
+
+    def __post_init__(self) -> None:
+        if self.user_chunk < 1:
+            raise ValueError(f"user_chunk must be >= 1, got {self.user_chunk}")
+
+
+class GreedyAgent(Agent):
+    """Recommends what the simulator's preference model predicts the user rates highest, now.
+
+    It is myopic: it ignores boredom, leaving and every future step. The user comes from an
+    optional ``user`` key of the observation (int64 [B], the logged user index; -1 = unknown).
+    Rows without a known user are cold-start: scored by the model's ``predict_history(history,
+    responses)`` where it has one, else by the population-mean predicted rating of each item
+    (the model's expectation for an average user, computed once).
+    """
+
+    name: ClassVar[str] = "greedy"
+    config_class: ClassVar[type] = GreedyConfig
+
+    def __init__(
+        self, n_items: int, config: GreedyConfig | None = None, preference_model: UserPreferences | None = None
+    ) -> None:
+        self.n_items = _check_n_items(n_items)
+        self.config = config or GreedyConfig()
+        if preference_model is None:
+            raise ConfigError("GreedyAgent needs preference_model= (e.g. simulators.preference.PreferenceModel)")
+        self.preference_model = preference_model
+        self._population: torch.Tensor | None = None
+
+    def population_scores(self) -> torch.Tensor:
+        """Float [n_items]: the mean predicted rating of each item over all known users."""
+        if self._population is None:
+            total = None
+            n_users = int(self.preference_model.n_users)
+            for start in range(0, n_users, self.config.user_chunk):
+                users = torch.arange(start, min(start + self.config.user_chunk, n_users), dtype=torch.int64)
+                chunk = self._predict_users(users).sum(dim=0)
+                total = chunk if total is None else total + chunk
+            self._population = (total / n_users).cpu()
+        return self._population
+
+    def _predict_users(self, users: torch.Tensor) -> torch.Tensor:
+        device = getattr(self.preference_model, "device", users.device)
+        scores = self.preference_model.predict_all(users.to(device)).to(torch.float32)
+        if scores.shape != (users.shape[0], self.n_items):
+            raise ValueError(f"preference model returned {tuple(scores.shape)}, expected ({len(users)}, {self.n_items})")
+        return scores
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        history = observation["history"]
+        batch, device = history.shape[0], history.device
+        user = observation.get("user")
+        known = torch.zeros(batch, dtype=torch.bool, device=device) if user is None else user.to(device) >= 0
+        scores = torch.empty(batch, self.n_items, dtype=torch.float32, device=device)
+        if bool(known.any()):
+            scores[known] = self._predict_users(user.to(device)[known]).to(device)
+        cold = ~known
+        if bool(cold.any()):
+            predict_history = getattr(self.preference_model, "predict_history", None)
+            if predict_history is not None:
+                cold_scores = predict_history(history[cold], observation["responses"][cold])
+                scores[cold] = cold_scores.to(device=device, dtype=torch.float32)
+            else:
+                scores[cold] = self.population_scores().to(device)
+        return _exclude_history(scores, observation) if self.config.exclude_history else scores
+
+    def save(self, directory: str | Path) -> None:
+        """Saves the config and population scores; the preference model belongs to the simulator
+        (its own save); :meth:`load` takes it as ``preference_model=`` or from ``config.model_dir``."""
+        save_agent_files(
+            directory, self.name, self.config, {"population": self.population_scores()}, {"n_items": self.n_items}
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path, preference_model: UserPreferences | None = None) -> GreedyAgent:
+        config_data, tensors, extra = load_agent_files(directory, cls.name)
+        config = from_dict(GreedyConfig, config_data)
+        if preference_model is None:
+            if config.model_dir is None:
+                raise CheckpointError(
+                    f"{directory}: a greedy agent needs preference_model= or a config.model_dir to load it from"
+                )
+            from recarena.simulators.preference import PreferenceModel
+
+            preference_model = PreferenceModel.load(config.model_dir)
+        agent = cls(int(extra["n_items"]), config, preference_model=preference_model)
+        require_tensors(tensors, ["population"], directory)
+        agent._population = tensors["population"]
+        return agent
+
+
+# ------------------------------------------------------------------------- SASRec sequence model
+
+
+@dataclass
+class SequenceModelConfig:
+    """Options of the SASRec-style next-item model and of its training."""
+
+    max_length: int = 50
+    """Longest history the model reads (the newest ``max_length`` items). SASRec used 200 on ML-1M;
+    50 trains ~3x faster on CPU (it is also evaluate.py's default observation window)."""
+    hidden_dim: int = 64
+    """Width of item/position embeddings and of the transformer."""
+    n_layers: int = 2
+    n_heads: int = 2
+    feedforward_dim: int = 128
+    dropout: float = 0.2
+    loss: Literal["full_softmax", "sampled_softmax"] = "sampled_softmax"
+    """Cross-entropy over the target plus ``n_negatives`` uniform negatives shared by the batch
+    (default: ~4x cheaper per epoch on ML-1M on CPU), or over the whole catalogue."""
+    n_negatives: int = 512
+    epochs: int = 20
+    batch_size: int = 128
+    """Users per batch (each contributes every position of its training window)."""
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    init_from_llm: bool = True
+    """Initialise item embeddings from the top principal components of the LLM item encodings
+    (needs ``item_embeddings`` in :meth:`SequenceModelAgent.fit`)."""
+    exclude_history: bool = True
+    """Score items in the observed history -inf."""
+    seed: int = 0
+    device: str = "cpu"
+    """``cpu``, ``cuda[:N]`` or ``auto``."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_length", "hidden_dim", "n_layers", "n_heads", "feedforward_dim", "n_negatives",
+                    "epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.learning_rate > 0 or self.weight_decay < 0:
+            raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+
+
+class _Block(nn.Module):
+    """A pre-LayerNorm transformer block: masked multi-head self-attention, then a feed-forward net."""
+
+    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention_out = nn.Linear(dim, dim)
+        self.feedforward_norm = nn.LayerNorm(dim)
+        self.feedforward = nn.Sequential(
+            nn.Linear(dim, feedforward), nn.GELU(), nn.Dropout(dropout), nn.Linear(feedforward, dim)
+        )
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(self.attention_norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.residual_dropout(self.attention_out(attended.transpose(1, 2).reshape(batch, length, dim)))
+        return x + self.residual_dropout(self.feedforward(self.feedforward_norm(x)))
+
+
+class SASRec(nn.Module):
+    """SASRec (Kang & McAuley, 2018) with tied input/output item embeddings.
+
+    Sequences are left-padded with token 0 (item ``i`` is token ``i + 1``). Position embeddings
+    count from the newest item (0 = newest), so the output for a real item does not depend on how
+    much padding precedes it and batches can be cut to their longest sequence. Attention is causal
+    and skips padding keys (a padding query attends to itself only, so no row is fully masked).
+    """
+
+    def __init__(self, n_items: int, config: SequenceModelConfig) -> None:
+        super().__init__()
+        dim = config.hidden_dim
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.item_embedding.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self.position_embedding = nn.Embedding(config.max_length, dim)
+        nn.init.normal_(self.position_embedding.weight, std=dim**-0.5)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(dim, config.n_heads, config.feedforward_dim, config.dropout) for _ in range(config.n_layers)
+        )
+        self.output_norm = nn.LayerNorm(dim)
+        self.scale = math.sqrt(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, dim] for left-padded token sequences [B, L] (L <= max_length)."""
+        batch, length = tokens.shape
+        real = tokens > 0
+        distance = torch.arange(length - 1, -1, -1, device=tokens.device)
+        x = self.item_embedding(tokens) * self.scale + self.position_embedding(distance).unsqueeze(0)
+        x = self.input_dropout(x) * real.unsqueeze(-1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=tokens.device)
+        allowed = ((causal & real.unsqueeze(1)) | eye).unsqueeze(1)  # [B, 1, L(query), L(key)]
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.output_norm(x)
+
+    def item_weights(self) -> torch.Tensor:
+        """Output embeddings of the real items [n_items, dim] (tied to the input embeddings)."""
+        return self.item_embedding.weight[1:]
+
+
+def training_windows(log: InteractionLog, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) int64 [n, max_length] token windows: each user's newest ``max_length + 1``
+    events, inputs = all but the last, targets = all but the first, left-padded with 0. Users with
+    fewer than 2 events are skipped. Rows are sorted by the number of real positions (ascending)."""
+    lengths = log.sequence_lengths()
+    users = np.nonzero(lengths >= 2)[0]
+    n_real = np.minimum(lengths[users] - 1, max_length)
+    order = np.argsort(n_real, kind="stable")
+    users, n_real = users[order], n_real[order]
+    inputs = np.zeros((len(users), max_length), dtype=np.int64)
+    targets = np.zeros((len(users), max_length), dtype=np.int64)
+    for row, (user, count) in enumerate(zip(users, n_real, strict=True)):
+        items = log.item[log.user_offsets[user + 1] - count - 1 : log.user_offsets[user + 1]] + 1
+        inputs[row, max_length - count :] = items[:-1]
+        targets[row, max_length - count :] = items[1:]
+    return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def _pca_initialisation(item_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """[n_items, dim]: the items' coordinates on the top principal components of their LLM encodings,
+    scaled to the default embedding scale (std ``dim ** -0.5``)."""
+    centred = item_embeddings.to(torch.float64) - item_embeddings.to(torch.float64).mean(dim=0)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+    coords = (u[:, :dim] * s[:dim]).to(torch.float32)
+    if coords.shape[1] < dim:  # fewer components than dims: pad with zeros
+        coords = torch.cat([coords, torch.zeros(coords.shape[0], dim - coords.shape[1])], dim=1)
+    return coords / coords.std().clamp(min=1e-12) * dim**-0.5
+
+
+class SequenceModelAgent(Agent):
+    """SASRec-style supervised next-item model: scores = h_last . item_embedding (full catalogue).
+
+    Train with :meth:`fit` on the training log; at scoring time it reads the observation's
+    ``history`` (newest last, the last ``max_length`` items). Training and scoring run inside a
+    forked torch RNG seeded from ``config.seed`` (dropout and initialisation), and batch order
+    comes from an explicit generator, so a fit is deterministic on CPU and leaves global state alone.
+    """
+
+    name: ClassVar[str] = "sasrec"
+    config_class: ClassVar[type] = SequenceModelConfig
+
+    def __init__(self, n_items: int, config: SequenceModelConfig | None = None) -> None:
+        self.n_items = _check_n_items(n_items)
+        self.config = config or SequenceModelConfig()
+        self.device = resolve_device(self.config.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.model = SASRec(n_items, self.config).to(self.device)
+        self.model.eval()
+        self.fitted = False
+        self.fit_info: dict[str, Any] = {}
+
+    def fit(
+        self,
+        train_log: InteractionLog,
+        item_embeddings: torch.Tensor | None = None,
+        logger: Any = None,
+        progress: bool = False,
+    ) -> SequenceModelAgent:
+        """Train on next-item prediction over every position of each user's newest window."""
+        config = self.config
+        _check_log(train_log, self.n_items, "SequenceModelAgent.fit")
+        if config.init_from_llm and item_embeddings is not None:
+            item_embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32).cpu()
+            if item_embeddings.shape[0] != self.n_items:
+                raise ValueError(f"item_embeddings must have {self.n_items} rows, got {item_embeddings.shape[0]}")
+            with torch.no_grad():
+                initial = _pca_initialisation(item_embeddings, config.hidden_dim)
+                self.model.item_embedding.weight[1:] = initial.to(self.device)
+        inputs, targets = training_windows(train_log, config.max_length)
+        if len(inputs) == 0:
+            raise ValueError("SequenceModelAgent.fit: no user has at least 2 events")
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        generator = torch_generator(config.seed)
+        n_batches = math.ceil(len(inputs) / config.batch_size)
+        started, started_cpu, history = time.perf_counter(), time.process_time(), []
+        step = 0
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            torch.manual_seed(config.seed)
+            self.model.train()
+            for epoch in range(1, config.epochs + 1):
+                # Rows are sorted by length, so consecutive batches need little padding; shuffle the
+                # batch order, and shift the batch boundaries each epoch.
+                shift = int(torch.randint(config.batch_size, (1,), generator=generator))
+                bounds = [0] + list(range(shift or config.batch_size, len(inputs), config.batch_size)) + [len(inputs)]
+                bounds = sorted(set(bounds))
+                batches = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+                total_loss, total_positions = 0.0, 0
+                for index in torch.randperm(len(batches), generator=generator).tolist():
+                    start, end = batches[index]
+                    batch_inputs, batch_targets = inputs[start:end], targets[start:end]
+                    width = int((batch_inputs > 0).sum(dim=1).max())
+                    batch_inputs = batch_inputs[:, -width:].to(self.device)
+                    batch_targets = batch_targets[:, -width:].to(self.device)
+                    loss, positions = self._loss(batch_inputs, batch_targets, generator)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total_loss += float(loss.detach()) * positions
+                    total_positions += positions
+                    step += 1
+                record = {"epoch": epoch, "loss": total_loss / max(total_positions, 1),
+                          "seconds": round(time.perf_counter() - started, 2),
+                          "cpu_seconds": round(time.process_time() - started_cpu, 2)}
+                history.append(record)
+                if logger is not None:
+                    logger.log_scalar("losses/next_item_ce", record["loss"], step)
+                if progress:
+                    print(f"epoch {epoch}/{config.epochs}  loss {record['loss']:.4f}  {record['seconds']:.1f}s "
+                          f"({record['cpu_seconds']:.1f}s CPU)", flush=True)
+        self.model.eval()
+        self.fitted = True
+        self.fit_info = {"epochs": config.epochs, "batches_per_epoch": n_batches, "history": history,
+                         "seconds": round(time.perf_counter() - started, 2), "n_sequences": len(inputs)}
+        return self
+
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        hidden = self.model(inputs)
+        real = targets > 0
+        hidden, target_items = hidden[real], targets[real] - 1  # [M, dim], [M]
+        weights = self.model.item_weights()
+        if self.config.loss == "full_softmax":
+            return F.cross_entropy(hidden @ weights.T, target_items), int(real.sum())
+        negatives = torch.randint(self.n_items, (self.config.n_negatives,), generator=generator).to(self.device)
+        positive_logit = (hidden * weights[target_items]).sum(-1, keepdim=True)
+        negative_logits = hidden @ weights[negatives].T
+        negative_logits = negative_logits.masked_fill(negatives.unsqueeze(0) == target_items.unsqueeze(1), NEG_INF)
+        logits = torch.cat([positive_logit, negative_logits], dim=1)
+        zeros = torch.zeros(len(target_items), dtype=torch.int64, device=self.device)
+        return F.cross_entropy(logits, zeros), int(real.sum())
+
+    @torch.no_grad()
+    def scores(self, observation: Observation) -> torch.Tensor:
+        history = observation["history"]
+        tokens = (history[:, -self.config.max_length :].to(self.device) + 1).clamp(min=0)
+        width = max(int((tokens > 0).sum(dim=1).max()) if tokens.numel() else 0, 1)
+        tokens = tokens[:, -width:]
+        hidden = self.model(tokens)[:, -1]
+        scores = (hidden @ self.model.item_weights().T).to(history.device)
+        return _exclude_history(scores, observation) if self.config.exclude_history else scores
+
+    def save(self, directory: str | Path) -> None:
+        tensors = {f"model.{key}": value for key, value in self.model.state_dict().items()}
+        save_agent_files(directory, self.name, self.config, tensors,
+                         {"n_items": self.n_items, "fitted": self.fitted, "fit_info": self.fit_info})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SequenceModelAgent:
+        config, tensors, extra = load_agent_files(directory, cls.name)
+        agent = cls(int(extra["n_items"]), from_dict(SequenceModelConfig, config))
+        state = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+        try:
+            agent.model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"{directory}: weights do not match the saved config: {error}") from error
+        agent.model.to(agent.device).eval()
+        agent.fitted, agent.fit_info = bool(extra.get("fitted", True)), dict(extra.get("fit_info", {}))
+        return agent

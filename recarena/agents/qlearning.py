@@ -1,0 +1,687 @@
+"""Q-learning on the LLM-encoded state: a tabular agent over a k-means codebook and a linear agent.
+
+Both learn online from a recarena vector env (``envs.RecommendationVectorEnv``, same-step autoreset,
+slate size 1) with epsilon-greedy exploration drawn from the agent's own torch generator, and
+update on the whole batch of N user transitions of each env step ("batched TD updates").
+
+* :class:`TabularQAgent` discretises ``llm_state`` into ``n_states`` codes with a k-means codebook
+  fitted on the states seen during a short uniform-random warm-up, then runs tabular Q-learning on
+  ``Q[code, item]``. The warm-up transitions are replayed into the table once the codebook exists,
+  so no step is wasted.
+* :class:`LinearQAgent` uses ``Q(s, a) = phi(s) . w_a`` (``per_item``) or the bilinear
+  ``Q(s, a) = phi(s)^T W e_a + b_a`` (``bilinear``; ``e_a`` = the frozen LLM item encoding), with
+  ``phi(s) = [llm_state, 1]``. The bilinear form has ``(d + 1) x d_e + n_items`` parameters, so it
+  scales to large catalogues and generalises across items with similar text.
+
+The k-means is a small torch implementation (k-means++ seeding + Lloyd iterations) rather than
+scikit-learn's: it draws from the agent's explicit ``torch.Generator`` (so a seed fixes it and
+``checkpoint_state`` captures it), runs on the env's device with no NumPy round trip, and does not
+start its own thread pool on small shared machines.
+
+Training and resumption. ``learn(env, steps, logger)`` resets ``env`` with a seed derived from
+``config.seed`` and the number of earlier ``learn`` calls, then runs ``ceil(steps / N)`` env steps.
+Sessions therefore end at chunk boundaries (the cut transition still bootstraps, it is not treated
+as terminal), and a run resumed from ``checkpoint_state`` after any chunk repeats the uninterrupted
+run exactly on CPU without needing the env's own state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from recarena.agents.base import Observation, ScalarLogger, TrainableAgent
+from recarena.agents.baselines import _exclude_history
+from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
+from recarena.agents.serialization import (
+    generator_state,
+    load_agent_files,
+    require_tensors,
+    save_agent_files,
+    set_generator_state,
+)
+from recarena.core.config import from_dict
+from recarena.core.errors import CheckpointError, ConfigError
+from recarena.core.seeding import torch_generator
+
+# -------------------------------------------------------------------------------------- k-means
+
+
+def kmeans(
+    points: torch.Tensor, n_clusters: int, generator: torch.Generator, iterations: int = 25
+) -> torch.Tensor:
+    """Centroids [n_clusters, d] of ``points`` [n, d] by k-means++ seeding and Lloyd iterations.
+
+    With fewer distinct points than clusters, the extra centroids duplicate existing ones (harmless:
+    ``assign`` picks the first). Empty clusters are re-seeded at the point farthest from its centroid.
+    Deterministic given the generator (draws are made on the CPU).
+    """
+    if points.dim() != 2 or len(points) == 0:
+        raise ValueError(f"k-means needs a non-empty [n, d] tensor, got shape {tuple(points.shape)}")
+    points = points.to(torch.float32)
+    n = len(points)
+    first = int(torch.randint(n, (1,), generator=generator))
+    centroids = [points[first]]
+    closest = ((points - points[first]) ** 2).sum(dim=1)
+    for _ in range(1, n_clusters):
+        total = float(closest.sum())
+        if total <= 0.0:
+            index = int(torch.randint(n, (1,), generator=generator))
+        else:
+            index = int(torch.multinomial(closest.cpu() / total, 1, generator=generator))
+        centroids.append(points[index])
+        closest = torch.minimum(closest, ((points - points[index]) ** 2).sum(dim=1))
+    centres = torch.stack(centroids)
+    for _ in range(iterations):
+        distances = torch.cdist(points, centres)
+        labels = distances.argmin(dim=1)
+        counts = torch.bincount(labels, minlength=n_clusters)
+        sums = torch.zeros_like(centres).index_add_(0, labels, points)
+        updated = sums / counts.clamp(min=1).unsqueeze(1).to(points.dtype)
+        empty = counts == 0
+        if bool(empty.any()):
+            farthest = distances.gather(1, labels.unsqueeze(1)).squeeze(1)
+            order = torch.argsort(farthest, descending=True, stable=True)
+            updated[empty] = points[order[: int(empty.sum())]]
+        if torch.equal(updated, centres):
+            break
+        centres = updated
+    return centres
+
+
+def assign(states: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Int64 [B]: the index of the nearest centroid of each state [B, d]."""
+    return torch.cdist(states.to(torch.float32), centroids.to(states.device)).argmin(dim=1)
+
+
+# ----------------------------------------------------------------------------- shared TD machinery
+
+
+@dataclass
+class _ExplorationConfig:
+    """Options shared by both Q agents (documented on the concrete configs)."""
+
+    gamma: float = 0.9
+    """Discount factor."""
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_steps: int = 20_000
+    """User-steps over which epsilon falls linearly from start to end."""
+    exclude_history: bool = True
+    """In :meth:`scores`, score items in the observed history -inf (acting while learning uses the
+    env's action mask instead)."""
+    log_interval: int = 2_000
+    """User-steps between scalar logs."""
+    next_item_coef: float = 0.0
+    """> 0: after each TD update, also step ``learning_rate * next_item_coef`` along the gradient of
+    the softmax cross-entropy of real users' next logged items under Q (the native agents'
+    auxiliary next-item loss; needs a simulator with logged sequences). 0 = off."""
+    next_item_batch_size: int = 256
+    """Logged (history prefix, next item) examples per update of that loss."""
+    next_item_min_rating: float = 0.0
+    """> 0: only next events rated at least this (e.g. 4 = liked) count."""
+    candidates: int = 0
+    """> 0: act on, and learn Q for, only the ``candidates`` most logged items of the simulator's
+    training log (the candidate stage of a two-stage recommender); every other item scores below
+    all of them, in popularity order, and the next-item loss keeps only examples whose next item
+    is a candidate. Q over thousands of items per state is explored too thinly for its values to
+    rise above noise. 0 = every item is a candidate."""
+    seed: int = 0
+
+    def _check_exploration(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        for key in ("epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.epsilon_decay_steps < 1 or self.log_interval < 1:
+            raise ValueError("epsilon_decay_steps and log_interval must be >= 1")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
+            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
+        if self.next_item_batch_size < 1:
+            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
+        if self.candidates < 0:
+            raise ValueError(f"candidates must be >= 0 (0 = every item), got {self.candidates}")
+
+
+def _env_item_embeddings(env: Any) -> torch.Tensor:
+    simulator = getattr(env, "simulator", None)
+    embeddings = getattr(env, "item_embeddings", None)
+    if embeddings is None and simulator is not None:
+        embeddings = getattr(simulator, "item_embeddings", None)
+    if embeddings is None:
+        raise ConfigError("the env exposes no item embeddings (env.simulator.item_embeddings)")
+    return torch.as_tensor(embeddings, dtype=torch.float32)
+
+
+OUTSIDE_CANDIDATES = -1.0e4
+"""Score offset of the items outside a Q agent's candidate set (plus their log-popularity): far
+below any Q value, which stays within about max reward / (1 - gamma)."""
+
+
+def _llm_state(observation: Observation) -> torch.Tensor:
+    if "llm_state" not in observation:
+        raise ConfigError("Q-learning agents need the 'llm_state' observation key (see env observation_keys)")
+    return torch.as_tensor(observation["llm_state"]).to(torch.float32)
+
+
+class _OnlineQAgent(TrainableAgent):
+    """The env loop, epsilon-greedy acting, episode statistics and counters shared by the Q agents.
+
+    Subclasses implement ``_q_values(states) -> [B, n_items]`` (on llm_state [B, d]),
+    ``_td_update(state, action, target) -> td_error [B]``, ``_prepare(env)`` and the tensors of
+    their parameters. The base adds the candidate set (``config.candidates``) on top:
+    :meth:`_values` is ``_q_values`` with the items outside it scored below every candidate.
+    """
+
+    config: Any
+
+    def __init__(self, n_items: int, config: Any) -> None:
+        if not isinstance(n_items, int) or n_items < 1:
+            raise ConfigError(f"n_items must be a positive integer, got {n_items!r}")
+        self.n_items = n_items
+        self.config = config
+        self.generator = torch_generator(config.seed)
+        self.steps_done = 0
+        self.learn_calls = 0
+        self.episodes_done = 0
+        self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
+        # With ``config.candidates``: which items are candidates, and the scores of the others.
+        self.candidate_mask: torch.Tensor | None = None
+        self.outside_scores: torch.Tensor | None = None
+
+    # -- subclass hooks ------------------------------------------------------------------------
+    def _q_values(self, states: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _td_update(self, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _prepare(self, env: Any) -> None:
+        """Called at the start of every ``learn`` with the env (e.g. to read item embeddings)."""
+
+    # -- the candidate set -----------------------------------------------------------------------
+    def _choose_candidates(self, env: Any) -> None:
+        """The ``config.candidates`` items with the most events in the simulator's training log."""
+        simulator = getattr(env, "simulator", None)
+        sampler = getattr(simulator, "sampler", None)
+        if sampler is None or not hasattr(sampler, "item"):
+            raise ConfigError(
+                f"{self.name} candidates={self.config.candidates} needs a simulator with logged sequences "
+                f"(e.g. 'logged') to count item popularity; {type(simulator).__name__} has none"
+            )
+        counts = torch.bincount(sampler.item.cpu(), minlength=self.n_items)[: self.n_items].to(torch.float32)
+        top = torch.argsort(counts, descending=True, stable=True)[: self.config.candidates]
+        self.candidate_mask = torch.zeros(self.n_items, dtype=torch.bool)
+        self.candidate_mask[top] = True
+        self.outside_scores = torch.where(self.candidate_mask, 0.0, OUTSIDE_CANDIDATES + torch.log1p(counts))
+
+    def _values(self, states: torch.Tensor) -> torch.Tensor:
+        """``_q_values``, with the items outside the candidate set (if any) at ``outside_scores``."""
+        q = self._q_values(states)
+        if self.candidate_mask is None:
+            return q
+        return torch.where(self.candidate_mask.to(q.device), q, self.outside_scores.to(q.device))
+
+    def _restrict_to_candidates(self, mask: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """``mask`` [B, n_items] & the candidates; rows with no allowed candidate get ``fallback``'s row."""
+        if self.candidate_mask is None:
+            return mask
+        restricted = mask & self.candidate_mask.to(mask.device)
+        return torch.where(restricted.any(dim=1, keepdim=True), restricted, fallback)
+
+    def _observe_transition(
+        self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+        next_states: torch.Tensor, terminated: torch.Tensor, next_mask: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """Learn from one batch of transitions; returns the TD errors (None while not learning)."""
+        targets = self._targets(rewards, next_states, terminated, next_mask)
+        td = self._td_update(states, actions, targets)
+        if self.logged is not None:
+            self._next_item_update()
+        return td
+
+    def _next_item_update(self) -> None:
+        """One SGD step on the cross-entropy of logged next items under Q (history items excluded)."""
+        observation, target = self.logged.sample(self.config.next_item_batch_size, self.generator)
+        observation = {key: value.cpu() for key, value in observation.items()}
+        target = target.cpu()
+        if self.candidate_mask is not None:  # learn the order of the candidates only
+            kept = (target >= 0) & self.candidate_mask[target.clamp(min=0)]
+            target = torch.where(kept, target, IGNORED_TARGET)
+        states = _llm_state(observation)
+        scores = self._values(states).cpu().requires_grad_(True)
+        loss = next_item_loss(scores, observation["history"], target)  # mean over the examples that count
+        (gradient,) = torch.autograd.grad(loss, scores)
+        if self.candidate_mask is not None:
+            gradient = gradient * self.candidate_mask  # outside scores are constants
+        self._apply_next_item_step(states, -gradient, self.config.learning_rate * self.config.next_item_coef)
+
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        """Ascend the log-likelihood by ``rate``: ``step`` [B, n_items] is the gradient of the mean
+        log-likelihood w.r.t. the scores of ``states`` (zero rows for examples that do not count)."""
+        raise NotImplementedError
+
+    # -- the common parts ----------------------------------------------------------------------
+    def epsilon(self, steps: int | None = None) -> float:
+        """Exploration rate after ``steps`` user-steps (default: the steps done so far)."""
+        config = self.config
+        fraction = min((self.steps_done if steps is None else steps) / config.epsilon_decay_steps, 1.0)
+        return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
+
+    def scores(self, observation: Observation) -> torch.Tensor:
+        scores = self._values(_llm_state(observation)).to(observation["history"].device)
+        return _exclude_history(scores, observation) if self.config.exclude_history else scores
+
+    @torch.no_grad()
+    def _targets(
+        self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor,
+        next_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``r + gamma * max_a' Q(s', a')`` over the allowed a' (no bootstrap where terminated).
+
+        With a candidate set, a' ranges over the allowed candidates (every candidate where none is
+        allowed): the items the policy can pick."""
+        if self.candidate_mask is not None:
+            every_candidate = self.candidate_mask.to(next_states.device).expand(len(next_states), -1)
+            next_mask = (
+                every_candidate if next_mask is None else self._restrict_to_candidates(next_mask, every_candidate)
+            )
+        next_q = self._values(next_states)
+        if next_mask is not None:
+            allowed = next_mask | ~next_mask.any(dim=1, keepdim=True)
+            next_q = next_q.masked_fill(~allowed, float("-inf"))
+        best = next_q.max(dim=1).values
+        best = torch.where(terminated, torch.zeros_like(best), best)
+        return rewards.to(torch.float32) + self.config.gamma * best
+
+    def _explore_or_exploit(self, q: torch.Tensor, mask: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """Int64 [B]: a uniformly random allowed item with probability epsilon, else the best one.
+
+        Ties among the best are broken at random (tiny noise), so an untrained agent does not always
+        pick item 0. With a candidate set, both choices are among the allowed candidates (any allowed
+        item for a user who has consumed every candidate)."""
+        mask = self._restrict_to_candidates(mask, mask)
+        batch = q.shape[0]
+        allowed = mask | ~mask.any(dim=1, keepdim=True)
+        noise = torch.rand((batch, self.n_items), generator=self.generator).to(q.device)
+        explore = (torch.rand(batch, generator=self.generator) < epsilon).to(q.device)
+        random_choice = noise.masked_fill(~allowed, -1.0).argmax(dim=1)
+        greedy_choice = (q + 1e-6 * noise).masked_fill(~allowed, float("-inf")).argmax(dim=1)
+        return torch.where(explore, random_choice, greedy_choice)
+
+    def _check_env(self, env: Any) -> None:
+        if int(env.n_items) != self.n_items:
+            raise ConfigError(f"the env has {env.n_items} items but the agent was built for {self.n_items}")
+        if int(getattr(env, "slate_size", 1)) != 1:
+            raise ConfigError(
+                f"{type(self).__name__} learns with slate_size=1 (the reward belongs to one item); the env "
+                f"has slate_size={env.slate_size}. It can still act with k > 1 at evaluation."
+            )
+
+    def learn(self, env: Any, steps: int, logger: ScalarLogger | None = None) -> None:
+        """Train for ``steps`` more user-steps (``ceil(steps / env.num_envs)`` env steps) on ``env``."""
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        self._check_env(env)
+        if self.config.candidates > 0 and self.candidate_mask is None:
+            self._choose_candidates(env)
+        self._prepare(env)
+        if self.config.next_item_coef > 0 and self.logged is None:
+            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
+        reset_seed = (self.config.seed * 1_000_003 + self.learn_calls) % (2**31 - 1)
+        self.learn_calls += 1
+        observation, _ = env.reset(seed=reset_seed)
+        n = int(env.num_envs)
+        returns = torch.zeros(n)
+        finished: list[float] = []
+        td_errors: list[float] = []
+        last_log = self.steps_done
+        for _ in range(math.ceil(steps / n)):
+            states = _llm_state(observation)
+            mask = torch.as_tensor(env.action_masks())
+            with torch.no_grad():
+                q = self._values(states)
+                actions = self._explore_or_exploit(q, mask.to(states.device), self.epsilon())
+            next_observation, reward, terminated, truncated, info = env.step(actions.to(mask.device))
+            reward = torch.as_tensor(reward, dtype=torch.float32)
+            terminated = torch.as_tensor(terminated, dtype=torch.bool)
+            done = terminated | torch.as_tensor(truncated, dtype=torch.bool)
+            next_states = _llm_state(next_observation).clone()
+            next_mask = torch.as_tensor(env.action_masks()).to(states.device).clone()
+            if bool(done.any()):
+                final = info.get("final_obs")
+                if final is None:
+                    raise ConfigError("the env must put info['final_obs'] for finished users (final_observation=True)")
+                rows = done.to(states.device)
+                next_states[rows] = _llm_state(final).to(states.device)[rows]
+                next_mask[rows] = True  # the ended session's mask is gone; bootstrap over every item
+            td = self._observe_transition(
+                states, actions.to(states.device), reward.to(states.device), next_states,
+                terminated.to(states.device), next_mask,
+            )
+            if td is not None:
+                td_errors.append(float(td.square().mean()))
+            self.steps_done += n
+            returns += reward.cpu()
+            done_cpu = done.cpu()
+            if bool(done_cpu.any()):
+                finished.extend(returns[done_cpu].tolist())
+                self.episodes_done += int(done_cpu.sum())
+                returns[done_cpu] = 0.0
+            observation = next_observation
+            if logger is not None and self.steps_done - last_log >= self.config.log_interval:
+                self._log(logger, finished, td_errors)
+                finished, td_errors, last_log = [], [], self.steps_done
+        if logger is not None and (finished or td_errors):
+            self._log(logger, finished, td_errors)
+
+    def _log(self, logger: ScalarLogger, finished: list[float], td_errors: list[float]) -> None:
+        step = self.steps_done
+        if finished:
+            logger.log_scalar("charts/episodic_return", sum(finished) / len(finished), step)
+        if td_errors:
+            logger.log_scalar("losses/td_loss", sum(td_errors) / len(td_errors), step)
+        logger.log_scalar("charts/epsilon", self.epsilon(), step)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _parameter_tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _restore_parameters(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {key: value.detach().cpu().clone() for key, value in self._parameter_tensors().items()}
+        tensors["generator"] = generator_state(self.generator)
+        if self.candidate_mask is not None:
+            tensors["candidate_mask"] = self.candidate_mask.clone()
+            tensors["outside_scores"] = self.outside_scores.clone()
+        metadata = {"n_items": self.n_items, "steps_done": self.steps_done, "learn_calls": self.learn_calls,
+                    "episodes_done": self.episodes_done}
+        return tensors, metadata
+
+    def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        if int(metadata.get("n_items", -1)) != self.n_items:
+            raise CheckpointError(f"checkpoint is for {metadata.get('n_items')} items, the agent has {self.n_items}")
+        require_tensors(tensors, ["generator"], "checkpoint")
+        self._restore_parameters(tensors, metadata)
+        if "candidate_mask" in tensors:
+            require_tensors(tensors, ["outside_scores"], "checkpoint")
+            shape = tuple(tensors["candidate_mask"].shape)
+            if shape != (self.n_items,):
+                raise CheckpointError(f"checkpoint candidate_mask has shape {shape}, expected ({self.n_items},)")
+            self.candidate_mask = tensors["candidate_mask"].to(torch.bool).clone()
+            self.outside_scores = tensors["outside_scores"].to(torch.float32).clone()
+        elif self.config.candidates > 0 and int(metadata.get("steps_done", 0)) > 0:
+            raise CheckpointError(
+                f"checkpoint of a trained {self.name} with candidates={self.config.candidates} has no candidate_mask"
+            )
+        else:
+            self.candidate_mask = self.outside_scores = None
+        set_generator_state(self.generator, tensors["generator"])
+        self.steps_done = int(metadata["steps_done"])
+        self.learn_calls = int(metadata["learn_calls"])
+        self.episodes_done = int(metadata.get("episodes_done", 0))
+
+    def save(self, directory: str | Path) -> None:
+        """Write the full training state (so a loaded agent also resumes training exactly)."""
+        tensors, metadata = self.checkpoint_state()
+        save_agent_files(directory, self.name, self.config, tensors, metadata)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **context: Any) -> _OnlineQAgent:
+        """Read a saved agent; ``device`` is accepted for symmetry and ignored (these agents run on CPU)."""
+        config, tensors, metadata = load_agent_files(directory, cls.name)
+        agent = cls(int(metadata["n_items"]), from_dict(cls.config_class, config), **context)
+        agent.restore_checkpoint_state(tensors, metadata)
+        return agent
+
+
+# ----------------------------------------------------------------------------------- tabular Q
+
+
+@dataclass
+class TabularQConfig(_ExplorationConfig):
+    """Options of tabular Q-learning over a k-means codebook of the LLM state."""
+
+    n_states: int = 32
+    """Codebook size: the number of discrete states."""
+    codebook_samples: int = 2_048
+    """User-steps of uniform-random warm-up whose llm_states fit the codebook (then replayed)."""
+    kmeans_iterations: int = 25
+    learning_rate: float = 0.1
+    """Step size alpha of ``Q <- Q + alpha (target - Q)`` (duplicate (s, a) pairs in a batch are averaged)."""
+    initial_q: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._check_exploration()
+        if self.n_states < 1 or self.codebook_samples < 1 or self.kmeans_iterations < 1:
+            raise ValueError("n_states, codebook_samples and kmeans_iterations must be >= 1")
+        if not 0.0 < self.learning_rate <= 1.0:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+
+
+class TabularQAgent(_OnlineQAgent):
+    """Tabular Q-learning on ``Q[code(llm_state), item]`` (see the module docstring)."""
+
+    name: ClassVar[str] = "tabular_q"
+    config_class: ClassVar[type] = TabularQConfig
+
+    def __init__(self, n_items: int, config: TabularQConfig | None = None) -> None:
+        super().__init__(n_items, config or TabularQConfig())
+        self.centroids: torch.Tensor | None = None
+        self.q_table = torch.full((self.config.n_states, n_items), float(self.config.initial_q))
+        self.visits = torch.zeros(self.config.n_states, dtype=torch.int64)
+        self._warmup: dict[str, list[torch.Tensor]] = {k: [] for k in ("s", "a", "r", "s2", "term")}
+
+    @property
+    def fitted(self) -> bool:
+        return self.centroids is not None
+
+    def states_of(self, llm_state: torch.Tensor) -> torch.Tensor:
+        """Int64 [B]: the codebook state of each llm_state [B, d] (all 0 before the codebook exists)."""
+        if self.centroids is None:
+            return torch.zeros(llm_state.shape[0], dtype=torch.int64, device=llm_state.device)
+        return assign(llm_state, self.centroids)
+
+    def _q_values(self, states: torch.Tensor) -> torch.Tensor:
+        return self.q_table.to(states.device)[self.states_of(states)]
+
+    def _explore_or_exploit(self, q: torch.Tensor, mask: torch.Tensor, epsilon: float) -> torch.Tensor:
+        return super()._explore_or_exploit(q, mask, 1.0 if self.centroids is None else epsilon)
+
+    def _td_update(self, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        codes = self.states_of(states).cpu()
+        actions, targets = actions.cpu(), targets.cpu()
+        flat = codes * self.n_items + actions
+        q = self.q_table.view(-1)
+        td = targets - q[flat]
+        # Average the TD errors of duplicate (s, a) pairs, so a batch acts like one step per pair.
+        sums = torch.zeros_like(q).index_add_(0, flat, td)
+        counts = torch.zeros_like(q).index_add_(0, flat, torch.ones_like(td))
+        touched = counts > 0
+        q[touched] += self.config.learning_rate * sums[touched] / counts[touched]
+        self.visits += torch.bincount(codes, minlength=self.config.n_states)
+        return td
+
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        # scores = Q[code(s)]: each code's row moves by the mean over its own examples, not over the
+        # batch (as the TD update averages duplicate pairs): rescale by examples / examples of the code.
+        codes = self.states_of(states).cpu()
+        rows = step.any(dim=1)
+        counts = torch.bincount(codes[rows], minlength=self.config.n_states).clamp(min=1).to(torch.float32)
+        share = rows.sum() / counts[codes]
+        self.q_table.index_add_(0, codes, rate * step * share.unsqueeze(1))
+
+    def _observe_transition(self, states, actions, rewards, next_states, terminated, next_mask):
+        if self.centroids is not None:
+            return super()._observe_transition(states, actions, rewards, next_states, terminated, next_mask)
+        for key, value in zip(("s", "a", "r", "s2", "term"), (states, actions, rewards, next_states, terminated), strict=True):
+            self._warmup[key].append(value.detach().cpu().clone())
+        if sum(len(s) for s in self._warmup["s"]) >= self.config.codebook_samples:
+            self._fit_codebook_and_replay()
+        return None
+
+    def _fit_codebook_and_replay(self) -> None:
+        warm = {key: torch.cat(values) for key, values in self._warmup.items()}
+        self.centroids = kmeans(warm["s"], self.config.n_states, self.generator, self.config.kmeans_iterations)
+        targets = self._targets(warm["r"], warm["s2"], warm["term"], None)
+        self._td_update(warm["s"], warm["a"], targets)
+        self._warmup = {k: [] for k in self._warmup}
+
+    def _parameter_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"q_table": self.q_table, "visits": self.visits}
+        if self.centroids is not None:
+            tensors["centroids"] = self.centroids
+        for key, values in self._warmup.items():
+            if values:
+                tensors[f"warmup.{key}"] = torch.cat(values)
+        return tensors
+
+    def _restore_parameters(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        require_tensors(tensors, ["q_table", "visits"], "checkpoint")
+        if tuple(tensors["q_table"].shape) != (self.config.n_states, self.n_items):
+            raise CheckpointError(
+                f"checkpoint q_table has shape {tuple(tensors['q_table'].shape)}, expected "
+                f"({self.config.n_states}, {self.n_items})"
+            )
+        self.q_table = tensors["q_table"].to(torch.float32).clone()
+        self.visits = tensors["visits"].to(torch.int64).clone()
+        self.centroids = tensors["centroids"].clone() if "centroids" in tensors else None
+        self._warmup = {k: ([tensors[f"warmup.{k}"].clone()] if f"warmup.{k}" in tensors else [])
+                        for k in self._warmup}
+
+
+# ------------------------------------------------------------------------------------ linear Q
+
+
+@dataclass
+class LinearQConfig(_ExplorationConfig):
+    """Options of linear Q-learning on ``phi(s) = [llm_state, 1]``."""
+
+    form: Literal["bilinear", "per_item"] = "bilinear"
+    """``bilinear``: Q = phi^T W e_a + b_a (shared W, scales to big catalogues); ``per_item``:
+    Q = phi . w_a (one weight vector per item)."""
+    learning_rate: float = 0.1
+    """SGD step on the squared TD error. Shared weights (W) take the batch-mean gradient; per-item
+    weights (w_a, b_a) the mean over that item's transitions in the batch."""
+    init_scale: float = 0.0
+    """Std of the Gaussian initial weights (0: start from Q = 0)."""
+
+    def __post_init__(self) -> None:
+        self._check_exploration()
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.init_scale < 0:
+            raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
+        if self.next_item_coef > 0 and self.form != "bilinear":
+            raise ValueError("next_item_coef needs form='bilinear' (a per-item model has no shared weights to learn from)")
+
+
+class LinearQAgent(_OnlineQAgent):
+    """Linear (or bilinear) Q-learning with batched semi-gradient TD(0) updates.
+
+    ``item_embeddings`` [n_items, d_e] (the LLM item encodings) are needed by the bilinear form;
+    when not given they are read from the env at the first :meth:`learn`. ``state_dim`` (the
+    llm_state width) is taken from the first observation seen.
+    """
+
+    name: ClassVar[str] = "linear_q"
+    config_class: ClassVar[type] = LinearQConfig
+
+    def __init__(
+        self, n_items: int, config: LinearQConfig | None = None, item_embeddings: torch.Tensor | None = None
+    ) -> None:
+        super().__init__(n_items, config or LinearQConfig())
+        self.item_embeddings: torch.Tensor | None = None
+        if item_embeddings is not None:
+            self._set_item_embeddings(torch.as_tensor(item_embeddings, dtype=torch.float32))
+        self.weight: torch.Tensor | None = None  # [n_items, d + 1] (per_item) or [d + 1, d_e] (bilinear)
+        self.item_bias = torch.zeros(n_items)  # bilinear only (per_item keeps its bias in weight)
+
+    def _set_item_embeddings(self, embeddings: torch.Tensor) -> None:
+        if embeddings.dim() != 2 or embeddings.shape[0] != self.n_items:
+            raise ConfigError(f"item_embeddings must be [n_items={self.n_items}, d], got {tuple(embeddings.shape)}")
+        self.item_embeddings = embeddings.detach().cpu().clone()
+
+    def _prepare(self, env: Any) -> None:
+        embeddings = _env_item_embeddings(env)
+        if self.config.form == "bilinear" and self.item_embeddings is None:
+            self._set_item_embeddings(embeddings)
+        if self.weight is None:
+            self._init_weights(int(embeddings.shape[1]))  # llm_state pools item encodings: same width
+
+    def _init_weights(self, state_dim: int) -> None:
+        if self.config.form == "per_item":
+            shape = (self.n_items, state_dim + 1)
+        else:
+            if self.item_embeddings is None:
+                raise ConfigError("the bilinear LinearQAgent needs item_embeddings (or an env to read them from)")
+            shape = (state_dim + 1, self.item_embeddings.shape[1])
+        self.weight = torch.randn(shape, generator=self.generator) * self.config.init_scale
+
+    @staticmethod
+    def _features(states: torch.Tensor) -> torch.Tensor:
+        return torch.cat([states, torch.ones(states.shape[0], 1, device=states.device)], dim=1)
+
+    def _q_values(self, states: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:  # never trained: every item is worth 0
+            return torch.zeros(states.shape[0], self.n_items, device=states.device)
+        phi = self._features(states.to(torch.float32)).cpu()
+        if self.config.form == "per_item":
+            q = phi @ self.weight.T
+        else:
+            q = (phi @ self.weight) @ self.item_embeddings.T + self.item_bias
+        return q.to(states.device)
+
+    def _td_update(self, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        phi = self._features(states.to(torch.float32)).cpu()
+        actions, targets = actions.cpu(), targets.cpu()
+        lr = self.config.learning_rate
+        per_item_count = torch.bincount(actions, minlength=self.n_items).clamp(min=1).to(torch.float32)
+        if self.config.form == "per_item":
+            q = (phi * self.weight[actions]).sum(dim=1)
+            td = targets - q
+            gradient = torch.zeros_like(self.weight).index_add_(0, actions, td.unsqueeze(1) * phi)
+            self.weight += lr * gradient / per_item_count.unsqueeze(1)
+        else:
+            embedded = self.item_embeddings[actions]  # [B, d_e]
+            q = ((phi @ self.weight) * embedded).sum(dim=1) + self.item_bias[actions]
+            td = targets - q
+            self.weight += lr * (phi.T @ (td.unsqueeze(1) * embedded)) / len(td)
+            self.item_bias += lr * torch.zeros(self.n_items).index_add_(0, actions, td) / per_item_count
+        return td
+
+    def _apply_next_item_step(self, states: torch.Tensor, step: torch.Tensor, rate: float) -> None:
+        phi = self._features(states)  # scores = phi W E^T + b
+        self.weight += rate * phi.T @ (step @ self.item_embeddings)
+        self.item_bias += rate * step.sum(dim=0)
+
+    def _parameter_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"item_bias": self.item_bias}
+        if self.weight is not None:
+            tensors["weight"] = self.weight
+        if self.item_embeddings is not None:
+            tensors["item_embeddings"] = self.item_embeddings
+        return tensors
+
+    def _restore_parameters(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        require_tensors(tensors, ["item_bias"], "checkpoint")
+        if "item_embeddings" in tensors:
+            self._set_item_embeddings(tensors["item_embeddings"])
+        self.item_bias = tensors["item_bias"].to(torch.float32).clone()
+        self.weight = tensors["weight"].to(torch.float32).clone() if "weight" in tensors else None
+        if self.weight is not None:
+            ok = (self.config.form == "per_item" and self.weight.shape[0] == self.n_items) or (
+                self.config.form == "bilinear" and self.item_embeddings is not None
+                and self.weight.shape[1] == self.item_embeddings.shape[1]
+            )
+            if not ok:
+                raise CheckpointError(f"checkpoint weight shape {tuple(self.weight.shape)} does not fit form={self.config.form}")

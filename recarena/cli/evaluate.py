@@ -1,0 +1,260 @@
+"""Score trained policies and baselines offline, by several protocols, in one report.
+
+    python evaluate.py RUN_DIR [RUN_DIR ...] [--data NAME_OR_PATH] [--out DIR]
+    python evaluate.py --baseline most_popular --baseline sasrec --data ml-1m --out reports/ml1m
+
+Protocols (``--protocols``, comma-separated): ``ranking`` (HR@K, NDCG@K, MRR with full ranking
+under leave-last-out and the temporal split), ``replay`` (Li et al. 2011 on the temporal split's
+held-out events), ``ope`` (IPS, SNIPS, DM, DR on held-out events, plus the estimators' validation
+on simulated logs with known truth), ``simulated`` (return in the logged-user simulator from
+held-out users; a run is evaluated on the simulator its config.yaml records, baselines next to it on
+the same one). See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("ranking", "replay", "ope", "simulated")
+SPLITS = ("leave-last-out", "temporal", "validation")
+DEFAULT_SPLITS = ["leave-last-out", "temporal"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _choices(valid: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {unknown or text!r}; choose a comma-separated subset of {list(valid)}")
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="train.py run directories to evaluate")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                        help="a baseline to evaluate (repeatable): random, most_popular, greedy, sasrec")
+    parser.add_argument("--data", help="load_logs source (ml-100k, ml-1m or a path); default: the runs' data")
+    parser.add_argument("--out", default="eval_report", help="output directory for report.json, report.md and plots")
+    parser.add_argument("--k", type=_positive_int, default=10, help="cut-off K of HR@K/NDCG@K and the slate size")
+    parser.add_argument("--protocols", type=_choices(PROTOCOLS), default=list(PROTOCOLS),
+                        help=f"comma-separated subset of {','.join(PROTOCOLS)}")
+    parser.add_argument("--splits", type=_choices(SPLITS), default=DEFAULT_SPLITS,
+                        help="ranking splits: leave-last-out,temporal (default) and validation (each user's "
+                             "second-last event, scored without the test event: for choosing configurations)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, bootstraps, baselines)")
+    parser.add_argument("--max-users", type=_positive_int, default=None, help="evaluate a random subset of held-out users")
+    parser.add_argument("--batch-size", type=_positive_int, default=1024, help="queries scored per batch")
+    parser.add_argument("--history-length", type=_positive_int, default=50,
+                        help="observation history H for baselines (runs use their own config)")
+    parser.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples per interval")
+    parser.add_argument("--item-encoder", choices=("minilm", "genres"), default="minilm",
+                        help="item encodings for the LLM state: cached MiniLM (default) or genres (no model; tests)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+                        help="baseline/preference options, e.g. sasrec.epochs=5 or preference.epochs=10")
+    parser.add_argument("--ope-clip", type=float, default=100.0, help="importance-weight clip (<= 0: none)")
+    parser.add_argument("--ope-max-events", type=_positive_int, default=6000, help="held-out events used by ope")
+    parser.add_argument("--ope-validation-events", type=int, default=100_000,
+                        help="logged events of the synthetic validation of the estimators (0: skip)")
+    parser.add_argument("--sim-users", type=_positive_int, default=1000, help="held-out users simulated")
+    parser.add_argument("--sim-steps", type=_positive_int, default=None,
+                        help="session cap in simulated return (default: the runs' env.max_steps, else 50)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write eval/ scalars back to the runs")
+    return parser
+
+
+def _log(message: str) -> None:
+    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    import recarena.data as data
+    import recarena.simulators as simulators
+    from recarena.core.errors import ConfigError
+    from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
+    from recarena.evaluation import histories, metrics, report, sources
+    from recarena.evaluation.ope_logs import evaluate_ope
+    from recarena.evaluation.ope_validation import validate_estimators
+    from recarena.evaluation.ranking import evaluate_ranking
+    from recarena.evaluation.replay import evaluate_replay
+    from recarena.evaluation.simulated import evaluate_simulated
+
+    if not args.runs and not args.baseline:
+        raise ConfigError("nothing to evaluate: give RUN_DIR(s) and/or --baseline NAME")
+    if args.baseline and not args.data and not args.runs:
+        raise ConfigError("--baseline without a run directory needs --data NAME_OR_PATH (the data to fit it on)")
+    unknown = [name for name in args.baseline if name not in sources.BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown}; choose from {sorted(sources.BASELINES)}")
+    options = sources.baseline_options(args.set)
+    seed_everything(args.seed)
+    configure_torch_threads()
+    device = resolve_device(args.device)
+
+    # Runs first, so bad run directories fail before any expensive work.
+    loaded = []
+    for run_dir in args.runs:
+        agent, metadata = sources.load_run(run_dir, args.history_length, device=str(device))
+        loaded.append((Path(run_dir), agent, metadata))
+    data_source = args.data or sources.run_data_source(loaded[0][2])
+    if data_source is None:
+        raise ConfigError(f"{loaded[0][0]}: metadata.json names no data source; pass --data")
+
+    _log(f"loading {data_source}")
+    log = data.load_logs(data_source)
+    splits = {"leave-last-out": data.leave_last_out(log), "temporal": data.temporal_split(log)}
+    splits["validation"] = data.validation_split(splits["leave-last-out"])
+    for run_dir, _, metadata in loaded:
+        sources.check_run_matches(run_dir, metadata, log, splits["leave-last-out"])
+    item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
+    train = splits["leave-last-out"].train
+    self_information = metrics.item_self_information(train.item, train.user, log.n_items, log.n_users)
+
+    candidates: list[sources.Candidate] = []
+    preference_model = None
+    # Simulated return runs on the simulator the runs were trained on (their config.yaml), when they record one.
+    need_preference = "greedy" in [sources.BASELINES[b] for b in args.baseline] or "simulated" in args.protocols
+    run_specs = {str(run_dir): metadata["_simulator"] for run_dir, _, metadata in loaded} if need_preference else {}
+    sim_spec = sources.common_simulator_spec(run_specs)
+    sim_steps = _session_cap(args.sim_steps, list(run_specs.values()))
+    if need_preference and sim_spec is not None:
+        if sim_spec.name != "logged":
+            raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
+                              f"greedy baseline need the 'logged' one (drop 'simulated' from --protocols)")
+        _log("loading the preference model of the runs' simulator")
+        preference_model = sources.simulator_preference_model(sim_spec, data_source, splits["leave-last-out"], item_embeddings,
+                                                              args.item_encoder, options.get("preference"))
+    elif need_preference:
+        _log("fitting the preference model on the training log")
+        preference_model = sources.fit_preference(splits["leave-last-out"], item_embeddings, options.get("preference"))
+    for name in dict.fromkeys(args.baseline):
+        _log(f"building baseline {name}")
+        agent = sources.build_baseline(name, splits["leave-last-out"], item_embeddings, args.seed,
+                                       options.get(name), preference_model)
+        candidates.append(sources.Candidate(name, agent, args.history_length, None, {}))
+    for run_dir, agent, metadata in loaded:
+        candidates.append(sources.Candidate(run_dir.name, agent, metadata["_history_length"], run_dir, metadata))
+
+    needed = {*args.splits, "leave-last-out", "temporal"}  # replay, OPE and simulated users use these two
+    queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in needed}
+    simulator = None
+    if "simulated" in args.protocols:
+        sim_options = sim_spec.options if sim_spec is not None else {}
+        simulator = simulators.make("logged", splits["leave-last-out"], device=device, **sim_options,
+                                    components={"preference_model": preference_model, "item_embeddings": item_embeddings})
+    common = {"batch_size": args.batch_size, "device": device}
+    # What every candidate is scored on, chosen once.
+    ope_queries = queries["temporal"].subset(sources.subsample(len(queries["temporal"]), args.ope_max_events, args.seed))
+    sim_users = np.unique(queries["leave-last-out"].user)
+    sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
+    results: dict[str, Any] = {"candidates": {}}
+    for candidate in candidates:
+        entry: dict[str, Any] = {"source": str(candidate.run_dir) if candidate.run_dir else f"baseline {candidate.label}"}
+        h = candidate.history_length
+        if "ranking" in args.protocols:
+            entry["ranking"] = {}
+            for split in args.splits:
+                _log(f"{candidate.label}: ranking ({split})")
+                result = evaluate_ranking(candidate.agent, queries[split], item_embeddings, (args.k,), h,
+                                          self_information=self_information, n_bootstrap=args.bootstrap, seed=args.seed, **common)
+                entry["ranking"][split] = result.to_dict()
+        if "replay" in args.protocols:
+            _log(f"{candidate.label}: replay")
+            entry["replay"] = evaluate_replay(candidate.agent, queries["temporal"], item_embeddings, args.k, "like", h,
+                                              n_bootstrap=args.bootstrap, seed=args.seed, **common).to_dict()
+        if "ope" in args.protocols:
+            _log(f"{candidate.label}: off-policy estimators")
+            entry["ope"] = evaluate_ope(candidate.agent, ope_queries, splits["temporal"].train, item_embeddings, h,
+                                        clip=args.ope_clip if args.ope_clip > 0 else None,
+                                        n_bootstrap=args.bootstrap, seed=args.seed, **common)
+        if simulator is not None:
+            _log(f"{candidate.label}: simulated return")
+            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
+                                                    self_information=self_information, seed=args.seed,
+                                                    n_bootstrap=args.bootstrap).to_dict()
+        results["candidates"][candidate.label] = entry
+
+    if "ope" in args.protocols and args.ope_validation_events > 0:
+        _log(f"validating the estimators on {args.ope_validation_events} simulated events")
+        synthetic = simulators.make("synthetic", seed=args.seed)
+        from recarena.evaluation.ope_validation import ContentSimilarityAgent
+
+        results["ope_validation"] = validate_estimators(
+            synthetic, ContentSimilarityAgent(synthetic.item_embeddings), n_events=args.ope_validation_events,
+            n_true=max(4 * args.ope_validation_events, 100_000), n_bootstrap=min(args.bootstrap, 200), seed=args.seed,
+        )
+    results["config"] = {
+        "data": data_source, "n_users": log.n_users, "n_items": log.n_items,
+        "item_set_fingerprint": log.item_set_fingerprint(), "data_fingerprint": log.fingerprint(),
+        "protocols": args.protocols, "splits": args.splits, "k": args.k, "seed": args.seed,
+        "max_users": args.max_users, "item_encoder": args.item_encoder, "device": str(device),
+        "simulator": {"source": "the runs' config" if sim_spec is not None else "default logged simulator",
+                      "options": sim_spec.options if sim_spec is not None else {}, "max_steps": sim_steps},
+        "command": "python evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    }
+    run_dirs = {c.label: c.run_dir for c in candidates if c.run_dir is not None}
+    report.write_report(results, args.out, args.k, run_dirs)
+    if not args.no_tensorboard:
+        for candidate in candidates:
+            if candidate.run_dir is not None:
+                step = int(candidate.metadata.get("global_step", candidate.metadata.get("step", 0)) or 0)
+                report.write_back_to_tensorboard(candidate.run_dir, report.eval_scalars(results["candidates"][candidate.label], args.k), step)
+    return results
+
+
+def _session_cap(requested: int | None, specs: list[Any]) -> int:
+    """``--sim-steps``, else the runs' ``env.max_steps`` (they must agree), else 50."""
+    from recarena.core.errors import ConfigError
+
+    if requested is not None:
+        return requested
+    caps = sorted({spec.max_steps for spec in specs if spec is not None and spec.max_steps is not None})
+    if len(caps) > 1:
+        raise ConfigError(f"the runs were trained with different session caps {caps}; pass --sim-steps")
+    return caps[0] if caps else 50
+
+
+def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser(prog).parse_args(argv)
+    from recarena.core.errors import RecarenaError
+
+    started = time.perf_counter()
+    try:
+        results = run(args)
+    except RecarenaError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    from recarena.evaluation.report import table
+
+    print(table(results, args.k))
+    print(f"\nreport: {Path(args.out) / 'report.md'} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

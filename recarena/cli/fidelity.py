@@ -1,0 +1,154 @@
+"""``recarena fidelity``: how well the preference model and the simulator reproduce held-out users.
+
+The report itself is :mod:`recarena.evaluation.fidelity`; this module is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recarena.core.config import parse_override
+from recarena.core.io import atomic_write_json, atomic_write_text
+from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
+from recarena.data.logs import load_logs
+from recarena.evaluation.fidelity import (
+    COLD_THRESHOLD,
+    MIN_USER_RATINGS,
+    VARIANTS,
+    format_tables,
+    llm_judgements,
+    make_split,
+    preference_config,
+    run_report,
+)
+from recarena.llm import EncoderConfig, encode_items, encode_texts, user_profile_texts
+
+
+def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--data", required=True, help="dataset name (ml-100k, ml-1m) or path for recarena.data.load_logs"
+    )
+    parser.add_argument("--out", required=True, help="output directory for report.json and report.md")
+    parser.add_argument("--split", default="user-last", choices=["user-last", "leave-last-out", "temporal"])
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of id,text,combined"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="maximum epochs (default: PreferenceConfig's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cold-threshold", type=int, default=COLD_THRESHOLD)
+    parser.add_argument("--min-user-ratings", type=int, default=MIN_USER_RATINGS)
+    parser.add_argument(
+        "--encoder", default="minilm", help="text encoder model (name, local path or cached HF id)"
+    )
+    parser.add_argument(
+        "--user-text",
+        action="store_true",
+        help="also encode each user's written profile (llm.user_profile_texts)",
+    )
+    parser.add_argument(
+        "--judge-pairs", type=int, default=0, help="LLM-judged (user, item) pairs to distil (0 = off)"
+    )
+    parser.add_argument("--judge-model", default="smollm2")
+    parser.add_argument("--distill-weight", type=float, default=0.5)
+    parser.add_argument("--no-simulation", action="store_true", help="skip the simulated-session comparison")
+    parser.add_argument("--cache-dir", default=None, help="embedding/judgement cache (default $RECARENA_CACHE)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra PreferenceConfig option"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict[str, Any]:
+    args = build_parser(prog).parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    threads = configure_torch_threads(args.threads)
+    seed_everything(args.seed)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant '{variant}'; choose from {list(VARIANTS)}")
+    base: dict[str, Any] = {
+        "device": str(resolve_device(args.device)),
+        "seed": args.seed,
+        "encoder": args.encoder,
+    }
+    if args.epochs is not None:
+        base["epochs"] = args.epochs
+    for text in args.set:
+        path, value = parse_override(text)
+        base[".".join(path)] = value
+    if args.judge_pairs:
+        base.update(distill_weight=args.distill_weight, distill_pairs=args.judge_pairs)
+    preference_config(base)  # validate before the slow parts
+
+    started = time.perf_counter()
+    log = load_logs(args.data)
+    encoder = EncoderConfig(model=args.encoder, device=base["device"], progress=True)
+    item_embeddings = encode_items(log.items, encoder, args.cache_dir)
+    split_train = make_split(log, args.split).train
+    user_text = None
+    if args.user_text:
+        user_text = encode_texts(user_profile_texts(split_train), encoder, args.cache_dir)
+    judgements = None
+    if args.judge_pairs:
+        judgements = llm_judgements(split_train, args.judge_pairs, args.seed, args.cache_dir, args.judge_model)
+    report = run_report(
+        log,
+        item_embeddings,
+        split_protocol=args.split,
+        base_config=base,
+        variants=variants,
+        cold_threshold=args.cold_threshold,
+        min_user_ratings=args.min_user_ratings,
+        judgements=judgements,
+        user_text_embeddings=user_text,
+        simulate=not args.no_simulation,
+    )
+    report["command"] = prog + " " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    report["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["machine"] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": threads,
+        "device": base["device"],
+        "torch": torch.__version__,
+    }
+    report["encoder"] = args.encoder
+    report["user_text"] = bool(args.user_text)
+    report["judge_pairs"] = args.judge_pairs
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = Path(args.out)
+    tables = format_tables(report)
+    header = (
+        f"# Fidelity report: {report['dataset']}\n\n`{report['command']}`\n\n{report['date']}, "
+        f"{report['machine']['platform']}, {threads} torch thread(s), device {base['device']}, "
+        f"split {args.split}, {report['total_seconds']} s in all\n\n"
+    )
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", header + tables)
+    print(header + tables)
+    return report
+
+
+if __name__ == "__main__":
+    main()

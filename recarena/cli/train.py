@@ -1,0 +1,331 @@
+"""Train a recommendation agent on simulated users and watch it in TensorBoard.
+
+    python train.py --config configs/quickstart.yaml
+    python train.py --config configs/dqn_ml1m.yaml --set agent.config.learning_rate=3e-4 --total-steps 200000
+    python train.py --resume runs/<run>            # continue a killed or finished run
+    tensorboard --logdir runs
+
+Training runs in chunks of ``train.checkpoint_every`` user-steps; after each chunk the agent is
+evaluated on held-out simulated sessions (every ``train.eval_every`` steps) and the whole training
+state (agent, optimiser, replay buffer, env users mid-session, random generators) is checkpointed
+atomically, so a run killed at any moment resumes from its last checkpoint and, on CPU, ends with
+the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import random
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recarena.agents.base import TrainableAgent
+from recarena.core.checkpoint import (
+    check_identity,
+    flatten_state,
+    latest_checkpoint,
+    read_checkpoint,
+    unflatten_state,
+    write_checkpoint,
+)
+from recarena.core.config import apply_overrides, to_dict
+from recarena.core.errors import CheckpointError, ConfigError, RecarenaError
+from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
+from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
+from recarena.training.run import RunDirectory, default_run_name, run_metadata
+from recarena.training.tensorboard import TensorBoardLogger
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation sessions are drawn with ``seed + EVAL_SEED_OFFSET``: fixed, and apart from training's."""
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def build_env(config: RunConfig, device: str) -> Any:
+    """The training vector env of ``config.env.num_envs`` simulated users."""
+    from recarena.envs.vector_env import RecommendationVectorEnv
+
+    return RecommendationVectorEnv(
+        num_envs=config.env.num_envs, **config.env.env_kwargs(config.data, config.simulator, device)
+    )
+
+
+def build_agent(config: RunConfig, env: Any, device: str) -> TrainableAgent:
+    """The registered agent ``config.agent.name``, given the context its constructor asks for."""
+    from recarena.agents.registry import agent_class, make_agent
+
+    cls = agent_class(config.agent.name)
+    if not issubclass(cls, TrainableAgent):
+        raise ConfigError(
+            f"agent.name: '{config.agent.name}' does not learn by interaction; train one of the "
+            f"trainable agents or evaluate it directly with evaluate.py"
+        )
+    context = {
+        "env": env,
+        "seed": config.train.seed,
+        "device": device,
+        "total_steps": config.train.total_steps,
+        "log_every": config.train.log_every,
+    }
+    accepted = inspect.signature(cls.__init__).parameters
+    context = {key: value for key, value in context.items() if key in accepted}
+    agent = make_agent(config.agent.name, env.n_items, config.agent.config, **context)
+    assert isinstance(agent, TrainableAgent)
+    return agent
+
+
+@contextlib.contextmanager
+def isolated_global_rng() -> Iterator[None]:
+    """Run a block without disturbing the global torch/NumPy/Python generators training draws from."""
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def evaluate(agent: Any, env: Any, config: RunConfig) -> dict[str, float]:
+    """Held-out simulated return: fixed-seed sessions the agent never trained on, greedy actions."""
+    from recarena.evaluation.simulated import evaluate_simulated
+
+    with isolated_global_rng():
+        result = evaluate_simulated(
+            agent,
+            env.simulator,
+            n_sessions=config.train.eval_sessions,
+            k=config.env.slate_size,
+            max_steps=config.env.max_steps,
+            seed=config.train.seed + EVAL_SEED_OFFSET,
+            n_bootstrap=200,
+        )
+    values = {}
+    for name, value in result.metrics.items():
+        base = name.split("@")[0].lower()
+        values[{"ild": "diversity"}.get(base, base)] = float(value)
+    return values
+
+
+def run_identity(config: RunConfig, env: Any, simulator_record: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed into this run."""
+    return {
+        "agent": config.agent.name,
+        "n_items": int(env.n_items),
+        "num_envs": int(env.num_envs),
+        "simulator": simulator_record.get("name"),
+        "data_fingerprint": simulator_record.get("data_fingerprint"),
+        "item_set_fingerprint": simulator_record.get("item_set_fingerprint"),
+    }
+
+
+def save_checkpoint(run: RunDirectory, agent: TrainableAgent, env: Any, identity: dict[str, Any],
+                    progress: dict[str, Any], keep: int) -> Path:
+    """Checkpoint agent + env + loop progress (one atomic directory)."""
+    agent_tensors, agent_metadata = agent.checkpoint_state()
+    tensors = {f"agent/{k}": v for k, v in agent_tensors.items()}
+    env_metadata = None
+    if hasattr(env, "get_state") and not getattr(env, "_needs_reset", False):
+        env_tensors, env_metadata = flatten_state(env.get_state())
+        tensors.update({f"env/{k}": v for k, v in env_tensors.items()})
+    metadata = {"identity": identity, "progress": progress, "agent": agent_metadata, "env": env_metadata}
+    return write_checkpoint(run.checkpoints, progress["steps_done"], tensors, metadata, keep=keep)
+
+
+def restore_checkpoint(run: RunDirectory, agent: TrainableAgent, env: Any, identity: dict[str, Any]) -> dict[str, Any]:
+    """Restore the latest checkpoint of ``run`` into ``agent`` and ``env``; returns the loop progress."""
+    path = latest_checkpoint(run.checkpoints)
+    if path is None:
+        return {"steps_done": 0, "last_eval": -1}
+    tensors, metadata, _ = read_checkpoint(path)
+    for key in ("identity", "progress", "agent", "env"):
+        if key not in metadata:
+            raise CheckpointError(f"{path}: metadata lacks '{key}'; not a train.py checkpoint")
+    check_identity(identity, metadata["identity"], path)
+    agent.restore_checkpoint_state(
+        {k[len("agent/"):]: v for k, v in tensors.items() if k.startswith("agent/")}, metadata["agent"]
+    )
+    if metadata["env"] is not None:
+        env_tensors = {k[len("env/"):]: v for k, v in tensors.items() if k.startswith("env/")}
+        env.set_state(unflatten_state(env_tensors, metadata["env"]))
+    return dict(metadata["progress"])
+
+
+class ProgressBar:
+    """tqdm bar over user-steps with the live episodic return and steps/s."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
+        self.postfix: dict[str, str] = {}
+
+    def listener(self, tag: str, value: float, step: int) -> None:
+        if self.bar is None:
+            return
+        names = {"charts/episodic_return": "return", "charts/sps": "sps", "eval/episodic_return": "eval"}
+        if tag in names:
+            self.postfix[names[tag]] = f"{value:.3g}" if tag != "charts/sps" else f"{value:.0f}"
+            self.bar.set_postfix(self.postfix, refresh=False)
+        self.update(step)
+
+    def update(self, step: int) -> None:
+        if self.bar is not None and step > self.bar.n:
+            self.bar.update(min(step, self.bar.total) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress_bar: bool = True,
+    listeners: list[Callable[[str, float, int], None]] | None = None,
+) -> RunDirectory:
+    """Train ``config`` into ``run_dir`` (a new directory, or an existing one with ``resume=True``)."""
+    train_cfg = config.train
+    configure_torch_threads(train_cfg.torch_threads)
+    seed_everything(train_cfg.seed)
+    device = str(resolve_device(train_cfg.device))
+    env = build_env(config, device)
+    agent = build_agent(config, env, device)
+
+    from recarena.training.run import simulator_fingerprints
+
+    simulator_record = simulator_fingerprints(env.simulator)
+    identity = run_identity(config, env, simulator_record)
+    if resume:
+        run = RunDirectory.open(run_dir)  # type: ignore[arg-type]
+        recorded = run.read_metadata().get("simulator", {})
+        for key in ("data_fingerprint", "item_set_fingerprint"):
+            if recorded.get(key) != simulator_record.get(key):
+                raise CheckpointError(
+                    f"{run.path}: {key} is {recorded.get(key)!r} in the run, {simulator_record.get(key)!r} "
+                    f"for the data loaded now; the run's data has changed"
+                )
+        progress = restore_checkpoint(run, agent, env, identity)
+        run.write_config(config)  # --total-steps and other train.* changes made on resume
+    else:
+        if run_dir is None:
+            run_dir = Path(train_cfg.runs_root) / default_run_name(config.agent.name, config.data.source, train_cfg.seed)
+        run = RunDirectory.create(run_dir, config, run_metadata(env.simulator, {"device": device}))
+        progress = {"steps_done": 0, "last_eval": -1}
+
+    bar = ProgressBar(train_cfg.total_steps, progress["steps_done"], progress_bar)
+    logger = TensorBoardLogger(run.tensorboard, listeners=[bar.listener, *(listeners or [])])
+    try:
+        if progress["steps_done"] == 0 and progress["last_eval"] < 0:
+            logger.log_hyperparameters(to_dict(config))
+            _log_eval(run, logger, evaluate(agent, env, config), 0)
+            progress["last_eval"] = 0
+        while progress["steps_done"] < train_cfg.total_steps:
+            chunk = min(train_cfg.checkpoint_every, train_cfg.total_steps - progress["steps_done"])
+            agent.learn(env, chunk, logger)
+            done = int(getattr(agent, "steps_done", progress["steps_done"] + chunk))
+            progress["steps_done"] = max(done, progress["steps_done"] + 1)
+            finished = progress["steps_done"] >= train_cfg.total_steps
+            due = train_cfg.eval_every > 0 and progress["steps_done"] - progress["last_eval"] >= train_cfg.eval_every
+            if due or finished:
+                _log_eval(run, logger, evaluate(agent, env, config), progress["steps_done"])
+                progress["last_eval"] = progress["steps_done"]
+            logger.flush()
+            save_checkpoint(run, agent, env, identity, progress, train_cfg.keep_checkpoints)
+            bar.update(progress["steps_done"])
+        agent.save(run.agent)
+    finally:
+        logger.close()
+        bar.close()
+    return run
+
+
+def _log_eval(run: RunDirectory, logger: TensorBoardLogger, values: dict[str, float], step: int) -> None:
+    for name, value in values.items():
+        logger.log_scalar(f"eval/{name}", value, step)
+    run.write_eval({"step": step, **values})
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="YAML run config (configs/<agent>_<data>.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set agent.config.learning_rate=3e-4 (repeatable)")
+    parser.add_argument("--total-steps", type=int, help="user-steps to train for (train.total_steps)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
+    parser.add_argument("--seed", type=int, help="train.seed")
+    parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<agent>_<data>_s<seed>_<time>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def _cli_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.total_steps is not None:
+        overrides.append(f"train.total_steps={args.total_steps}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    return overrides
+
+
+_RESUMABLE_OVERRIDES = ("train.total_steps", "train.device", "train.eval_every", "train.eval_sessions",
+                        "train.log_every", "train.keep_checkpoints", "train.torch_threads")
+
+
+def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
+    """(config, run directory, resuming?) from the command line."""
+    overrides = _cli_overrides(args)
+    if args.resume is not None:
+        if args.config is not None or args.run_dir is not None:
+            raise ConfigError("--resume takes the config and directory of the run; drop --config/--run-dir")
+        fixed = [o for o in overrides if o.split("=", 1)[0].strip() not in _RESUMABLE_OVERRIDES]
+        if fixed:
+            raise ConfigError(
+                f"cannot change {[o.split('=', 1)[0] for o in fixed]} when resuming (it would not be the same run); "
+                f"changeable: {list(_RESUMABLE_OVERRIDES)}"
+            )
+        run = RunDirectory.open(args.resume)
+        config = run_config_from_dict(apply_overrides(run.read_config(), overrides))
+        return config, args.resume, True
+    if args.config is None:
+        raise ConfigError("give --config FILE (see configs/) or --resume RUN_DIR")
+    return load_run_config(args.config, overrides), args.run_dir, False
+
+
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = parse_args(argv, prog)
+    try:
+        config, run_dir, resuming = resolve(args)
+        run = train(config, run_dir, resume=resuming, progress_bar=not args.no_progress)
+    except RecarenaError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"run directory: {run.path}\n  tensorboard --logdir {run.path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

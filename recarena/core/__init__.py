@@ -1,0 +1,1 @@
+"""What every layer shares: errors, seeding, typed configs, atomic file writes and checkpoints."""

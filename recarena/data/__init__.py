@@ -1,0 +1,20 @@
+"""Logged interactions: the typed structures, the loaders of every supported format, and the splits."""
+
+from recarena.data.interactions import LIKE_THRESHOLD, InteractionLog, ItemMetadata, LogSplit
+from recarena.data.logs import LoadReport, LoadWarning, load_logs
+from recarena.data.splits import k_core, leave_last_out, temporal_split, user_last_split, validation_split
+
+__all__ = [
+    "LIKE_THRESHOLD",
+    "InteractionLog",
+    "ItemMetadata",
+    "LoadReport",
+    "LoadWarning",
+    "LogSplit",
+    "k_core",
+    "leave_last_out",
+    "load_logs",
+    "temporal_split",
+    "user_last_split",
+    "validation_split",
+]

@@ -1,0 +1,210 @@
+"""Pieces shared by the single-user env and the vector env: options, simulator construction,
+reward functions and action validation.
+
+Everything here works on batches of tensors, so the single env (the batch of one) and the vector
+env run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from recarena.core.config import from_dict
+from recarena.core.errors import ConfigError
+from recarena.simulators.base import Simulator, StepOutcome
+from recarena.simulators.behaviour import REWARDS
+
+OBSERVATION_KEYS = ("history", "responses", "llm_state")
+
+
+def reward_function(name: str | None) -> Callable[[StepOutcome], torch.Tensor]:
+    """The env's reward: the simulator's own configured reward (``None``) or a named one.
+
+    Names are those of ``simulators.behaviour.REWARDS`` ("click", "like", "rating", "dwell"), computed
+    from the step's outcome, so one simulator instance can serve envs with different rewards.
+    """
+    if name is None:
+        return lambda outcome: outcome.reward
+    function = REWARDS[name]
+    return lambda outcome: function(outcome.clicked, outcome.liked, outcome.response)
+
+
+@dataclass
+class EnvOptions:
+    """The options every recarena env accepts (see ``docs/envs.md``)."""
+
+    simulator: Any = "synthetic"  # registry name (str) or a ready Simulator instance
+    data: str | None = None  # data source passed to simulators.make (e.g. "ml-1m"); None = simulator default
+    simulator_config: dict[str, Any] = field(default_factory=dict)
+    slate_size: int = 1
+    max_steps: int = 50  # session cap: reaching it truncates the episode
+    reward: str | None = None  # None = the simulator's configured reward; else a simulators.REWARDS name
+    history_length: int | None = None  # observation window; None = the simulator's history length
+    observation_keys: tuple[str, ...] = OBSERVATION_KEYS
+    mask_consumed: bool = True  # action mask marks already-consumed items as unavailable
+    validate_actions: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.simulator, (str, Simulator)):
+            raise ValueError(f"simulator must be a registry name or a Simulator, got {self.simulator!r}")
+        if self.slate_size < 1:
+            raise ValueError(f"slate_size must be >= 1, got {self.slate_size}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.reward is not None and self.reward not in REWARDS:
+            raise ValueError(f"reward must be None or one of {sorted(REWARDS)}, got {self.reward!r}")
+        if self.history_length is not None and self.history_length < 1:
+            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        keys = tuple(self.observation_keys)
+        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
+        if unknown or not keys or len(set(keys)) != len(keys):
+            raise ValueError(
+                f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}"
+            )
+        self.observation_keys = keys
+
+
+def parse_options(**kwargs: Any) -> EnvOptions:
+    """Validate env keyword arguments into :class:`EnvOptions` (unknown keys are errors)."""
+    if kwargs.get("simulator_config") is None:
+        kwargs.pop("simulator_config", None)
+    if "observation_keys" in kwargs and isinstance(kwargs["observation_keys"], (list, tuple)):
+        kwargs["observation_keys"] = list(kwargs["observation_keys"])
+    return from_dict(EnvOptions, kwargs)
+
+
+_SIMULATORS: dict[str, Simulator] = {}
+
+
+def build_simulator(options: EnvOptions) -> Simulator:
+    """The simulator the options name, shared within the process.
+
+    Simulators are stateless apart from their fitted parameters (the users' state lives in a
+    ``UserState``), so every env built with the same name, data, device and config shares one
+    instance: building a SyncVectorEnv of many copies, or a second env, costs nothing.
+    """
+    if isinstance(options.simulator, Simulator):
+        return options.simulator
+    import recarena.simulators as simulators
+    from recarena.simulators.registry import get
+
+    config = dict(options.simulator_config)
+    if options.history_length is not None and "history_length" not in config:
+        if any(f.name == "history_length" for f in fields(get(options.simulator).config_class)):
+            config["history_length"] = options.history_length
+    key = json.dumps([options.simulator, options.data, options.device, config], sort_keys=True, default=str)
+    if key not in _SIMULATORS:
+        data: Any = options.data
+        if options.simulator == "logged" and isinstance(data, str):
+            # Named data: fit the preference model once and load it from $RECARENA_CACHE afterwards.
+            from recarena.simulators.preference_store import logged_simulator_arguments
+
+            data, config = logged_simulator_arguments(data, config)
+        _SIMULATORS[key] = simulators.make(options.simulator, data=data, device=options.device, **config)
+    return _SIMULATORS[key]
+
+
+def resolve_history_length(options: EnvOptions, simulator: Simulator) -> int:
+    """The observation window: at most the simulator's own history length."""
+    if options.history_length is None:
+        return int(simulator.history_length)
+    if options.history_length > simulator.history_length:
+        raise ConfigError(
+            f"history_length={options.history_length} exceeds the simulator's history length "
+            f"({simulator.history_length}); raise it in simulator_config instead"
+        )
+    return int(options.history_length)
+
+
+class SlateSpace(spaces.MultiDiscrete):
+    """``MultiDiscrete([n_items] * k)`` whose members hold k *distinct* items.
+
+    It is a ``MultiDiscrete`` (SB3 and Gymnasium treat it as one), but :meth:`sample` draws
+    without replacement and :meth:`contains` rejects slates with repeated items, so samples are
+    always valid actions of the env.
+    """
+
+    def __init__(self, n_items: int, slate_size: int, seed: int | np.random.Generator | None = None) -> None:
+        if not 1 <= slate_size <= n_items:
+            raise ValueError(f"slate_size must be in [1, n_items={n_items}], got {slate_size}")
+        super().__init__(np.full(slate_size, n_items, dtype=np.int64), dtype=np.int64, seed=seed)
+        self.n_items, self.slate_size = int(n_items), int(slate_size)
+
+    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
+        if mask is None and probability is None:
+            return self.np_random.choice(self.n_items, size=self.slate_size, replace=False).astype(np.int64)
+        for _ in range(1000):  # masked/weighted draws: resample until the items are distinct
+            slate = super().sample(mask=mask, probability=probability)
+            if len(np.unique(slate)) == self.slate_size:
+                return slate
+        raise ValueError("could not sample a slate of distinct items under this mask")
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(x) and len(np.unique(np.asarray(x))) == self.slate_size
+
+    def __repr__(self) -> str:
+        return f"SlateSpace(n_items={self.n_items}, slate_size={self.slate_size})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, SlateSpace) and (other.n_items, other.slate_size) == (
+            self.n_items,
+            self.slate_size,
+        )
+
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def as_action_tensor(actions: Any, device: torch.device) -> torch.Tensor:
+    """Turn actions (tensor, numpy array, list, Python/NumPy int) into a tensor on ``device``.
+
+    Raises ``TypeError`` for non-integer dtypes (floats, NaN, bools, objects).
+    """
+    if isinstance(actions, torch.Tensor):
+        tensor = actions
+    else:
+        if isinstance(actions, (bool, np.bool_)):
+            raise TypeError(f"actions must be integer item indices, got the bool {actions!r}")
+        array = np.asarray(actions)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"actions must be integer item indices (dtype int64), got dtype {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    if tensor.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"actions must be integer item indices (dtype int64), got dtype {tensor.dtype}")
+    return tensor.to(device=device, dtype=torch.int64)
+
+
+def check_slates(slate: torch.Tensor, n_items: int) -> None:
+    """Raise ``ValueError`` unless every row of ``slate`` [B, k] holds distinct items in [0, n_items).
+
+    The checks are tensor ops with one host synchronisation (the final ``bool``); the message
+    is only built on the error path.
+    """
+    out_of_range = (slate < 0) | (slate >= n_items)
+    bad = out_of_range.any()
+    duplicate = None
+    if slate.shape[1] > 1:
+        ordered = slate.sort(dim=1).values
+        duplicate = (ordered[:, 1:] == ordered[:, :-1]).any(dim=1)
+        bad = bad | duplicate.any()
+    if not bool(bad):
+        return
+    rows = out_of_range.any(dim=1).nonzero().flatten()
+    if len(rows):
+        row = int(rows[0])
+        raise ValueError(
+            f"action out of range: expected item indices in [0, {n_items}), got {slate[row].tolist()} "
+            f"(env {row})"
+        )
+    row = int(duplicate.nonzero().flatten()[0])  # type: ignore[union-attr]
+    raise ValueError(
+        f"a slate must hold {slate.shape[1]} distinct items, got {slate[row].tolist()} (env {row})"
+    )

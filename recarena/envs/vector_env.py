@@ -1,0 +1,324 @@
+"""A natively batched Gymnasium vector env: N simulated users stepped at once as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from recarena.core.errors import CheckpointError
+from recarena.envs.common import (
+    SlateSpace,
+    as_action_tensor,
+    build_simulator,
+    check_slates,
+    parse_options,
+    resolve_history_length,
+    reward_function,
+)
+from recarena.envs.observation import MAX_RESPONSE, build_observation, observation_space
+from recarena.simulators.base import UserState
+
+
+class RecommendationVectorEnv(VectorEnv):
+    """N users of one simulator stepped together as tensors on one device.
+
+    Reached with ``gymnasium.make_vec("recarena/ML1M-v0", num_envs=N, vectorization_mode="vector_entry_point")``
+    and takes the same keyword arguments as :class:`envs.RecommendationEnv` plus:
+
+    - ``num_envs``: number of users N.
+    - ``device``: ``"cpu"`` or ``"cuda[:i]"``; the simulator state and every returned tensor live there.
+    - ``as_numpy``: return NumPy arrays instead of torch tensors (copies to the host every step).
+    - ``final_observation``: put the last observation of finished episodes in ``info["final_obs"]``.
+    - ``autoreset``: reset finished users inside ``step`` (default). ``False`` disables autoreset;
+      then reset rows with ``reset(options={"reset_mask": mask})``.
+
+    **Autoreset (same-step).** ``metadata["autoreset_mode"]`` is ``AutoresetMode.SAME_STEP``: when a
+    user's episode ends in ``step``, that step returns its reward, ``terminated``/``truncated``, and
+    already the *first observation of the user's next session*; the last observation of the ended
+    session is in ``info["final_obs"]`` (a batched dict like the observation; only rows where
+    ``info["_final_obs"]`` is True are meaningful). The next action of that row acts in the new session.
+
+    **Step cost.** ``step`` runs tensor ops only: no per-user Python loop and no host-device copy.
+    The one host synchronisation left is action validation (``validate_actions=True``, the
+    default: one ``bool`` read of the range/duplicate check); with ``validate_actions=False`` an
+    autoreset ``step`` on CUDA performs none (checked under ``torch.cuda.set_sync_debug_mode("error")``
+    by a test), as long as the actions are already a tensor on the device and ``as_numpy=False``
+    (NumPy actions are copied to the device, and ``as_numpy=True`` copies every output back).
+    On an accelerator, finished rows are reset and re-observed with static shapes (new sessions
+    are drawn for all rows and merged in with ``where``); on the CPU only the finished rows are,
+    which synchronises, for free there, and keeps the CPU random streams as they were.
+
+    **Info.** ``clicked``, ``liked``, ``from_log`` (bool [N]), ``item`` (int64 [N], -1 = none) and
+    ``response`` (float32 [N]) every step; ``final_obs``/``_final_obs`` as above. The action mask is
+    not copied into ``info`` (it is [N, n_items]); get it with :meth:`action_masks`.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        as_numpy: bool = False,
+        final_observation: bool = True,
+        autoreset: bool = True,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode is not None:
+            raise ValueError(f"recarena envs do not render; render_mode must be None, got {render_mode!r}")
+        self.options = parse_options(**kwargs)
+        self.simulator = build_simulator(self.options)
+        self.device = torch.device(self.simulator.device)  # resolved ("auto" -> cuda|cpu)
+        self.num_envs = int(num_envs)
+        self.n_items = int(self.simulator.n_items)
+        self.slate_size = self.options.slate_size
+        if self.slate_size > self.n_items:
+            raise ValueError(f"slate_size={self.slate_size} exceeds the number of items ({self.n_items})")
+        self.history_length = resolve_history_length(self.options, self.simulator)
+        self.max_steps = self.options.max_steps
+        self.as_numpy = as_numpy
+        self.final_observation = final_observation
+        self.autoreset = autoreset
+        self.render_mode = None
+        self.metadata = dict(self.metadata)
+        if not autoreset:
+            self.metadata["autoreset_mode"] = AutoresetMode.DISABLED
+        self._reward_fn = reward_function(self.options.reward)
+        self._embeddings = self.simulator.item_embeddings.to(self.device, torch.float32)
+        full_space = observation_space(self.n_items, self.history_length, int(self._embeddings.shape[1]))
+        self.single_observation_space = spaces.Dict({k: full_space[k] for k in self.options.observation_keys})
+        if self.slate_size == 1:
+            self.single_action_space: spaces.Space = spaces.Discrete(self.n_items)
+        else:
+            self.single_action_space = SlateSpace(self.n_items, self.slate_size)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._observation_space: spaces.Space | None = None
+        self._generator = torch.Generator(device=self.device)
+        self._state: UserState = self.simulator.init_state(self.num_envs)
+        self._steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._all_rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._needs_reset = True
+
+    # Spaces -------------------------------------------------------------------------------------
+
+    @property
+    def observation_space(self) -> spaces.Space:  # type: ignore[override]
+        """The batched observation space, built on first use (its bounds are [N, ...] arrays)."""
+        if self._observation_space is None:
+            self._observation_space = batch_space(self.single_observation_space, self.num_envs)
+        return self._observation_space
+
+    @observation_space.setter
+    def observation_space(self, value: spaces.Space) -> None:
+        self._observation_space = value
+
+    # Core API -----------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start new sessions for every user (or for ``options["reset_mask"]``, bool [N], only).
+
+        ``seed`` seeds ``self.np_random``; the torch generator that drives the simulator is then
+        seeded from ``self.np_random``, so one integer fixes the whole rollout.
+        """
+        if seed is not None:
+            if not isinstance(seed, (int, np.integer)):
+                raise TypeError(f"seed must be an int or None, got {seed!r}")
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; the only option is 'reset_mask'")
+        if seed is not None or self._needs_reset or mask is None:
+            self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
+        if mask is None:
+            rows = self._all_rows
+        else:
+            if self._needs_reset:
+                raise ValueError("reset(options={'reset_mask': ...}) needs a full reset() first")
+            rows = torch.as_tensor(mask, device=self.device)
+            if rows.dtype != torch.bool or rows.shape != (self.num_envs,):
+                raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
+        self.simulator.reset(self._state, rows, self._generator)
+        self._steps = torch.where(rows, torch.zeros_like(self._steps), self._steps)
+        self._needs_reset = False
+        return self._output(self._observe()), {}
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Show each user a slate: ``actions`` int [N] (slate size 1) or [N, k]; see the class docstring."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        slate = self._to_slate(actions)
+        state = self._state
+        outcome = self.simulator.step(state, slate, self._generator)
+        reward = torch.nan_to_num(self._reward_fn(outcome).to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        self._steps = self._steps + 1
+        terminated = outcome.left.clone()
+        truncated = (self._steps >= self.max_steps) & ~terminated
+        info: dict[str, Any] = {
+            "clicked": outcome.clicked,
+            "liked": outcome.liked,
+            "from_log": outcome.from_log,
+            "item": outcome.item,
+            "response": torch.nan_to_num(outcome.response.to(torch.float32), nan=MAX_RESPONSE),
+        }
+        if not self.autoreset:
+            observation = self._observe()
+        else:
+            done = terminated | truncated
+            final = self._observe() if self.final_observation else None
+            self.simulator.reset(state, done, self._generator)
+            self._steps = torch.where(done, torch.zeros_like(self._steps), self._steps)
+            if final is None:
+                observation = self._observe()
+            else:
+                info["final_obs"], info["_final_obs"] = final, done
+                observation = self._refresh(final, done)
+        return (
+            self._output(observation),
+            self._output(reward),
+            self._output(terminated),
+            self._output(truncated),
+            self._output(info),
+        )
+
+    def action_masks(self) -> torch.Tensor | np.ndarray:
+        """Bool [N, n_items]: True where the item may be recommended (not yet consumed, if masked)."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before action_masks()")
+        if self.options.mask_consumed:
+            mask = ~self._state.consumed
+        else:
+            mask = torch.ones((self.num_envs, self.n_items), dtype=torch.bool, device=self.device)
+        return self._output(mask)
+
+    # Checkpointing ------------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """The full state (user tensors, generator states, step counters) as copies, for checkpoints."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before get_state()")
+        return {
+            "user_state": {f.name: getattr(self._state, f.name).clone() for f in fields(UserState)},
+            "steps": self._steps.clone(),
+            "torch_generator": self._generator.get_state().clone(),
+            "np_random": self.np_random.bit_generator.state,
+            "num_envs": self.num_envs,
+            "n_items": self.n_items,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`get_state` result so stepping continues exactly where it was taken."""
+        expected = {"user_state", "steps", "torch_generator", "np_random", "num_envs", "n_items"}
+        if not isinstance(state, dict) or set(state) != expected:
+            raise CheckpointError(f"env state must be a dict with keys {sorted(expected)}")
+        if state["num_envs"] != self.num_envs or state["n_items"] != self.n_items:
+            raise CheckpointError(
+                f"env state is for num_envs={state['num_envs']}, n_items={state['n_items']}; "
+                f"this env has num_envs={self.num_envs}, n_items={self.n_items}"
+            )
+        names = {f.name for f in fields(UserState)}
+        if set(state["user_state"]) != names:
+            raise CheckpointError(f"env state 'user_state' must have keys {sorted(names)}")
+        template = self.simulator.init_state(self.num_envs)
+        values = {}
+        for name in sorted(names):
+            value = torch.as_tensor(state["user_state"][name])
+            like = getattr(template, name)
+            if value.shape != like.shape or value.dtype != like.dtype:
+                raise CheckpointError(
+                    f"env state user_state.{name}: expected {like.dtype} {tuple(like.shape)}, "
+                    f"got {value.dtype} {tuple(value.shape)}"
+                )
+            values[name] = value.to(self.device).clone()
+        self._state = UserState(**values)
+        self._steps = torch.as_tensor(state["steps"], dtype=torch.int64).to(self.device).clone()
+        self._generator.set_state(torch.as_tensor(state["torch_generator"]).cpu())
+        self.np_random.bit_generator.state = state["np_random"]
+        self._needs_reset = False
+
+    # Helpers ------------------------------------------------------------------------------------
+
+    @property
+    def user_state(self) -> UserState:
+        """The live simulator state of the N users (not a copy)."""
+        return self._state
+
+    def _to_slate(self, actions: Any) -> torch.Tensor:
+        tensor = as_action_tensor(actions, self.device)
+        n, k = self.num_envs, self.slate_size
+        if k == 1 and tensor.shape == (n,):
+            tensor = tensor.unsqueeze(1)
+        if tensor.shape != (n, k):
+            expected = f"({n},)" if k == 1 else f"({n}, {k})"
+            raise ValueError(
+                f"actions must have shape {expected} (num_envs, slate_size), got {tuple(tensor.shape)}"
+            )
+        if self.options.validate_actions:
+            check_slates(tensor, self.n_items)
+        return tensor
+
+    def _refresh(
+        self, observation: dict[str, torch.Tensor], rows: torch.Tensor, static: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``observation`` with the rows where ``rows`` (bool [N]) is True rebuilt from the state.
+
+        On the CPU only the reset rows are rebuilt (few per step; selecting them syncs, which is
+        free there); on an accelerator every row is rebuilt and selected with ``where``, which keeps
+        shapes static and the step free of host synchronisation.
+        """
+        if static if static is not None else self.device.type != "cpu":
+            fresh = self._observe()
+            return {
+                key: torch.where(_column(rows, value), fresh[key], value)
+                for key, value in observation.items()
+            }
+        index = rows.nonzero().squeeze(1)
+        fresh = self._observe(index)
+        return {key: value.index_copy(0, index, fresh[key]) for key, value in observation.items()}
+
+    def _observe(self, index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The observation of every user (or of the users ``index``) from the simulator state."""
+        history = self._state.history[:, -self.history_length :]
+        responses = self._state.history_response[:, -self.history_length :]
+        if index is None:
+            history = history.clone()
+        else:
+            history, responses = history.index_select(0, index), responses.index_select(0, index)
+        responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
+        keys = self.options.observation_keys
+        if "llm_state" in keys:
+            observation = build_observation(history, responses, self._embeddings)
+        else:  # the same values without pooling the item encodings
+            responses = torch.where(history >= 0, responses, torch.zeros_like(responses))
+            observation = {"history": history, "responses": responses.clamp(0.0, MAX_RESPONSE)}
+        return {key: observation[key] for key in keys}
+
+    def _output(self, value: Any) -> Any:
+        if not self.as_numpy:
+            return value
+        if isinstance(value, dict):
+            return {key: self._output(item) for key, item in value.items()}
+        if isinstance(value, torch.Tensor):
+            return value.cpu().numpy()
+        return value
+
+    def __repr__(self) -> str:
+        name = self.spec.id if self.spec is not None else "RecommendationVectorEnv"
+        return f"RecommendationVectorEnv({name}, num_envs={self.num_envs}, device={self.device})"
+
+
+def _column(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A bool [N] mask shaped to broadcast against ``like`` [N, ...]."""
+    return mask.reshape(mask.shape + (1,) * (like.dim() - 1))

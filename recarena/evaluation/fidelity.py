@@ -1,0 +1,460 @@
+"""Fidelity report: how well the preference model and the simulator reproduce held-out logged users.
+
+Run ``recarena fidelity --data ml-1m --out reports/fidelity-ml-1m``. For each model
+variant (ID-only, text-only, combined; plus a global-mean baseline) it fits on the training split
+and scores the held-out split:
+
+* rating RMSE and MAE (predictions clamped to [1, 5]);
+* like-vs-not AUC (like = rating >= 4), from the unclamped predicted rating;
+* per-user Spearman between predicted and true held-out ratings (users with at least
+  ``--min-user-ratings`` held-out ratings that are not all equal), averaged over users;
+* NDCG@10 of each user's held-out items ranked by predicted rating (gain ``2^rating - 1``; users
+  with at least 2 held-out items);
+* full-catalogue HR@10 / NDCG@10: every item the user did not rate in training ranked, held-out
+  liked items relevant (a retrieval metric a rating model is not fitted for; reported for context);
+
+each overall and on cold items (at most ``--cold-threshold`` training ratings, default 10).
+
+The default split, ``user-last``, holds out each user's last 20% of events in time order (the
+10% before that is validation for early stopping), so every user has several "later ratings"
+and per-user Spearman is defined. ``leave-last-out`` (one test rating per user: no per-user
+Spearman) and the global ``temporal`` split are available too.
+
+Session statistics compare logged sessions (a user's events with gaps under 1 hour) with sessions
+of the ``logged`` simulator driven by a popularity-sampling policy: items per session, like rate
+and genre spread (distinct genres among a session's first 5 items, sessions with >= 5 items).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from recarena.core.seeding import torch_generator
+from recarena.data.interactions import LIKE_THRESHOLD, InteractionLog, LogSplit
+from recarena.simulators.preference import (
+    Judgements,
+    PreferenceModel,
+    fit_preference_model,
+    preference_config,
+)
+
+COLD_THRESHOLD = 10
+"""Items with at most this many training ratings count as cold."""
+MIN_USER_RATINGS = 5
+"""Per-user Spearman uses users with at least this many held-out ratings."""
+SESSION_GAP_SECONDS = 3600
+"""Logged events of a user more than this far apart start a new session."""
+GENRE_WINDOW = 5
+"""Genre spread = distinct genres among the first this-many items of a session."""
+VARIANTS = ("id", "text", "combined")
+
+
+# -- splits ------------------------------------------------------------------------------------
+
+
+def make_split(log: InteractionLog, protocol: str, test_fraction: float = 0.2) -> LogSplit:
+    """The split named ``protocol``: ``user-last``, ``leave-last-out`` or ``temporal``."""
+    from recarena.data.splits import leave_last_out, temporal_split, user_last_split
+
+    if protocol == "user-last":
+        return user_last_split(log, test_fraction)
+    if protocol == "leave-last-out":
+        return leave_last_out(log)
+    if protocol == "temporal":
+        return temporal_split(log, valid_fraction=0.1, test_fraction=test_fraction)
+    raise ValueError(f"unknown split '{protocol}'; choose user-last, leave-last-out or temporal")
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(labels) == 0 or labels.all() or not labels.any():
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def _groups(users: np.ndarray) -> list[np.ndarray]:
+    """Indices of each user's entries (``users`` need not be sorted)."""
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    return np.split(order, bounds) if len(order) else []
+
+
+def per_user_spearman(
+    users: np.ndarray, scores: np.ndarray, ratings: np.ndarray, min_ratings: int
+) -> tuple[float | None, int]:
+    """Mean over users (>= ``min_ratings`` held-out; ratings and scores not constant) of Spearman(score, rating)."""
+    from scipy.stats import spearmanr
+
+    values = []
+    for index in _groups(users):
+        if len(index) < min_ratings or np.ptp(ratings[index]) == 0 or np.ptp(scores[index]) == 0:
+            continue
+        rho = spearmanr(scores[index], ratings[index]).statistic
+        if not np.isnan(rho):
+            values.append(rho)
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def _dcg(gains: np.ndarray) -> float:
+    return float((gains / np.log2(np.arange(2, len(gains) + 2))).sum())
+
+
+def heldout_ndcg(
+    users: np.ndarray, scores: np.ndarray, ratings: np.ndarray, k: int = 10, min_items: int = 2
+) -> tuple[float | None, int]:
+    """Mean NDCG@k of each user's held-out items ranked by score (gain 2^rating - 1)."""
+    values = []
+    for index in _groups(users):
+        if len(index) < min_items:
+            continue
+        gains = 2.0 ** ratings[index] - 1.0
+        ranked = gains[np.argsort(-scores[index], kind="stable")][:k]
+        ideal = np.sort(gains)[::-1][:k]
+        values.append(_dcg(ranked) / _dcg(ideal))
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def pointwise_metrics(
+    users: np.ndarray, raw: np.ndarray, ratings: np.ndarray, min_user_ratings: int
+) -> dict[str, Any]:
+    """RMSE, MAE, AUC, per-user Spearman and held-out NDCG@10 of raw predicted ratings."""
+    if len(ratings) == 0:
+        return {"n": 0}
+    clamped = np.clip(raw, 1.0, 5.0)
+    spearman, spearman_users = per_user_spearman(users, raw, ratings, min_user_ratings)
+    ndcg, ndcg_users = heldout_ndcg(users, raw, ratings)
+    return {
+        "n": int(len(ratings)),
+        "rmse": float(np.sqrt(np.mean((clamped - ratings) ** 2))),
+        "mae": float(np.mean(np.abs(clamped - ratings))),
+        "auc": _auc(ratings >= LIKE_THRESHOLD, raw),
+        "spearman": spearman,
+        "spearman_users": spearman_users,
+        "ndcg10": ndcg,
+        "ndcg10_users": ndcg_users,
+    }
+
+
+@torch.no_grad()
+def full_ranking(
+    model: PreferenceModel, seen: InteractionLog, test: InteractionLog, k: int = 10, chunk: int = 512
+) -> dict[str, Any]:
+    """HR@k and NDCG@k over the whole catalogue (items seen in ``seen`` excluded; liked test items relevant)."""
+    liked = test.rating >= LIKE_THRESHOLD
+    users = np.unique(test.user[liked])
+    hits, ndcgs = [], []
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+    for start in range(0, len(users), chunk):
+        block = torch.as_tensor(users[start : start + chunk], device=model.device)
+        scores = model.raw_scores_all(block).float()
+        row_of = {int(u): r for r, u in enumerate(block.tolist())}
+        in_block = np.isin(seen.user, users[start : start + chunk])
+        rows = torch.as_tensor([row_of[int(u)] for u in seen.user[in_block]], dtype=torch.int64)
+        scores[rows.to(scores.device), torch.as_tensor(seen.item[in_block], device=scores.device)] = -math.inf
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        in_test = np.isin(test.user, users[start : start + chunk]) & liked
+        t_rows = torch.as_tensor([row_of[int(u)] for u in test.user[in_test]], dtype=torch.int64)
+        relevant[t_rows.to(scores.device), torch.as_tensor(test.item[in_test], device=scores.device)] = True
+        top = scores.topk(k, dim=1).indices
+        gain = relevant.gather(1, top).float().cpu()
+        n_relevant = relevant.sum(1).clamp(max=k).cpu()
+        ideal = torch.stack([discounts[: int(m)].sum() for m in n_relevant])
+        hits.append((gain.sum(1) > 0).float())
+        ndcgs.append((gain * discounts).sum(1) / ideal)
+    if not hits:
+        return {"users": 0}
+    return {
+        "users": int(len(users)),
+        f"hr{k}": float(torch.cat(hits).mean()),
+        f"ndcg{k}": float(torch.cat(ndcgs).mean()),
+    }
+
+
+@torch.no_grad()
+def raw_predictions(model: PreferenceModel, log: InteractionLog, batch_size: int = 65536) -> np.ndarray:
+    """Unclamped predicted ratings of every event of ``log``."""
+    model.eval()
+    out = []
+    for start in range(0, log.n_events, batch_size):
+        user = torch.as_tensor(log.user[start : start + batch_size], device=model.device)
+        item = torch.as_tensor(log.item[start : start + batch_size], device=model.device)
+        out.append(model.raw_scores(user, item.unsqueeze(1)).squeeze(1).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def score_variant(
+    raw: np.ndarray, test: InteractionLog, cold_items: np.ndarray, min_user_ratings: int
+) -> dict[str, Any]:
+    """Overall and cold-item pointwise metrics of predictions ``raw`` for ``test``."""
+    ratings = test.rating.astype(np.float64)
+    cold = cold_items[test.item]
+    return {
+        "overall": pointwise_metrics(test.user, raw, ratings, min_user_ratings),
+        "cold": pointwise_metrics(test.user[cold], raw[cold], ratings[cold], min(min_user_ratings, 3)),
+    }
+
+
+# -- session statistics ------------------------------------------------------------------------
+
+
+def _session_summary(lengths: list[int], likes: list[int], spreads: list[int]) -> dict[str, Any]:
+    lengths_array = np.asarray(lengths, dtype=np.float64)
+    return {
+        "sessions": len(lengths),
+        "mean_items": float(lengths_array.mean()) if len(lengths) else None,
+        "median_items": float(np.median(lengths_array)) if len(lengths) else None,
+        "like_rate": float(np.sum(likes) / max(np.sum(lengths), 1)),
+        "genre_spread": float(np.mean(spreads)) if spreads else None,
+        "share_with_window": float(len(spreads) / max(len(lengths), 1)),
+    }
+
+
+def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECONDS) -> dict[str, Any]:
+    """Sessions of the log (a user's events split where consecutive events are > ``gap`` s apart)."""
+    new_user = np.ones(log.n_events, dtype=bool)
+    new_user[1:] = log.user[1:] != log.user[:-1]
+    new_session = new_user.copy()
+    new_session[1:] |= np.diff(log.timestamp) > gap
+    starts = np.flatnonzero(new_session)
+    ends = np.append(starts[1:], log.n_events)
+    liked = log.liked
+    lengths, likes, spreads = [], [], []
+    for start, end in zip(starts, ends, strict=True):
+        lengths.append(int(end - start))
+        likes.append(int(liked[start:end].sum()))
+        if end - start >= GENRE_WINDOW:
+            window = log.item[start : start + GENRE_WINDOW]
+            spreads.append(len({g for i in window for g in log.items.genres[int(i)]}))
+    return _session_summary(lengths, likes, spreads) | {"gap_seconds": gap}
+
+
+@torch.no_grad()
+def simulated_session_statistics(
+    split: LogSplit,
+    model: PreferenceModel,
+    item_embeddings: torch.Tensor,
+    n_sessions: int = 1024,
+    max_steps: int = 200,
+    slate_size: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Sessions of the ``logged`` simulator (default behaviour) under a popularity-sampling policy.
+
+    Each step shows ``slate_size`` unconsumed items drawn without replacement with probability
+    proportional to training popularity (a stand-in for how MovieLens users came across films).
+    """
+    import recarena.simulators as simulators
+
+    simulator = simulators.make(
+        "logged",
+        split,
+        device=model.device,
+        components={"preference_model": model, "item_embeddings": item_embeddings},
+    )
+    generator = torch_generator(seed, model.device)
+    state = simulator.init_state(n_sessions)
+    simulator.reset(state, torch.ones(n_sessions, dtype=torch.bool, device=model.device), generator)
+    popularity = torch.as_tensor(split.train.item_counts(), dtype=torch.float32, device=model.device) + 1.0
+    genres = split.full.items.genres
+    active = torch.ones(n_sessions, dtype=torch.bool, device=model.device)
+    consumed: list[list[int]] = [[] for _ in range(n_sessions)]
+    likes = np.zeros(n_sessions, dtype=np.int64)
+    steps = np.zeros(n_sessions, dtype=np.int64)
+    from_log = 0
+    for _ in range(max_steps):
+        weights = popularity.expand(n_sessions, -1).masked_fill(state.consumed, 0.0)
+        slate = torch.multinomial(weights, slate_size, replacement=False, generator=generator)
+        outcome = simulator.step(state, slate, generator)
+        for row in torch.nonzero(active & outcome.clicked).squeeze(1).tolist():
+            consumed[row].append(int(outcome.item[row]))
+        likes += (active & outcome.liked).cpu().numpy()
+        from_log += int((active & outcome.from_log).sum())
+        steps += active.cpu().numpy()
+        active &= ~outcome.left
+        if not bool(active.any()):
+            break
+    spreads = [
+        len({g for i in items[:GENRE_WINDOW] for g in genres[i]})
+        for items in consumed
+        if len(items) >= GENRE_WINDOW
+    ]
+    summary = _session_summary([len(c) for c in consumed], likes.tolist(), spreads)
+    return summary | {
+        "mean_steps": float(steps.mean()),
+        "left_before_cap": float(1.0 - active.float().mean()),
+        "chosen_from_log_share": float(from_log / max(sum(len(c) for c in consumed), 1)),
+        "policy": f"popularity sampling, slate {slate_size}",
+        "max_steps": max_steps,
+    }
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def llm_judgements(
+    train: InteractionLog, n_pairs: int, seed: int, cache_dir: str | None, judge_model: str
+) -> Judgements:
+    """LLM judge probabilities for ``n_pairs`` random (user, item) pairs (cached by ``llm``)."""
+    from recarena.llm import JudgeConfig, LLMJudge, item_texts, user_profile_texts
+
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, train.n_users, n_pairs)
+    items = rng.integers(0, train.n_items, n_pairs)
+    profiles, texts = user_profile_texts(train), item_texts(train.items)
+    judge = LLMJudge(JudgeConfig(model=judge_model, device="cpu"), cache_dir=cache_dir)
+    probability = judge.judge([profiles[u] for u in users], [texts[i] for i in items])
+    return Judgements(torch.as_tensor(users), torch.as_tensor(items), probability)
+
+
+def run_report(
+    log: InteractionLog,
+    item_embeddings: torch.Tensor,
+    split_protocol: str = "user-last",
+    base_config: dict[str, Any] | None = None,
+    variants: tuple[str, ...] = VARIANTS,
+    cold_threshold: int = COLD_THRESHOLD,
+    min_user_ratings: int = MIN_USER_RATINGS,
+    judgements: Judgements | None = None,
+    user_text_embeddings: torch.Tensor | None = None,
+    simulate: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit each variant on the training split and score it on held-out data; see the module docstring."""
+    split = make_split(log, split_protocol)
+    train, valid, test = split.train, split.valid, split.test
+    counts = train.item_counts()
+    cold_items = counts <= cold_threshold
+    report: dict[str, Any] = {
+        "dataset": log.name,
+        "events": {"train": train.n_events, "valid": valid.n_events, "test": test.n_events},
+        "split": split_protocol,
+        "cold_threshold": cold_threshold,
+        "cold_test_events": int(cold_items[test.item].sum()),
+        "min_user_ratings": min_user_ratings,
+        "models": {},
+    }
+    mean = float(train.rating.mean())
+    report["models"]["mean"] = score_variant(np.full(test.n_events, mean), test, cold_items, min_user_ratings)
+    seen = _merge(train, valid)  # items a user rated before the test period are not ranked
+    fitted: dict[str, PreferenceModel] = {}
+    for variant in variants:
+        config = preference_config(base_config or {}, variant=variant)
+        use_judge = judgements is not None and config.distill_weight > 0
+        model = fit_preference_model(
+            train,
+            item_embeddings,
+            config,
+            valid=valid if valid.n_events else None,
+            user_text_embeddings=user_text_embeddings,
+            judgements=judgements if use_judge else None,
+            progress=progress,
+        )
+        fitted[variant] = model
+        scores = score_variant(raw_predictions(model, test), test, cold_items, min_user_ratings)
+        scores["full_ranking"] = full_ranking(model, seen, test)
+        info = {k: v for k, v in model.fit_info.items() if k != "history"}
+        report["models"][variant] = {"fit": info, **scores}
+    if simulate and "combined" in fitted:
+        model = fitted["combined"]
+        report["sessions"] = {
+            "logged": logged_session_statistics(log),
+            "simulated": simulated_session_statistics(
+                split, model, item_embeddings, seed=int(model.config.seed)
+            ),
+        }
+    return report
+
+
+def _merge(a: InteractionLog, b: InteractionLog) -> InteractionLog:
+    """Events of two logs over one index space (only user/item are used: for masking seen items)."""
+    if b.n_events == 0:
+        return a
+    user = np.concatenate([a.user, b.user])
+    item = np.concatenate([a.item, b.item])
+    order = np.argsort(user, kind="stable")
+    offsets = np.zeros(a.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user, minlength=a.n_users), out=offsets[1:])
+    return InteractionLog(
+        name=a.name,
+        user_raw_ids=a.user_raw_ids,
+        item_raw_ids=a.item_raw_ids,
+        user=user[order],
+        item=item[order],
+        rating=np.concatenate([a.rating, b.rating])[order],
+        timestamp=np.concatenate([a.timestamp, b.timestamp])[order],
+        user_offsets=offsets,
+        items=a.items,
+    )
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_tables(report: dict[str, Any]) -> str:
+    """Markdown tables of a report (printed and written to report.md)."""
+    lines = []
+    for part in ("overall", "cold"):
+        title = (
+            "all held-out ratings"
+            if part == "overall"
+            else f"cold items (<= {report['cold_threshold']} training ratings)"
+        )
+        lines += [
+            f"### {title}",
+            "",
+            "| model | n | RMSE | MAE | AUC | Spearman (users) | NDCG@10 held-out (users) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, result in report["models"].items():
+            m = result[part]
+            if not m.get("n"):
+                lines.append(f"| {name} | 0 | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {m['n']} | {_fmt(m['rmse'])} | {_fmt(m['mae'])} | {_fmt(m['auc'])} | "
+                f"{_fmt(m['spearman'])} ({m['spearman_users']}) | {_fmt(m['ndcg10'])} ({m['ndcg10_users']}) |"
+            )
+        lines.append("")
+    lines += [
+        "### full-catalogue ranking (liked held-out items relevant)",
+        "",
+        "| model | users | HR@10 | NDCG@10 | fit seconds | epochs (best) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in report["models"].items():
+        if "full_ranking" in result:
+            r, fit = result["full_ranking"], result["fit"]
+            lines.append(
+                f"| {name} | {r.get('users')} | {_fmt(r.get('hr10'))} | {_fmt(r.get('ndcg10'))} | "
+                f"{_fmt(fit['seconds'], 1)} | {fit['epochs_run']} ({fit['best_epoch']}) |"
+            )
+    lines.append("")
+    sessions = report.get("sessions")
+    if sessions:
+        lines += [
+            "### sessions: logged vs simulated",
+            "",
+            f"| source | sessions | mean items | median items | like rate | genre spread (first {GENRE_WINDOW}) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for source in ("logged", "simulated"):
+            s = sessions[source]
+            lines.append(
+                f"| {source} | {s['sessions']} | {_fmt(s['mean_items'], 2)} | {_fmt(s['median_items'], 1)} | "
+                f"{_fmt(s['like_rate'], 3)} | {_fmt(s['genre_spread'], 2)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

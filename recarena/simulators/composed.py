@@ -1,0 +1,275 @@
+"""A simulator composed of the behaviour parts, in RecSim's fixed step order.
+
+Subclasses supply the item catalogue, the logged (or generated) sequences users start from, the
+item topics, and :meth:`ComposedSimulator.rate` - the preference rating of each slate item (and
+whether it came from the log). Everything else - sampling users, building their starting history,
+respond -> choose -> update -> leave, the reward, and running statistics - lives here, as pure
+tensor operations over the batch (no Python loop over users), so it runs unchanged on CUDA.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import abstractmethod
+from typing import Any
+
+import torch
+
+from recarena.core.errors import ConfigError
+from recarena.simulators.base import Simulator, StepOutcome, UserState
+from recarena.simulators.behaviour import (
+    FIRST_POSITION_TABLE_LIMIT,
+    BehaviourConfig,
+    ChoiceModel,
+    InterestModel,
+    LeaveModel,
+    UserSampler,
+    is_liked,
+    respond,
+    reward_function,
+)
+
+_STATISTICS = ("clicks", "likes", "leaves", "shown_from_log", "chosen_from_log")
+"""Counts that depend on the users' responses, summed on the device (no synchronisation per step);
+the step and slate sizes are known on the host and counted there."""
+
+
+class ComposedSimulator(Simulator):
+    """Batched users built from behaviour components; subclasses implement :meth:`rate`.
+
+    **Host synchronisation.** On an accelerator (a state whose device is not the CPU) :meth:`step`
+    and :meth:`reset` run with static shapes and never synchronise with the host: :meth:`reset`
+    draws a new session for *every* row and merges the rows of ``mask`` in with ``torch.where``,
+    and :meth:`step` skips the data-dependent part of its slate range check (see
+    :meth:`_check_slate`). On the CPU, where a synchronisation is free, :meth:`reset` draws only for
+    the rows of ``mask`` and :meth:`step` checks the range. ``static_shapes`` (``None``: decide by
+    device) forces either way, e.g. ``True`` to test the accelerator path on the CPU. The static
+    reset needs the sampler's first-position table; a catalogue for which it would exceed
+    ``FIRST_POSITION_TABLE_LIMIT`` resets the CPU way (synchronising) on any device, with a warning.
+    """
+
+    name: str = ""  # set by ``simulators.register``
+    static_shapes: bool | None = None
+
+    def __init__(
+        self,
+        config: BehaviourConfig,
+        *,
+        sampler: UserSampler,
+        item_topics: torch.Tensor,
+        item_embeddings: torch.Tensor,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.n_items = int(item_embeddings.shape[0])
+        if item_topics.shape[0] != self.n_items:
+            raise ConfigError(f"item_topics has {item_topics.shape[0]} rows, expected n_items={self.n_items}")
+        self.history_length = config.history_length
+        self.item_embeddings = item_embeddings.to(device=self.device, dtype=torch.float32)
+        self.sampler = sampler
+        self.interest_model = InterestModel(config.interest, item_topics.to(self.device))
+        self.choice_model = ChoiceModel(config.choice)
+        self.leave_model = LeaveModel(config.leave)
+        self.reward_fn = reward_function(config.reward)
+        self._counts = torch.zeros(len(_STATISTICS), dtype=torch.int64, device=self.device)
+        self._user_steps = self._shown = 0
+        self._warned_static_fallback = False
+
+    # ------------------------------------------------------------------ what subclasses provide
+
+    @abstractmethod
+    def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preference ratings float [B, k] (1-5) of the slate, and bool [B, k] "answered by the log"."""
+
+    # ------------------------------------------------------------------ the Simulator interface
+
+    @property
+    def item_topics(self) -> torch.Tensor:
+        """Float [n_items, n_topics]: the topics fatigue is tracked over."""
+        return self.interest_model.item_topics
+
+    @property
+    def n_topics(self) -> int:
+        return self.interest_model.n_topics
+
+    def init_state(self, batch_size: int) -> UserState:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        b, h, d = batch_size, self.history_length, self.device
+        return UserState(
+            user=torch.zeros(b, dtype=torch.int64, device=d),
+            prefix_length=torch.zeros(b, dtype=torch.int64, device=d),
+            history=torch.full((b, h), -1, dtype=torch.int64, device=d),
+            history_response=torch.zeros((b, h), dtype=torch.float32, device=d),
+            consumed=torch.zeros((b, self.n_items), dtype=torch.bool, device=d),
+            interest=torch.zeros((b, self.n_topics), dtype=torch.float32, device=d),
+            patience=torch.zeros(b, dtype=torch.float32, device=d),
+            step=torch.zeros(b, dtype=torch.int64, device=d),
+        )
+
+    def reset(
+        self,
+        state: UserState,
+        mask: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        static_shapes: bool | None = None,
+    ) -> None:
+        """Start new sessions for the rows of ``mask``; see the class docstring for the two paths.
+
+        ``static_shapes`` overrides :attr:`static_shapes` (``None``: that, else ``True`` exactly when
+        the state is not on the CPU). The static path draws ``B`` (user, prefix) pairs, so after a
+        partial reset its random stream differs from the CPU path's, which draws one per reset row.
+        It needs the sampler's first-position table; when that would exceed
+        ``FIRST_POSITION_TABLE_LIMIT`` bytes the synchronising path is used (with a warning, once).
+        """
+        if mask.shape != (state.batch_size,) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool [{state.batch_size}], got {mask.dtype} {tuple(mask.shape)}")
+        mask = mask.to(state.device)
+        if static_shapes is None:
+            static_shapes = self.static_shapes
+        if static_shapes is None:
+            static_shapes = state.device.type != "cpu"
+        if static_shapes and self._static_reset_possible():
+            self._reset_static(state, mask, generator)
+            return
+        rows = torch.nonzero(mask).squeeze(1)
+        n = rows.numel()
+        if n == 0:
+            return
+        user, prefix = self.sampler.sample(n, generator)
+        history, responses = self.sampler.history(user, prefix, self.history_length)
+        state.user.index_copy_(0, rows, user)
+        state.prefix_length.index_copy_(0, rows, prefix)
+        state.history.index_copy_(0, rows, history)
+        state.history_response.index_copy_(0, rows, responses)
+        pair_row, pair_item = self.sampler.consumed_pairs(user, prefix)
+        state.consumed.index_fill_(0, rows, False)
+        state.consumed.view(-1).index_fill_(0, rows.index_select(0, pair_row) * self.n_items + pair_item, True)
+        state.interest.index_fill_(0, rows, 0.0)
+        state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
+        state.step.index_fill_(0, rows, 0)
+
+    def _reset_static(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
+        """:meth:`reset` with static shapes: new sessions for all rows, merged in where ``mask``."""
+        b = state.batch_size
+        user, prefix = self.sampler.sample(b, generator)
+        history, responses = self.sampler.history(user, prefix, self.history_length)
+        consumed = self.sampler.consumed(user, prefix)
+        rows = mask.unsqueeze(1)
+        state.user.copy_(torch.where(mask, user, state.user))
+        state.prefix_length.copy_(torch.where(mask, prefix, state.prefix_length))
+        state.history.copy_(torch.where(rows, history, state.history))
+        state.history_response.copy_(torch.where(rows, responses, state.history_response))
+        state.consumed.copy_(torch.where(rows, consumed, state.consumed))
+        state.interest.masked_fill_(rows, 0.0)
+        state.patience.copy_(torch.where(mask, self.leave_model.initial(b, state.device), state.patience))
+        state.step.masked_fill_(mask, 0)
+
+    def _static_reset_possible(self) -> bool:
+        """Whether the sampler's first-position table fits ``FIRST_POSITION_TABLE_LIMIT`` (warns once if not)."""
+        size = self.sampler.first_positions_bytes()
+        if size <= FIRST_POSITION_TABLE_LIMIT:
+            return True
+        if not self._warned_static_fallback:
+            self._warned_static_fallback = True
+            warnings.warn(
+                f"{type(self).__name__}: the first-position table for static-shape resets would take "
+                f"{size / 2**30:.1f} GiB (limit FIRST_POSITION_TABLE_LIMIT = "
+                f"{FIRST_POSITION_TABLE_LIMIT / 2**30:.1f} GiB); resets use the synchronising path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+
+    def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
+        slate = self._check_slate(state, slate)
+
+        # 1. respond: preference rating (log or model) minus the boredom penalty.
+        ratings, from_log = self.rate(state, slate)
+        response = respond(ratings.to(torch.float32), self.interest_model.penalty(state.interest, slate))
+
+        # 2. choose: at most one item of the slate.
+        slot = self.choice_model.choose(response, generator)
+        clicked = slot >= 0
+        safe_slot = slot.clamp(min=0).unsqueeze(1)
+        item = torch.where(clicked, slate.gather(1, safe_slot).squeeze(1), torch.full_like(slot, -1))
+        chosen_response = torch.where(clicked, response.gather(1, safe_slot).squeeze(1), torch.zeros_like(response[:, 0]))
+        chosen_from_log = clicked & from_log.gather(1, safe_slot).squeeze(1)
+        liked = is_liked(chosen_response, clicked)
+
+        # 3. update: history, consumed mask, interest dynamics.
+        grow = clicked.unsqueeze(1)
+        state.history.copy_(torch.where(grow, torch.cat([state.history[:, 1:], item.unsqueeze(1)], 1), state.history))
+        state.history_response.copy_(
+            torch.where(grow, torch.cat([state.history_response[:, 1:], chosen_response.unsqueeze(1)], 1), state.history_response)
+        )
+        safe_item = item.clamp(min=0).unsqueeze(1)
+        state.consumed.scatter_(1, safe_item, state.consumed.gather(1, safe_item) | grow)
+        state.interest.copy_(self.interest_model.update(state.interest, item, clicked, generator))
+        state.step += 1
+
+        # 4. leave.
+        patience, left = self.leave_model.update(state.patience, clicked, liked, generator)
+        state.patience.copy_(patience)
+
+        reward = self.reward_fn(clicked, liked, chosen_response).to(torch.float32)
+        self._counts += torch.stack(
+            [clicked.sum(), liked.sum(), left.sum(), from_log.sum(), chosen_from_log.sum()]
+        )
+        self._user_steps += state.batch_size
+        self._shown += from_log.numel()
+        return StepOutcome(
+            chosen_slot=slot,
+            item=item,
+            response=chosen_response,
+            clicked=clicked,
+            liked=liked,
+            from_log=chosen_from_log,
+            reward=reward,
+            left=left,
+        )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def statistics(self) -> dict[str, Any]:
+        """Running counts since construction (or :meth:`reset_statistics`) and the logged share.
+
+        ``logged_share`` is the share of shown slate items whose response came from the log;
+        ``chosen_logged_share`` the same among chosen items.
+        """
+        counts = dict(zip(_STATISTICS, (int(v) for v in self._counts.tolist()), strict=True))
+        counts.update(user_steps=self._user_steps, shown=self._shown)
+        counts["shown_from_model"] = counts["shown"] - counts["shown_from_log"]
+        counts["chosen_from_model"] = counts["clicks"] - counts["chosen_from_log"]
+        counts["logged_share"] = counts["shown_from_log"] / counts["shown"] if counts["shown"] else 0.0
+        counts["chosen_logged_share"] = counts["chosen_from_log"] / counts["clicks"] if counts["clicks"] else 0.0
+        counts["click_rate"] = counts["clicks"] / counts["user_steps"] if counts["user_steps"] else 0.0
+        counts["like_rate"] = counts["likes"] / counts["user_steps"] if counts["user_steps"] else 0.0
+        return counts
+
+    def reset_statistics(self) -> None:
+        self._counts.zero_()
+        self._user_steps = self._shown = 0
+
+    def _check_slate(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:
+        """``slate`` as int64 [B, k] on the state's device; raises ``ValueError`` on a wrong shape or dtype.
+
+        The item range is checked only on the CPU, where reading the result back is free. On an
+        accelerator that check would be a host synchronisation per step, so it is skipped: the
+        callers validate actions themselves (the envs' ``validate_actions``, one synchronisation,
+        on by default), and an out-of-range item that gets through still fails loudly, never
+        silently - the boredom penalty's ``index_select`` into the item-topic table raises a
+        device-side index assertion for any index outside [0, n_items).
+        """
+        if slate.dim() == 1:
+            slate = slate.unsqueeze(1)
+        if slate.dim() != 2 or slate.shape[0] != state.batch_size or slate.shape[1] < 1:
+            raise ValueError(f"slate must be int64 [B={state.batch_size}, k>=1], got shape {tuple(slate.shape)}")
+        if slate.dtype.is_floating_point or slate.dtype == torch.bool:
+            raise ValueError(f"slate must hold integer item indices, got {slate.dtype}")
+        slate = slate.to(device=state.device, dtype=torch.int64)
+        if slate.device.type == "cpu" and bool(((slate < 0) | (slate >= self.n_items)).any()):
+            raise ValueError(f"slate items must lie in [0, {self.n_items}); got some outside")
+        return slate

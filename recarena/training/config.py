@@ -1,0 +1,162 @@
+"""The typed top-level run config of ``train.py``: data, simulator, env, agent and train sections.
+
+A YAML file (``configs/<agent>_<data>.yaml``) plus ``--set key=value`` overrides is validated into
+:class:`RunConfig` with ``recarena.config.from_dict``: unknown keys name the valid ones, ill-typed
+values name the dotted key. The agent's own options (``agent.config``) are validated against the
+config class registered for ``agent.name`` (``agents.registry``), and the simulator's options
+(``simulator.config``) against the simulator's config class, so a typo anywhere fails before any
+data is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recarena.core.config import apply_overrides, from_dict, load_yaml, to_dict
+
+
+@dataclass
+class DataConfig:
+    """Where the logged interactions come from."""
+
+    source: str | None = None
+    """A bundled name (``ml-100k``, ``ml-1m``) or a path in an official MovieLens format; None for
+    simulators that need no data (``synthetic``)."""
+
+
+@dataclass
+class SimulatorConfig:
+    """Which registered user simulator, and its options (validated by the simulator's config class)."""
+
+    name: str = "logged"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvConfig:
+    """The batched env the agent trains in (``envs.RecommendationVectorEnv`` options)."""
+
+    num_envs: int = 64
+    """Simulated users stepped together."""
+    slate_size: int = 1
+    max_steps: int = 50
+    """Session cap (truncation)."""
+    reward: str | None = None
+    """None = the simulator's configured reward; else one of click, like, rating, dwell."""
+    history_length: int | None = None
+    observation_keys: list[str] = field(default_factory=lambda: ["history", "responses", "llm_state"])
+    mask_consumed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+
+    def env_kwargs(self, data: DataConfig, simulator: SimulatorConfig, device: str) -> dict[str, Any]:
+        """Keyword arguments for ``RecommendationVectorEnv``."""
+        return {
+            "simulator": simulator.name,
+            "data": data.source,
+            "simulator_config": dict(simulator.config),
+            "slate_size": self.slate_size,
+            "max_steps": self.max_steps,
+            "reward": self.reward,
+            "history_length": self.history_length,
+            "observation_keys": list(self.observation_keys),
+            "mask_consumed": self.mask_consumed,
+            "device": device,
+        }
+
+
+@dataclass
+class AgentSection:
+    """Which registered agent (``dqn``, ``ppo``, ``maskable_ppo``, ``tabular_q``, ``linear_q``...) and its options."""
+
+    name: str = "dqn"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, seeding, device, checkpoints, evaluation and logging cadence."""
+
+    total_steps: int = 50_000
+    """User-steps to train for (a vector-env step of N users is N user-steps)."""
+    seed: int = 0
+    device: str = "auto"
+    """auto | cpu | cuda[:N]."""
+    checkpoint_every: int = 10_000
+    """User-steps between checkpoints (training runs in chunks of this size)."""
+    keep_checkpoints: int = 2
+    eval_every: int = 10_000
+    """User-steps between held-out evaluations (rounded to whole chunks); 0 = only at the end."""
+    eval_sessions: int = 256
+    """Simulated sessions per evaluation (drawn with a fixed seed, separate from training's)."""
+    log_every: int = 1_000
+    """User-steps between charts/ and sim/ log points."""
+    runs_root: str = "runs"
+    """Parent of auto-named run directories."""
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+        for name in ("checkpoint_every", "keep_checkpoints", "eval_sessions", "log_every", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run is made of; saved resolved as ``config.yaml`` in the run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentSection = field(default_factory=AgentSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def validate_sections(config: RunConfig) -> RunConfig:
+    """Validate the agent's and simulator's own options against their registered config classes.
+
+    Returns a copy whose ``agent.config`` and ``simulator.config`` are complete (defaults filled in),
+    so the saved ``config.yaml`` records every value the run used.
+    """
+    from recarena.agents.registry import agent_class, agent_config
+    from recarena.simulators.registry import get as simulator_class
+
+    agent_data = dict(config.agent.config)
+    agent_fields = {f.name for f in dataclasses.fields(agent_class(config.agent.name).config_class)}
+    if "seed" in agent_fields and "seed" not in agent_data:
+        agent_data["seed"] = config.train.seed  # train.seed is the one seed of a run
+    agent = agent_config(config.agent.name, agent_data)
+    sim_cls = simulator_class(config.simulator.name)  # unknown names list the available ones
+    sim_config = from_dict(sim_cls.config_class, config.simulator.config, prefix="simulator.config.")
+    return RunConfig(
+        data=config.data,
+        simulator=SimulatorConfig(config.simulator.name, to_dict(sim_config)),
+        env=config.env,
+        agent=AgentSection(config.agent.name, to_dict(agent)),
+        train=config.train,
+    )
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply ``key=value`` overrides and validate everything."""
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    return validate_sections(from_dict(RunConfig, data))
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate plain data (e.g. a run directory's saved config) into a :class:`RunConfig`."""
+    return validate_sections(from_dict(RunConfig, data))

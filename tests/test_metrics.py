@@ -168,3 +168,17 @@ def test_simulated_return_starts_from_given_users_and_is_deterministic() -> None
     assert result.to_dict() == run().to_dict()
     with pytest.raises(ValueError):
         evaluate_simulated(agent, simulator, users=np.arange(2), k=31)
+
+
+def test_graded_ndcg_known_answer_and_single_relevant_case():
+    ranked = torch.tensor([[3.0, 0.0, 1.0]])
+    ideal = torch.tensor([[3.0, 1.0, 0.0]])
+    expected = (3.0 + 1.0 / 2.0) / (3.0 + 1.0 / math.log2(3.0))
+    assert float(metrics.graded_ndcg(ranked, ideal, 3)) == pytest.approx(expected)
+    assert float(metrics.graded_ndcg(ranked, ideal, 1)) == 1.0  # only the first position counts
+    # One relevant item at rank r: the same figure as ndcg(ranks).
+    ranks = torch.tensor([0, 2, 5])
+    one_hot = torch.nn.functional.one_hot(ranks, 8).double()
+    first = torch.zeros(3, 8, dtype=torch.float64)
+    first[:, 0] = 1.0
+    assert torch.allclose(metrics.graded_ndcg(one_hot, first, 4), metrics.ndcg(ranks, 4))

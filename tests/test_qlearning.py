@@ -11,13 +11,10 @@ from recarena.agents.qlearning import (
     LinearQConfig,
     TabularQAgent,
     TabularQConfig,
-    assign,
-    kmeans,
 )
 from recarena.agents.registry import load_agent, make_agent
 from recarena.core.config import from_dict
 from recarena.core.errors import CheckpointError, ConfigError
-from recarena.core.seeding import torch_generator
 from recarena.envs import RecommendationVectorEnv
 
 BEST_ITEM = 7
@@ -75,30 +72,6 @@ def fraction_best(agent, seed: int = 123) -> float:
     observation, _ = env.reset(seed=seed)
     picks = agent.act(observation, 1, env.action_masks())[:, 0]
     return float((picks == BEST_ITEM).to(torch.float32).mean())
-
-
-# ------------------------------------------------------------------------------------------ k-means
-
-
-def test_kmeans_finds_well_separated_clusters():
-    generator = torch_generator(0)
-    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
-    points = centres.repeat_interleave(50, dim=0) + 0.1 * torch.randn(150, 2, generator=generator)
-    found = kmeans(points, 3, torch_generator(1))
-    distances = torch.cdist(centres, found)
-    assert float(distances.min(dim=1).values.max()) < 0.1
-    labels = assign(points, found)
-    assert all(len(set(labels[i * 50 : (i + 1) * 50].tolist())) == 1 for i in range(3))
-
-
-def test_kmeans_is_deterministic_and_handles_few_distinct_points():
-    points = torch.randn(64, 4, generator=torch_generator(0))
-    assert torch.equal(kmeans(points, 5, torch_generator(3)), kmeans(points, 5, torch_generator(3)))
-    same = torch.ones(10, 3)
-    centroids = kmeans(same, 4, torch_generator(0))
-    assert centroids.shape == (4, 3) and torch.equal(assign(same, centroids), torch.zeros(10, dtype=torch.int64))
-    with pytest.raises(ValueError, match="non-empty"):
-        kmeans(torch.zeros(0, 3), 2, torch_generator(0))
 
 
 # --------------------------------------------------------------------------------- known answers

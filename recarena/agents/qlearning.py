@@ -44,59 +44,10 @@ from recarena.agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
+from recarena.core.clustering import kmeans, nearest
 from recarena.core.config import from_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.seeding import torch_generator
-
-# -------------------------------------------------------------------------------------- k-means
-
-
-def kmeans(
-    points: torch.Tensor, n_clusters: int, generator: torch.Generator, iterations: int = 25
-) -> torch.Tensor:
-    """Centroids [n_clusters, d] of ``points`` [n, d] by k-means++ seeding and Lloyd iterations.
-
-    With fewer distinct points than clusters, the extra centroids duplicate existing ones (harmless:
-    ``assign`` picks the first). Empty clusters are re-seeded at the point farthest from its centroid.
-    Deterministic given the generator (draws are made on the CPU).
-    """
-    if points.dim() != 2 or len(points) == 0:
-        raise ValueError(f"k-means needs a non-empty [n, d] tensor, got shape {tuple(points.shape)}")
-    points = points.to(torch.float32)
-    n = len(points)
-    first = int(torch.randint(n, (1,), generator=generator))
-    centroids = [points[first]]
-    closest = ((points - points[first]) ** 2).sum(dim=1)
-    for _ in range(1, n_clusters):
-        total = float(closest.sum())
-        if total <= 0.0:
-            index = int(torch.randint(n, (1,), generator=generator))
-        else:
-            index = int(torch.multinomial(closest.cpu() / total, 1, generator=generator))
-        centroids.append(points[index])
-        closest = torch.minimum(closest, ((points - points[index]) ** 2).sum(dim=1))
-    centres = torch.stack(centroids)
-    for _ in range(iterations):
-        distances = torch.cdist(points, centres)
-        labels = distances.argmin(dim=1)
-        counts = torch.bincount(labels, minlength=n_clusters)
-        sums = torch.zeros_like(centres).index_add_(0, labels, points)
-        updated = sums / counts.clamp(min=1).unsqueeze(1).to(points.dtype)
-        empty = counts == 0
-        if bool(empty.any()):
-            farthest = distances.gather(1, labels.unsqueeze(1)).squeeze(1)
-            order = torch.argsort(farthest, descending=True, stable=True)
-            updated[empty] = points[order[: int(empty.sum())]]
-        if torch.equal(updated, centres):
-            break
-        centres = updated
-    return centres
-
-
-def assign(states: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Int64 [B]: the index of the nearest centroid of each state [B, d]."""
-    return torch.cdist(states.to(torch.float32), centroids.to(states.device)).argmin(dim=1)
-
 
 # ----------------------------------------------------------------------------- shared TD machinery
 
@@ -489,7 +440,7 @@ class TabularQAgent(_OnlineQAgent):
         """Int64 [B]: the codebook state of each llm_state [B, d] (all 0 before the codebook exists)."""
         if self.centroids is None:
             return torch.zeros(llm_state.shape[0], dtype=torch.int64, device=llm_state.device)
-        return assign(llm_state, self.centroids)
+        return nearest(llm_state, self.centroids)
 
     def _q_values(self, states: torch.Tensor) -> torch.Tensor:
         return self.q_table.to(states.device)[self.states_of(states)]

@@ -35,6 +35,7 @@ import torch
 
 from recarena.core.seeding import torch_generator
 from recarena.data.interactions import LIKE_THRESHOLD, InteractionLog, LogSplit
+from recarena.evaluation import metrics
 from recarena.simulators.preference import (
     Judgements,
     PreferenceModel,
@@ -103,10 +104,6 @@ def per_user_spearman(
     return (float(np.mean(values)) if values else None), len(values)
 
 
-def _dcg(gains: np.ndarray) -> float:
-    return float((gains / np.log2(np.arange(2, len(gains) + 2))).sum())
-
-
 def heldout_ndcg(
     users: np.ndarray, scores: np.ndarray, ratings: np.ndarray, k: int = 10, min_items: int = 2
 ) -> tuple[float | None, int]:
@@ -116,9 +113,9 @@ def heldout_ndcg(
         if len(index) < min_items:
             continue
         gains = 2.0 ** ratings[index] - 1.0
-        ranked = gains[np.argsort(-scores[index], kind="stable")][:k]
-        ideal = np.sort(gains)[::-1][:k]
-        values.append(_dcg(ranked) / _dcg(ideal))
+        ranked = gains[np.argsort(-scores[index], kind="stable")]
+        ideal = np.sort(gains)[::-1]
+        values.append(float(metrics.graded_ndcg(torch.as_tensor(ranked), torch.as_tensor(ideal.copy()), k)))
     return (float(np.mean(values)) if values else None), len(values)
 
 
@@ -151,7 +148,6 @@ def full_ranking(
     liked = test.rating >= LIKE_THRESHOLD
     users = np.unique(test.user[liked])
     hits, ndcgs = [], []
-    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
     for start in range(0, len(users), chunk):
         block = torch.as_tensor(users[start : start + chunk], device=model.device)
         scores = model.raw_scores_all(block).float()
@@ -165,10 +161,9 @@ def full_ranking(
         relevant[t_rows.to(scores.device), torch.as_tensor(test.item[in_test], device=scores.device)] = True
         top = scores.topk(k, dim=1).indices
         gain = relevant.gather(1, top).float().cpu()
-        n_relevant = relevant.sum(1).clamp(max=k).cpu()
-        ideal = torch.stack([discounts[: int(m)].sum() for m in n_relevant])
+        ideal = (torch.arange(k) < relevant.sum(1, keepdim=True).cpu()).float()
         hits.append((gain.sum(1) > 0).float())
-        ndcgs.append((gain * discounts).sum(1) / ideal)
+        ndcgs.append(metrics.graded_ndcg(gain, ideal, k).float())
     if not hits:
         return {"users": 0}
     return {

@@ -57,10 +57,31 @@ def hit_rate(ranks: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def ndcg(ranks: torch.Tensor, k: int) -> torch.Tensor:
-    """Float [B]: 1 / log2(rank + 2) where rank < ``k``, else 0 (a single relevant item)."""
+    """Float [B]: 1 / log2(rank + 2) where rank < ``k``, else 0 (a single relevant item).
+
+    The single-relevant-item case of :func:`graded_ndcg` (its ideal DCG is 1).
+    """
     _check_k(k)
     gain = 1.0 / torch.log2(ranks.to(torch.float64) + 2.0)
     return torch.where(ranks < k, gain, torch.zeros_like(gain))
+
+
+def dcg(gains: torch.Tensor, k: int) -> torch.Tensor:
+    """Float64 [B]: discounted cumulative gain of the first ``k`` of ``gains`` [B, L] (in ranked order)."""
+    _check_k(k)
+    top = gains[..., :k].to(torch.float64)
+    discounts = 1.0 / torch.log2(torch.arange(top.shape[-1], dtype=torch.float64, device=top.device) + 2.0)
+    return (top * discounts).sum(dim=-1)
+
+
+def graded_ndcg(ranked_gains: torch.Tensor, ideal_gains: torch.Tensor, k: int) -> torch.Tensor:
+    """Float64 [B]: DCG@k of ``ranked_gains`` over DCG@k of ``ideal_gains`` (the gains best-first).
+
+    ``ranked_gains`` [B, L] are the gains of the items in the order a policy ranked them, e.g.
+    ``2^rating - 1`` of held-out items, or 1 for a relevant item of a full ranking; rows whose ideal
+    DCG is 0 (nothing relevant) give NaN.
+    """
+    return dcg(ranked_gains, k) / dcg(ideal_gains, k)
 
 
 def reciprocal_rank(ranks: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from recarena.core.clustering import kmeans, nearest
 from recarena.core.errors import ConfigError
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING
 
@@ -311,20 +312,11 @@ class ChoiceModel:
 
 
 def kmeans_topics(embeddings: torch.Tensor, n_clusters: int, seed: int = 0, iterations: int = 25) -> torch.Tensor:
-    """One-hot topic matrix float32 [n_items, n_clusters] from k-means on (L2-normalised) embeddings."""
+    """One-hot topic matrix float32 [n_items, n_clusters] from k-means on the L2-normalised embeddings."""
     data = torch.nn.functional.normalize(embeddings.to(torch.float32), dim=1)
-    n = data.shape[0]
-    n_clusters = min(n_clusters, n)
-    generator = torch.Generator(device=data.device).manual_seed(seed)
-    centres = data[torch.randperm(n, generator=generator, device=data.device)[:n_clusters]].clone()
-    for _ in range(iterations):
-        assign = torch.argmax(data @ centres.T, dim=1)
-        sums = torch.zeros_like(centres).index_add_(0, assign, data)
-        counts = torch.bincount(assign, minlength=n_clusters).unsqueeze(1)
-        centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
-        centres = torch.nn.functional.normalize(centres, dim=1)
-    assign = torch.argmax(data @ centres.T, dim=1)
-    return torch.nn.functional.one_hot(assign, n_clusters).to(torch.float32)
+    n_clusters = min(n_clusters, data.shape[0])
+    centres = kmeans(data.cpu(), n_clusters, torch.Generator().manual_seed(seed), iterations)
+    return torch.nn.functional.one_hot(nearest(data, centres), n_clusters).to(torch.float32)
 
 
 class InterestModel:

@@ -24,7 +24,9 @@ demo: install
 	$(PY) train.py --config configs/quickstart.yaml --run-dir $(RUN_DIR)
 	$(PY) evaluate.py $(RUN_DIR) --baseline random --baseline most_popular --out $(RUN_DIR)/evaluation
 
+# The import-layer contract (pyproject [tool.importlinter]) first, then the default suite.
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # Everything, slow tests included.
@@ -33,6 +35,7 @@ test-all: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

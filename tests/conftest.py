@@ -1,4 +1,12 @@
-"""Shared pytest setup: one torch thread, offline Hugging Face, no GPU assumptions."""
+"""Shared pytest setup: one torch thread, offline Hugging Face, a cache of this run's own, no GPU assumed.
+
+* ``RECARENA_CACHE`` points at a fresh temporary directory for the whole test run (removed at the
+  end), so tests never read or write the user's cache; set ``RECARENA_TEST_CACHE=DIR`` to reuse a
+  cache directory across runs while developing (the one-time fits then happen once).
+* The simulators an env shares within a process are forgotten at the start of every test module,
+  so no module depends on what an earlier one built.
+* Tests marked ``gpu`` need CUDA and are skipped where it is not available.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +14,38 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_RUN_DIR = tempfile.mkdtemp(prefix="recarena-tests-")
+os.environ["RECARENA_CACHE"] = os.environ.get("RECARENA_TEST_CACHE") or os.path.join(_RUN_DIR, "cache")
 # Stock SB3 models without a logger of their own create a fresh /tmp/SB3-<time> folder per learn();
 # point them all at one folder of this session instead.
-_SB3_LOGDIR = tempfile.mkdtemp(prefix="recarena-tests-sb3-")
-os.environ.setdefault("SB3_LOGDIR", _SB3_LOGDIR)
+os.environ["SB3_LOGDIR"] = os.path.join(_RUN_DIR, "sb3")
+
+import torch  # noqa: E402
 
 from recarena.core.seeding import configure_torch_threads  # noqa: E402
+from recarena.envs.common import clear_simulator_cache  # noqa: E402
 
 configure_torch_threads(1)
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "slow: longer runs, excluded from the default suite")
+def pytest_collection_modifyitems(config, items) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_shared_simulators():
+    clear_simulator_cache()
+    yield
 
 
 def pytest_unconfigure(config) -> None:
-    shutil.rmtree(_SB3_LOGDIR, ignore_errors=True)
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)

@@ -255,7 +255,7 @@ def test_mixed_precision_scores_match_full_precision(make):
     assert torch.equal(full.argmax(1), half.argmax(1))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+@pytest.mark.gpu
 @pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
 def test_cuda_training_matches_cpu_greedy_policy(make):
     results = []

@@ -627,7 +627,7 @@ def test_logged_simulator_needs_data():
         simulators.make("logged", None, components={"preference_model": ConstantModel(3.0), "item_embeddings": torch.eye(8)})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_cuda_rollout_matches_shapes_and_runs():
     sim = simulators.make("synthetic", device="cuda", n_users=50, n_items=40)
     state = sim.init_state(32)

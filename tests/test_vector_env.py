@@ -222,7 +222,7 @@ def test_observations_stay_finite_and_in_space_over_many_autoresets():
         assert env.observation_space.contains(info["final_obs"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_device_keeps_everything_on_the_gpu():
     env = make_vec(8, device="cuda")
     observation, _ = env.reset(seed=0)
@@ -259,7 +259,7 @@ def test_static_shape_resets_keep_a_rollout_consistent_and_in_the_space():
     assert simulator.sampler._first_positions is not None  # the static path really ran
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize(
     "env_id, slate_size",
     [("recarena/Synthetic-v0", 1), ("recarena/Synthetic-v0", 3), ("recarena/ML100K-v0", 2)],

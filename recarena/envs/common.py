@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+import recarena.simulators as simulators
 from recarena.core.config import from_dict
 from recarena.core.errors import ConfigError
 from recarena.simulators.base import Simulator, StepOutcome
 from recarena.simulators.behaviour import REWARDS
+from recarena.simulators.preference_store import clear_split_cache, logged_simulator_arguments, source_key
+from recarena.simulators.registry import get as simulator_class
 
 OBSERVATION_KEYS = ("history", "responses", "llm_state")
 
@@ -82,6 +85,13 @@ def parse_options(**kwargs: Any) -> EnvOptions:
 
 
 _SIMULATORS: dict[str, Simulator] = {}
+"""Simulators built by :func:`build_simulator`, shared within the process (see there)."""
+
+
+def clear_simulator_cache() -> None:
+    """Forget the shared simulators (and the preference store's splits): the next env builds afresh."""
+    _SIMULATORS.clear()
+    clear_split_cache()
 
 
 def build_simulator(options: EnvOptions) -> Simulator:
@@ -93,20 +103,17 @@ def build_simulator(options: EnvOptions) -> Simulator:
     """
     if isinstance(options.simulator, Simulator):
         return options.simulator
-    import recarena.simulators as simulators
-    from recarena.simulators.registry import get
 
     config = dict(options.simulator_config)
     if options.history_length is not None and "history_length" not in config:
-        if any(f.name == "history_length" for f in fields(get(options.simulator).config_class)):
+        if any(f.name == "history_length" for f in fields(simulator_class(options.simulator).config_class)):
             config["history_length"] = options.history_length
-    key = json.dumps([options.simulator, options.data, options.device, config], sort_keys=True, default=str)
+    data_key = source_key(options.data) if isinstance(options.data, str) else options.data
+    key = json.dumps([options.simulator, data_key, options.device, config], sort_keys=True, default=str)
     if key not in _SIMULATORS:
         data: Any = options.data
         if options.simulator == "logged" and isinstance(data, str):
             # Named data: fit the preference model once and load it from $RECARENA_CACHE afterwards.
-            from recarena.simulators.preference_store import logged_simulator_arguments
-
             data, config = logged_simulator_arguments(data, config)
         _SIMULATORS[key] = simulators.make(options.simulator, data=data, device=options.device, **config)
     return _SIMULATORS[key]

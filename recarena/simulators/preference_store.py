@@ -17,25 +17,40 @@ from pathlib import Path
 from typing import Any
 
 from recarena.core.config import from_dict, to_dict
+from recarena.data.logs import load_logs
+from recarena.data.splits import leave_last_out
+from recarena.llm.encoder import EncoderConfig, encode_items
+from recarena.llm.models import cache_root
+from recarena.simulators.logged import LoggedConfig
+from recarena.simulators.preference import META_FILE, fit_preference_model
 
-_SPLITS: dict[str, Any] = {}
+_SPLITS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Any] = {}
+
+
+def source_key(data: str) -> tuple[str, tuple[tuple[str, int, int], ...]]:
+    """``data`` plus (name, size, mtime) of the files at that path, so an edited log is read again."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        return data, ()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return str(path.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def clear_split_cache() -> None:
+    """Forget the splits read so far in this process."""
+    _SPLITS.clear()
 
 
 def _split(data: str) -> Any:
-    """The leave-last-out split of a named or path data source (once per process)."""
-    if data not in _SPLITS:
-        from recarena.data.logs import load_logs
-        from recarena.data.splits import leave_last_out
-
-        _SPLITS[data] = leave_last_out(load_logs(data))
-    return _SPLITS[data]
+    """The leave-last-out split of a named or path data source (once per process and file version)."""
+    key = source_key(data)
+    if key not in _SPLITS:
+        _SPLITS[key] = leave_last_out(load_logs(data))
+    return _SPLITS[key]
 
 
 def preference_dir(data: str, config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
     """Where the preference model for ``data`` and this logged-simulator ``config`` is cached."""
-    from recarena.llm.models import cache_root
-    from recarena.simulators.logged import LoggedConfig
-
     typed = from_dict(LoggedConfig, config)
     train = _split(data).train
     identity = {
@@ -52,10 +67,6 @@ def preference_dir(data: str, config: dict[str, Any], cache_dir: str | Path | No
 
 def ensure_preference_model(data: str, config: dict[str, Any]) -> Path:
     """The cached preference model directory for ``data`` and ``config``, fitting it if absent."""
-    from recarena.llm.encoder import EncoderConfig, encode_items
-    from recarena.simulators.logged import LoggedConfig
-    from recarena.simulators.preference import META_FILE, fit_preference_model
-
     directory = preference_dir(data, config)
     if (directory / META_FILE).is_file():  # written last by PreferenceModel.save: a complete save
         return directory

@@ -1,7 +1,7 @@
 """Write your own user simulator and plug it in (run: python examples/custom_simulator.py).
 
 Subclass a simulator with a typed config, override a part of the user (here the response, ``rate``),
-register it; ``simulators.make`` builds it with validated options. Packages register via pyproject:
+register it; ``recarena.simulators.make`` builds it with validated options. Packages register via pyproject:
     [project.entry-points."recarena.simulators"]
     picky = "my_package.picky:PickySimulator"
 """
@@ -21,7 +21,7 @@ class PickyConfig(SyntheticConfig):
     penalty: float = 2.0  # rating points every user takes off even-numbered items
 
 
-@simulators.register("picky")
+@recarena.simulators.register("picky")
 class PickySimulator(SyntheticSimulator):
     config_class = PickyConfig
 
@@ -31,7 +31,7 @@ class PickySimulator(SyntheticSimulator):
 
 
 def main(users: int = 256, steps: int = 20, seed: int = 0) -> dict[str, float]:
-    sim = simulators.make("picky", penalty=3.0, n_users=100, n_items=50, reward="rating")
+    sim = recarena.simulators.make("picky", penalty=3.0, n_users=100, n_items=50, reward="rating")
     g, state = torch.Generator().manual_seed(seed), sim.init_state(users)
     sim.reset(state, torch.ones(users, dtype=torch.bool), g)
     even_chosen = clicks = 0
@@ -41,7 +41,7 @@ def main(users: int = 256, steps: int = 20, seed: int = 0) -> dict[str, float]:
         even_chosen += int((out.clicked & (out.item % 2 == 0)).sum())
         sim.reset(state, out.left, g)  # users who left are replaced by new sessions
     result = {"click_rate": clicks / (users * steps), "even_share_of_clicks": even_chosen / max(clicks, 1)}
-    print(simulators.available(), result)
+    print(recarena.simulators.available(), result)
     return result
 
 

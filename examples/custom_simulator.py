@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recarena import simulators
+import recarena.simulators
 from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/encode_items.py [--device cpu|cuda] [--model minilm] [--repeats 3]
 
 Cold = ``TextEncoder.encode`` over all item texts with the model already loaded (the load time is
-printed separately); from cache = the whole ``llm.encode_items`` call (build texts, hash, read and
+printed separately); from cache = the whole ``recarena.llm.encode_items`` call (build texts, hash, read and
 verify the cache file) once the entry exists. Each figure is the median of ``--repeats`` runs, in a
 fresh temporary cache directory unless ``--cache-dir`` is given. Targets: from cache < 0.5 s on
 CPU; cold >= 1e4 items/s on an H100.

@@ -5,8 +5,8 @@
     .venv/bin/python bench/env_step.py --devices cuda --sizes 65536 --sync-sizes --profile 65536
 
 One "env step" is one user shown one item (slate size 1). For every N the native
-:class:`envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
-device) for at least ``--min-seconds``; ``SyncVectorEnv`` of N single :class:`envs.RecommendationEnv`
+:class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
+device) for at least ``--min-seconds``; ``SyncVectorEnv`` of N single :class:`recarena.envs.RecommendationEnv`
 (the same simulator, same options) is measured in the same run at the ``--sync-sizes``, and the
 ratio is printed at equal N. Both include autoreset and the full observation (history, responses,
 384-d LLM state).

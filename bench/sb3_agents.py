@@ -5,7 +5,7 @@ history 20). For DQN and PPO it times, in the same run and process:
 
 * ``env only``: uniformly random actions through the SB3 VecEnv adapter (the ceiling);
 * ``stock SB3``: ``DQN/PPO("MultiInputPolicy")`` with SB3's default flatten extractor;
-* ``recarena``: ``agents.sb3_agents`` DQN/PPO (history pooled by the features extractor + llm_state),
+* ``recarena``: ``recarena.agents.sb3_agents`` DQN/PPO (history pooled by the features extractor + llm_state),
   with the stock run's hyperparameters (batch size, train frequency, net_arch [64, 64]), so the
   ratio isolates the cost of the LLM-state extractor.
 

@@ -1,4 +1,4 @@
-"""Non-RL baselines behind the common :class:`agents.base.Agent` interface.
+"""Non-RL baselines behind the common :class:`recarena.agents.base.Agent` interface.
 
 * :class:`RandomAgent` - uniform random items (respecting the action mask).
 * :class:`MostPopularAgent` - items ranked by their training-log counts.
@@ -180,7 +180,7 @@ class MostPopularAgent(Agent):
 
 
 class UserPreferences(Protocol):
-    """What the greedy baseline needs of a preference model (``simulators.preference.PreferenceModel``
+    """What the greedy baseline needs of a preference model (``recarena.simulators.preference.PreferenceModel``
     has it): predicted ratings of every item for logged users. A ``predict_history(history,
     responses) -> [B, n_items]`` method, where present, answers users without an identity."""
 

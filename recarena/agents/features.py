@@ -36,7 +36,7 @@ class HistoryFeaturesExtractor(BaseFeaturesExtractor):
 
     Args:
         observation_space: the env's Dict space with ``history`` and ``responses`` (and optionally
-            ``llm_state``), as built by ``envs.observation.observation_space``.
+            ``llm_state``), as built by ``recarena.envs.observation.observation_space``.
         item_embeddings: float [n_items, d] cached LLM item encodings (kept frozen).
         embed_dim: width of the projected history tokens and of the pooled vector.
         pooler: ``"mean"``, ``"gru"`` or ``"attention"``.

@@ -10,7 +10,7 @@ times. This head partitions the items into ``C ~ ceil(sqrt(n_items))`` clusters 
     pi(a | c, s)  = softmax_a(s . e_a + b_a), a in members(c)  over the M members of cluster c
 
 so scoring one sample's action costs ``O((C + M) D) = O(sqrt(n_items) D)``. ``e_a, b_a`` are the
-shared item head's representations and biases (``agents.item_scorer.ItemScorer``); a cluster's
+shared item head's representations and biases (``recarena.agents.item_scorer.ItemScorer``); a cluster's
 vector ``u_c`` is the mean of its members' representations plus a learned residual (zero at first),
 so the top level starts from, and keeps following, what its items say.
 
@@ -298,7 +298,7 @@ class HierarchicalHead(nn.Module):
     def next_item_loss(self, state: torch.Tensor, tables: Tables, history: torch.Tensor,
                        target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy ``-log pi(c(t)) - log pi(t | c(t))`` of ``target`` [B], the items of
-        ``history`` [B, H] excluded (as ``agents.item_scorer.next_item_loss`` for the full head).
+        ``history`` [B, H] excluded (as ``recarena.agents.item_scorer.next_item_loss`` for the full head).
         Negative targets (an ignore index) are skipped; 0 if every target is."""
         valid = target >= 0
         target = torch.where(valid, target, 0)

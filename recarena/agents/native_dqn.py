@@ -6,7 +6,7 @@ Nothing inside the loop leaves the device: observations, actions, rewards, the r
 masks are tensors, and there is no per-user Python work. Scalars are synchronised to the host only
 every ``log_interval`` environment steps.
 
-**Q head.** ``Q(s, a) = encode(s) . e_a + b_a`` (``agents.item_scorer.ItemScorer``): the item
+**Q head.** ``Q(s, a) = encode(s) . e_a + b_a`` (``recarena.agents.item_scorer.ItemScorer``): the item
 representations start from the LLM encodings of the item texts, so scoring a catalogue of 1e5 items
 is one matmul.
 

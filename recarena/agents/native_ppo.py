@@ -20,13 +20,13 @@ The entropy bonus uses the first slot's distribution. With k = 1 this is ordinar
 what a user would like; it says nothing about which items real users actually pick (exposure,
 popularity), which is what held-out ranking measures. With this option each minibatch also takes
 ``next_item_coef * cross-entropy`` of the next logged item given a real user's training-log prefix
-(``agents.item_scorer.LoggedNextItems``, ``next_item_batch_size`` examples) on the actor's logits,
+(``recarena.agents.item_scorer.LoggedNextItems``, ``next_item_batch_size`` examples) on the actor's logits,
 as SQN (Xin et al., SIGIR 2020) adds a supervised head to RL recommenders; with
 ``next_item_min_rating`` (e.g. 4) only next events the user rated that well count, which aligns the
 term with a "like" reward. Needs a logged-user simulator.
 
 **Hierarchical head** (``head="hierarchical"``, single items only). ``pi(a) = pi(c(a)) pi(a | c(a))``
-over ~sqrt(n_items) clusters of similar items (``agents.hierarchical_head``): an update sample costs
+over ~sqrt(n_items) clusters of similar items (``recarena.agents.hierarchical_head``): an update sample costs
 ``O(sqrt(n_items) D)`` instead of ``O(n_items D)``. The rollout stores each step's cluster mask and
 the taken cluster's member mask instead of an ``n_items`` mask; the entropy bonus is
 ``H(c) + H(a | c_taken)``; ``scores()`` give the full ``log pi(a)``.

@@ -1,6 +1,6 @@
 """Q-learning on the LLM-encoded state: a tabular agent over a k-means codebook and a linear agent.
 
-Both learn online from a recarena vector env (``envs.RecommendationVectorEnv``, same-step autoreset,
+Both learn online from a recarena vector env (``recarena.envs.RecommendationVectorEnv``, same-step autoreset,
 slate size 1) with epsilon-greedy exploration drawn from the agent's own torch generator, and
 update on the whole batch of N user transitions of each env step ("batched TD updates").
 

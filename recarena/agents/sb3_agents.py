@@ -1,6 +1,6 @@
 """DQN, PPO and MaskablePPO from Stable-Baselines3 / sb3-contrib behind recarena's TrainableAgent.
 
-The policies read the observation through :class:`agents.features.HistoryFeaturesExtractor` (frozen
+The policies read the observation through :class:`recarena.agents.features.HistoryFeaturesExtractor` (frozen
 cached LLM item encodings, a learned projection, a mean/GRU/attention pooler, plus the llm_state),
 so every SB3 agent sees an LLM-encoded state.
 
@@ -331,7 +331,7 @@ class _ForwardWriter(KVWriter):
 
 
 def _empty_window() -> dict[str, float]:
-    """Sums over one logging window (named as in :mod:`agents.session_stats`): sessions ended, their
+    """Sums over one logging window (named as in :mod:`recarena.agents.session_stats`): sessions ended, their
     return and length, sessions the user left; clicks and user-steps; diversity distance over
     consecutive recommendation pairs."""
     return dict.fromkeys(("episodes", "return", "length", "left", "clicks", "steps", "diversity", "pairs"), 0.0)
@@ -340,7 +340,7 @@ def _empty_window() -> dict[str, float]:
 class _EpisodeStats(BaseCallback):
     """Per-step accounting of sessions -> ``charts/*`` and ``sim/*`` every ``agent.log_every`` steps.
 
-    The tags mean what they mean for the native agents (:mod:`agents.session_stats`): return,
+    The tags mean what they mean for the native agents (:mod:`recarena.agents.session_stats`): return,
     length and leave rate over the sessions that ended in the window, ``charts/ctr`` clicks per
     user-step over every step of the window.
     """

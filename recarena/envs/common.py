@@ -30,7 +30,7 @@ OBSERVATION_KEYS = ("history", "responses", "llm_state")
 def reward_function(name: str | None) -> Callable[[StepOutcome], torch.Tensor]:
     """The env's reward: the simulator's own configured reward (``None``) or a named one.
 
-    Names are those of ``simulators.behaviour.REWARDS`` ("click", "like", "rating", "dwell"), computed
+    Names are those of ``recarena.simulators.behaviour.REWARDS`` ("click", "like", "rating", "dwell"), computed
     from the step's outcome, so one simulator instance can serve envs with different rewards.
     """
     if name is None:

@@ -19,7 +19,7 @@ class RecommendationEnv(gym.Env):
     A user starts a session from a (real or synthetic) logged history. Each step the agent shows
     a slate of items; the user's simulator (``simulators``: preference model, choice, boredom and
     leave models) responds, possibly consumes one item, and may leave. The env is the batch of one
-    of :class:`envs.RecommendationVectorEnv`, so both run exactly the same code.
+    of :class:`recarena.envs.RecommendationVectorEnv`, so both run exactly the same code.
 
     ## Action Space
 

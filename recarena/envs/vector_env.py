@@ -30,7 +30,7 @@ class RecommendationVectorEnv(VectorEnv):
     """N users of one simulator stepped together as tensors on one device.
 
     Reached with ``gymnasium.make_vec("recarena/ML1M-v0", num_envs=N, vectorization_mode="vector_entry_point")``
-    and takes the same keyword arguments as :class:`envs.RecommendationEnv` plus:
+    and takes the same keyword arguments as :class:`recarena.envs.RecommendationEnv` plus:
 
     - ``num_envs``: number of users N.
     - ``device``: ``"cpu"`` or ``"cuda[:i]"``; the simulator state and every returned tensor live there.

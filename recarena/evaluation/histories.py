@@ -4,7 +4,7 @@ A :class:`EvalQueries` merges a split's train, validation and test events back i
 time-ordered sequence per user. Each query is one held-out (test) event: the user's real history is
 every event of that user before it, and the target is the logged item. Replay, full ranking and the
 off-policy estimators all build their observations from these queries with the same
-``envs.observation.build_observation`` that training uses, so a policy sees in evaluation exactly
+``recarena.envs.observation.build_observation`` that training uses, so a policy sees in evaluation exactly
 what it sees in simulation.
 """
 

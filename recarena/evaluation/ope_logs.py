@@ -7,7 +7,7 @@ the user has not consumed, with counts from the training log. The evaluated poli
 deterministic top-1 unconsumed item. DR and DM use a linear reward model on the LLM state fitted on
 these same events. Intervals are bootstraps over users. On MovieLens this frequency model of why a
 user rated a film is crude, so these figures are indicative; the estimators themselves are
-validated where the truth is known (:mod:`evaluation.ope_validation`).
+validated where the truth is known (:mod:`recarena.evaluation.ope_validation`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Validate the off-policy estimators on simulated logs whose true answer is known.
 
-A simulator (any :class:`simulators.base.Simulator`, e.g. ``simulators.make("synthetic")``) plays
+A simulator (any :class:`recarena.simulators.base.Simulator`, e.g. ``recarena.simulators.make("synthetic")``) plays
 a one-step contextual bandit: a freshly reset user is the context, a known softmax logging policy
 over the LLM state recommends one item, the simulator's response gives the reward. The estimators
 then value an evaluated policy from these logs with an *estimated* logging policy and a fitted

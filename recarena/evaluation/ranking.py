@@ -1,6 +1,6 @@
 """Full-ranking evaluation: HR@K, NDCG@K and MRR over every item the user has not consumed.
 
-For each query (a held-out event, see :mod:`evaluation.histories`) the policy scores all items from
+For each query (a held-out event, see :mod:`recarena.evaluation.histories`) the policy scores all items from
 the observation of the user's real history; the target's rank is taken among the items not in the
 history (no sampled negatives). Under leave-last-out there is one query per user (the standard
 ML-1M protocol, comparable to SASRec's 0.2853 / 0.1603 HR@10 / NDCG@10); under the temporal split

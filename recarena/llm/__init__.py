@@ -1,6 +1,6 @@
 """LLM text features for recarena: item/user texts, a cached text encoder, and a cached yes/no judge.
 
-Everything runs offline from packaged or local models (see :mod:`llm.models`). Item encodings are
+Everything runs offline from packaged or local models (see :mod:`recarena.llm.models`). Item encodings are
 computed once and cached on disk (:func:`encode_items`); the hot path of a simulator or agent only
 gathers rows of that table.
 """

@@ -287,5 +287,5 @@ def encode_items(
     cache_dir: str | Path | None = None,
     template: str = DEFAULT_ITEM_TEMPLATE,
 ) -> torch.Tensor:
-    """Cached embeddings of every item's text (see :func:`llm.text.item_texts`), ``[n_items, d]``."""
+    """Cached embeddings of every item's text (see :func:`recarena.llm.text.item_texts`), ``[n_items, d]``."""
     return encode_texts(item_texts(items, template), config, cache_dir)

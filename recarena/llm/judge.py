@@ -48,7 +48,7 @@ class JudgeConfig:
         cached HF id of a causal LM.
     prompt: template with the fields {profile} and {item}.
     use_chat_template: wrap the prompt in the tokenizer's chat template when it has one.
-    batch_size, max_length, device, dtype, progress: as in :class:`llm.EncoderConfig`.
+    batch_size, max_length, device, dtype, progress: as in :class:`recarena.llm.EncoderConfig`.
     """
 
     model: str = "smollm2"

@@ -2,7 +2,7 @@
 
 Each part is a small component with a typed config that works on batches of tensors ``[B, ...]``
 on any device and draws every random number from an explicit ``torch.Generator``; none loops over
-users in Python. :class:`simulators.composed.ComposedSimulator` composes them in a fixed order:
+users in Python. :class:`recarena.simulators.composed.ComposedSimulator` composes them in a fixed order:
 
 1. **respond** - ``response = clamp(rating - boredom_penalty * fatigue(item topics), 1, 5)``
    for every slate item, where ``rating`` comes from the log or the preference model;
@@ -31,7 +31,7 @@ from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING
 
 FIRST_POSITION_TABLE_LIMIT = 1 << 30
 """Largest :meth:`UserSampler.first_positions` table, in bytes (1 GiB), that is built; beyond it the
-static-shape reset of :class:`simulators.composed.ComposedSimulator` falls back to the synchronising one."""
+static-shape reset of :class:`recarena.simulators.composed.ComposedSimulator` falls back to the synchronising one."""
 
 
 # --------------------------------------------------------------------------------------- configs

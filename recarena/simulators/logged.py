@@ -3,7 +3,7 @@
 A session starts from a real user's history prefix in the training log (``sampler`` options). When
 the recommended item is one that user really rated *later* in the log (after the prefix), the
 response is the logged rating ("logged-first" mode); elsewhere - and everywhere in "model-only"
-mode - the fitted LLM-derived preference model (:mod:`simulators.preference`) answers. Boredom
+mode - the fitted LLM-derived preference model (:mod:`recarena.simulators.preference`) answers. Boredom
 applies to both. The share of logged vs modelled responses is counted
 (:meth:`LoggedUserSimulator.statistics`) and each step reports it per user (``StepOutcome.from_log``).
 
@@ -47,7 +47,7 @@ class LoggedConfig(BehaviourConfig):
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     """How to fit the preference model when no ``preference_path`` (or model object) is given."""
     encoder: dict[str, Any] = field(default_factory=dict)
-    """``llm.EncoderConfig`` options for the item encodings when none are given (default MiniLM)."""
+    """``recarena.llm.EncoderConfig`` options for the item encodings when none are given (default MiniLM)."""
     cache_dir: str | None = None
     """Embedding cache directory (default ``$RECARENA_CACHE``)."""
     rating_table: Literal["auto", "always", "never"] = "auto"

@@ -455,7 +455,7 @@ def fit_preference_model(
 ) -> PreferenceModel:
     """Fit a :class:`PreferenceModel` on the ratings of ``train`` with mini-batch Adam on MSE.
 
-    ``item_embeddings`` [n_items, d] are the frozen LLM item encodings (``llm.encode_items``);
+    ``item_embeddings`` [n_items, d] are the frozen LLM item encodings (``recarena.llm.encode_items``);
     ``user_text_embeddings`` [n_users, d'] optionally add the LLM encoding of each user's written
     profile to the user's text profile. With ``valid``, training stops early on validation RMSE and
     the best epoch's parameters are kept. With ``judgements`` and ``config.distill_weight > 0``, a

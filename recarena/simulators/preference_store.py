@@ -81,7 +81,7 @@ def ensure_preference_model(data: str, config: dict[str, Any]) -> Path:
 
 
 def logged_simulator_arguments(data: str, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``(data, config)`` for ``simulators.make("logged", ...)`` that reuse the cached model."""
+    """``(data, config)`` for ``recarena.simulators.make("logged", ...)`` that reuse the cached model."""
     if "preference_path" in config and config["preference_path"] is not None:
         return _split(data), config
     return _split(data), {**config, "preference_path": str(ensure_preference_model(data, config))}

@@ -1,6 +1,6 @@
 """The simulator plug-in registry: simulators by name, each with a typed config.
 
-``@register("name")`` records a :class:`~simulators.base.Simulator` subclass whose ``config_class``
+``@register("name")`` records a :class:`~recarena.simulators.base.Simulator` subclass whose ``config_class``
 is a dataclass; :func:`make` validates keyword options into that dataclass
 (:func:`recarena.config.from_dict`: unknown keys are errors listing the valid ones) and builds the
 simulator as ``cls(config, data=data, device=device, **components)``. Built-in simulators are

@@ -3,7 +3,7 @@
 A YAML file (``configs/<agent>_<data>.yaml``) plus ``--set key=value`` overrides is validated into
 :class:`RunConfig` with ``recarena.config.from_dict``: unknown keys name the valid ones, ill-typed
 values name the dotted key. The agent's own options (``agent.config``) are validated against the
-config class registered for ``agent.name`` (``agents.registry``), and the simulator's options
+config class registered for ``agent.name`` (``recarena.agents.registry``), and the simulator's options
 (``simulator.config``) against the simulator's config class, so a typo anywhere fails before any
 data is loaded.
 """
@@ -37,7 +37,7 @@ class SimulatorConfig:
 
 @dataclass
 class EnvConfig:
-    """The batched env the agent trains in (``envs.RecommendationVectorEnv`` options)."""
+    """The batched env the agent trains in (``recarena.envs.RecommendationVectorEnv`` options)."""
 
     num_envs: int = 64
     """Simulated users stepped together."""

@@ -34,7 +34,7 @@ def hyperparameter_table(config: dict[str, Any]) -> str:
 
 
 class TensorBoardLogger:
-    """A :class:`agents.base.ScalarLogger` that writes TensorBoard event files into ``log_dir``.
+    """A :class:`recarena.agents.base.ScalarLogger` that writes TensorBoard event files into ``log_dir``.
 
     ``listeners`` are called with every ``(tag, value, step)`` (train.py uses one to feed the
     progress bar). Events of a resumed run are appended to new files in the same directory;

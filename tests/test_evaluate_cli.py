@@ -1,20 +1,33 @@
-"""evaluate.py end to end on tiny generated data: smoke run, run directories, and error paths."""
+"""evaluate.py end to end on tiny generated data: baselines, runs that train.py really wrote, error paths.
+
+One run is trained per module (``train.py`` on a tiny MovieLens-format folder, the logged simulator,
+linear Q); tests that edit or evaluate it work on copies, so each sees the run as train.py left it.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
-from recarena import data
-from recarena.agents.baselines import MostPopularAgent
 from recarena.cli import evaluate
+from recarena.cli import train as train_script
+from recarena.core.errors import CheckpointError
 from recarena.evaluation import sources
+from recarena.evaluation.report import read_learning_curves
+from recarena.training.run import RunRecord, read_run
 from tests._eval_fixtures import make_log
 
 FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
+"""Baseline-only reports: genre encodings, no model needed."""
+RUN_FAST = ["--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
+"""Reports on the trained run: the MiniLM encodings it trained on (cached by training)."""
+SIM_ONLY = ["--protocols", "simulated", "--bootstrap", "50", "--sim-users", "10"]
 
 
 def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: int = 0) -> Path:
@@ -35,31 +48,73 @@ def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: in
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_cache(tmp_path_factory):
+    """One recarena cache for the module: the encodings and preference model training fits, evaluation reuses."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return write_tiny_data(tmp_path_factory.mktemp("data"))
 
 
-def make_run(root: Path, data_dir: Path, item_set: str | None = None, data_fingerprint: str | None = None,
-             config_yaml: str = "env:\n  history_length: 10\n") -> Path:
-    """A run directory as train.py is expected to write it, holding a most-popular agent."""
-    log = data.load_logs(str(data_dir))
-    split = data.leave_last_out(log)
-    root.mkdir(parents=True)
-    MostPopularAgent(log.n_items).fit(split.train).save(root / "agent")
-    metadata = {"data": {"source": str(data_dir), "item_set_fingerprint": item_set or log.item_set_fingerprint()},
-                "global_step": 100}
-    if data_fingerprint:
-        metadata["data"]["data_fingerprint"] = data_fingerprint
-    (root / "metadata.json").write_text(json.dumps(metadata))
-    (root / "config.yaml").write_text(config_yaml)
-    from torch.utils.tensorboard import SummaryWriter
+TOTAL_STEPS = 256
+MAX_STEPS = 7
+SIMULATOR_HISTORY = 12
 
-    writer = SummaryWriter(str(root / "tb"))  # train.py's TensorBoard folder
-    for step in range(5):
-        writer.add_scalar("charts/episodic_return", float(step), step * 10)
-    writer.close()
-    return root
+
+def train_config(data: Path) -> dict[str, Any]:
+    """A run of a few seconds: the logged simulator on ``data`` (2-epoch preference model), per-item linear Q.
+
+    The env leaves history_length to the simulator (12) and scores steps by rating, with a session cap of 7.
+    """
+    return {
+        "data": {"source": str(data)},
+        "simulator": {"name": "logged", "config": {"history_length": SIMULATOR_HISTORY, "preference": {"epochs": 2},
+                                                   "encoder": {"progress": False}}},
+        "env": {"num_envs": 8, "max_steps": MAX_STEPS, "reward": "rating"},
+        "agent": {"name": "linear_q", "config": {"form": "per_item", "epsilon_decay_steps": 200, "log_interval": 64}},
+        "train": {"total_steps": TOTAL_STEPS, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
+                  "eval_sessions": 16, "log_every": 64},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_dir: Path, tmp_path_factory) -> Path:
+    """A run directory written by ``train.py`` itself (once per module)."""
+    root = tmp_path_factory.mktemp("runs")
+    config = root / "linear_q.yaml"
+    config.write_text(yaml.safe_dump(train_config(data_dir)))
+    run_dir = root / "linear_q_tiny"
+    assert train_script.main(["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    return run_dir
+
+
+def copy_run(run: Path, target: Path) -> Path:
+    shutil.copytree(run, target)
+    return target
+
+
+def edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _leave_at_once(config: dict[str, Any], hazard: float = 1.0) -> None:
+    config["simulator"]["config"]["leave"]["hazard"] = hazard
+
+
+# ------------------------------------------------------------------------------------ baselines
 
 
 def test_baselines_smoke(data_dir: Path, tmp_path: Path, capsys) -> None:
@@ -92,26 +147,6 @@ def test_validation_split_is_scored_on_request(data_dir: Path, tmp_path: Path, c
     assert set(ranking) == {"validation"} and ranking["validation"]["n_users"] == 30
 
 
-def test_run_directory_is_evaluated_and_written_back(data_dir: Path, tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run1", data_dir)
-    out = tmp_path / "report"
-    assert evaluate.main([str(run), "--out", str(out), "--protocols", "ranking,replay", *FAST]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert "run1" in report["candidates"]
-    assert (out / "learning_curves.png").is_file()
-    from recarena.evaluation.report import read_learning_curves
-
-    curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
-    assert curves and curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 100
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["agent", "tb"]  # written next to training's
-    # The run's most-popular agent matches the baseline built on the same data.
-    assert evaluate.main(["--baseline", "most_popular", "--data", str(data_dir), "--out", str(tmp_path / "b"),
-                          "--protocols", "ranking", "--history-length", "10", *FAST]) == 0
-    baseline = json.loads((tmp_path / "b" / "report.json").read_text())["candidates"]["most_popular"]
-    assert baseline["ranking"] == {s: {**r, "seconds": baseline["ranking"][s]["seconds"]}
-                                   for s, r in report["candidates"]["run1"]["ranking"].items()}
-
-
 def test_deterministic_reports(data_dir: Path, tmp_path: Path) -> None:
     args = ["--baseline", "random", "--data", str(data_dir), "--protocols", "ranking,replay", *FAST]
     assert evaluate.main([*args, "--out", str(tmp_path / "a")]) == 0
@@ -124,84 +159,166 @@ def test_deterministic_reports(data_dir: Path, tmp_path: Path) -> None:
     assert a == b
 
 
-# A run whose simulator makes every user leave after one step (hazard 1), with a session cap of 7.
-LEAVING_RUN = """\
-simulator:
-  name: logged
-  config:
-    leave: {hazard: 1.0}
-    preference: {epochs: 2}
-env:
-  history_length: 10
-  max_steps: 7
-"""
-SIM_ONLY = ["--protocols", "simulated", "--item-encoder", "genres", "--bootstrap", "50", "--sim-users", "10"]
+# ------------------------------------------------------------------------------------ train.py -> evaluate.py
 
 
-def test_runs_are_simulated_on_their_own_simulator(data_dir: Path, tmp_path: Path) -> None:
-    default_run = make_run(tmp_path / "default", data_dir)
-    assert evaluate.main([str(default_run), "--baseline", "most_popular", "--out", str(tmp_path / "a"), *SIM_ONLY]) == 0
+def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    """evaluate.py scores the directory train.py wrote, next to a baseline, by every protocol."""
+    assert sorted(p.name for p in trained_run.iterdir()) == ["agent", "checkpoints", "config.yaml", "eval.json",
+                                                             "metadata.json", "tb"]
+    out = tmp_path / "report"
+    code = evaluate.main([str(trained_run), "--baseline", "most_popular", "--out", str(out), "--k", "5",
+                          "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert trained_run.name in printed and "most_popular" in printed and "HR@5 LLO" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["candidates"]) == {"most_popular", trained_run.name}
+    assert report["config"]["data"] == str(data_dir)  # read from the run's config.yaml
+    assert report["config"]["simulator"]["source"] == "the runs' config"
+    assert report["config"]["simulator"]["options"]["reward"] == "rating"  # env.reward, as in training
+    assert report["config"]["simulator"]["max_steps"] == MAX_STEPS  # the run's env.max_steps
+    run = report["candidates"][trained_run.name]
+    assert run["source"] == str(trained_run) and set(run) == {"source", "ranking", "replay", "ope", "simulated"}
+    for entry in (run, report["candidates"]["most_popular"]):
+        for split in ("leave-last-out", "temporal"):
+            ranking = entry["ranking"][split]["metrics"]
+            assert 0.0 <= ranking["NDCG@5"] <= ranking["HR@5"] <= 1.0 and 0.0 < ranking["MRR"] <= 1.0
+        assert entry["ranking"]["leave-last-out"]["n_users"] == 30
+        simulated = entry["simulated"]
+        assert simulated["users"] == "held-out users from their full training history" and simulated["n_sessions"] == 10
+        assert simulated["max_steps"] == MAX_STEPS
+        assert 1.0 <= simulated["metrics"]["session_length"] <= MAX_STEPS
+        assert 0.0 <= simulated["metrics"]["ctr"] <= 1.0
+        # Rating reward: 1-5 per click, so the return lies between the clicks and five times them.
+        clicks = simulated["metrics"]["ctr"] * simulated["metrics"]["session_length"]
+        assert clicks - 1e-9 <= simulated["metrics"]["episodic_return"] <= 5 * clicks + 1e-9
+        assert 0.0 <= entry["replay"]["match_rate"] <= 1.0 and entry["replay"]["n_matched"] <= entry["replay"]["n_events"]
+    assert report["candidates"]["most_popular"]["ranking"]["leave-last-out"]["metrics"]["HR@5"] > 0.0
+    for name in ("report.md", "metrics.png", "tradeoff.png", "learning_curves.png"):
+        assert (out / name).stat().st_size > 0
+    assert f"## {trained_run.name}" in (out / "report.md").read_text()
+    # The headline figures went back into the run's TensorBoard at the step of its final agent.
+    curves = read_learning_curves(trained_run, ("eval/episodic_return", "eval/ranking_leave-last-out/HR_at_5"))
+    assert [step for step, _ in curves["eval/episodic_return"]] == [0, 128, TOTAL_STEPS]  # train.py's
+    assert [step for step, _ in curves["eval/ranking_leave-last-out/HR_at_5"]] == [TOTAL_STEPS]
+
+
+def test_the_run_record_holds_what_training_resolved(trained_run: Path, data_dir: Path) -> None:
+    record = read_run(trained_run)
+    assert isinstance(record, RunRecord) and record.path == trained_run and record.name == trained_run.name
+    assert record.data_source == str(data_dir) and record.config.agent.name == "linear_q"
+    assert record.history_length == SIMULATOR_HISTORY  # env.history_length null: the simulator's window
+    assert record.metadata["resolved"] == {"history_length": SIMULATOR_HISTORY}
+    assert record.final_step == record.metadata["agent_step"] == TOTAL_STEPS
+    assert record.agent_dir == trained_run / "agent"
+    assert record.simulator.name == "logged" and record.simulator.max_steps == MAX_STEPS
+    assert record.simulator.options["reward"] == "rating" and record.simulator.options["history_length"] == SIMULATOR_HISTORY
+    assert record.item_set_fingerprint == record.metadata["simulator"]["item_set_fingerprint"]
+    with pytest.raises(AttributeError):
+        record.history_length = 3  # type: ignore[misc]
+    candidate = sources.load_run(trained_run)
+    assert candidate.label == trained_run.name and candidate.history_length == SIMULATOR_HISTORY
+    assert candidate.run == record and candidate.agent.n_items == 20
+
+
+def test_older_run_directories_are_resolved_with_the_env_rule(trained_run: Path, tmp_path: Path) -> None:
+    """Runs written before train.py recorded ``resolved`` and ``agent_step``: window and step are worked out."""
+    run = copy_run(trained_run, tmp_path / "old")
+    edit_json(run / "metadata.json", lambda m: (m.pop("resolved"), m.pop("agent_step")))
+    record = read_run(run)
+    assert record.history_length == SIMULATOR_HISTORY and record.final_step == TOTAL_STEPS  # eval.json's step
+    (run / "eval.json").unlink()
+    assert read_run(run).final_step == TOTAL_STEPS  # the latest checkpoint's
+    edit_yaml(run / "config.yaml", lambda c: c["env"].update(history_length=7))
+    assert read_run(run).history_length == 7
+    edit_yaml(run / "config.yaml", lambda c: c["env"].update(history_length=30))
+    with pytest.raises(CheckpointError, match=r"config\.yaml: history_length=30 exceeds the simulator's"):
+        read_run(run)
+
+
+def test_runs_are_simulated_on_their_own_simulator(data_dir: Path, trained_run: Path, tmp_path: Path) -> None:
+    # Baselines alone: the default logged simulator.
+    assert evaluate.main(["--baseline", "most_popular", "--data", str(data_dir), "--out", str(tmp_path / "a"),
+                          "--item-encoder", "genres", *SIM_ONLY]) == 0
     default = json.loads((tmp_path / "a" / "report.json").read_text())
     assert default["config"]["simulator"]["source"] == "default logged simulator"
-    assert default["candidates"]["default"]["simulated"]["max_steps"] == 50
-    assert default["candidates"]["default"]["simulated"]["metrics"]["session_length"] > 1.0
+    assert default["candidates"]["most_popular"]["simulated"]["max_steps"] == 50
+    assert default["candidates"]["most_popular"]["simulated"]["metrics"]["session_length"] > 1.0
 
-    run = make_run(tmp_path / "leaving", data_dir, config_yaml=LEAVING_RUN)
+    # A run whose simulator makes every user leave after one step (leave hazard 1).
+    run = copy_run(trained_run, tmp_path / "leaving")
+    edit_yaml(run / "config.yaml", _leave_at_once)
     assert evaluate.main([str(run), "--baseline", "most_popular", "--out", str(tmp_path / "b"), *SIM_ONLY]) == 0
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["config"]["simulator"]["source"] == "the runs' config"
-    assert report["config"]["simulator"]["options"]["leave"] == {"hazard": 1.0}
+    assert report["config"]["simulator"]["options"]["leave"]["hazard"] == 1.0
     for label in ("leaving", "most_popular"):  # baselines next to the run share its simulator
         simulated = report["candidates"][label]["simulated"]
-        assert simulated["max_steps"] == 7  # the run's env.max_steps
+        assert simulated["max_steps"] == MAX_STEPS  # the run's env.max_steps
         assert simulated["metrics"]["session_length"] == 1.0
     # --sim-steps still overrides the run's cap.
     assert evaluate.main([str(run), "--out", str(tmp_path / "c"), "--sim-steps", "3", *SIM_ONLY]) == 0
     assert json.loads((tmp_path / "c" / "report.json").read_text())["candidates"]["leaving"]["simulated"]["max_steps"] == 3
 
 
-def test_runs_on_different_simulators_are_refused(data_dir: Path, tmp_path: Path, capsys) -> None:
-    a = make_run(tmp_path / "a", data_dir, config_yaml=LEAVING_RUN)
-    b = make_run(tmp_path / "b", data_dir, config_yaml=LEAVING_RUN.replace("hazard: 1.0", "hazard: 0.5"))
+def test_runs_on_different_simulators_are_refused(trained_run: Path, tmp_path: Path, capsys) -> None:
+    a = copy_run(trained_run, tmp_path / "a")
+    edit_yaml(a / "config.yaml", _leave_at_once)
+    b = copy_run(trained_run, tmp_path / "b")
+    edit_yaml(b / "config.yaml", lambda c: _leave_at_once(c, 0.5))
     assert evaluate.main([str(a), str(b), "--out", str(tmp_path / "out"), *SIM_ONLY]) == 2
     assert "different simulators" in capsys.readouterr().err
-    c = make_run(tmp_path / "c", data_dir, config_yaml=LEAVING_RUN.replace("max_steps: 7", "max_steps: 9"))
+    c = copy_run(a, tmp_path / "c")
+    edit_yaml(c / "config.yaml", lambda config: config["env"].update(max_steps=9))
     assert evaluate.main([str(a), str(c), "--out", str(tmp_path / "out"), *SIM_ONLY]) == 2
     assert "different session caps" in capsys.readouterr().err
     assert evaluate.main([str(a), str(c), "--out", str(tmp_path / "out"), "--sim-steps", "4", *SIM_ONLY]) == 0
 
 
-@pytest.mark.parametrize(
-    "setup, message",
-    [
-        (lambda root, data: root / "missing", "not found"),
-        (lambda root, data: (root / "empty").mkdir() or root / "empty", "metadata.json"),
-        (lambda root, data: _corrupt_metadata(root), "not readable JSON"),
-        (lambda root, data: make_run(root / "other", data, item_set="0123456789abcdef"), "different item set"),
-        (lambda root, data: make_run(root / "otherdata", data, data_fingerprint="ffffffffffffffff"), "different data"),
-        (lambda root, data: _run_without_agent(root, data), "no saved agent"),
-    ],
-)
-def test_bad_run_directories_are_refused(data_dir: Path, tmp_path: Path, capsys, setup, message) -> None:
-    run = setup(tmp_path, data_dir)
-    code = evaluate.main([str(run), "--data", str(data_dir), "--out", str(tmp_path / "out"), *FAST])
+def test_a_run_is_refused_on_other_data(trained_run: Path, tmp_path: Path, capsys) -> None:
+    """The real run against other data: other ratings of the same catalogue, then another catalogue."""
+    for other, message in ((write_tiny_data(tmp_path / "same_items", seed=1), "trained on different data"),
+                           (write_tiny_data(tmp_path / "more_items", n_items=25), "trained on a different item set")):
+        code = evaluate.main([str(trained_run), "--data", str(other), "--out", str(tmp_path / "out"), *RUN_FAST])
+        assert code == 2
+        assert message in capsys.readouterr().err
+
+
+def _rmtree(path: Path) -> Path:
+    shutil.rmtree(path)
+    return path
+
+
+BROKEN_RUNS = {
+    "missing": (lambda run, root: root / "missing", "run directory not found"),
+    "empty": (lambda run, root: (root / "empty").mkdir() or root / "empty", "missing config.yaml and metadata.json"),
+    "corrupt metadata": (lambda run, root: (run / "metadata.json").write_text("{not json") and run,
+                         "metadata.json: not valid JSON"),
+    "corrupt config": (lambda run, root: (run / "config.yaml").write_text("env: [") and run, "config.yaml: not valid YAML"),
+    "invalid config": (lambda run, root: edit_yaml(run / "config.yaml", lambda c: c["env"].update(bogus=1)) or run,
+                       "config.yaml: not a valid run config"),
+    "no agent": (lambda run, root: _rmtree(run / "agent").parent, "no saved agent (agent/agent.json)"),
+    "corrupt agent": (lambda run, root: (run / "agent" / "agent.json").write_text("{") and run, "agent.json: not valid JSON"),
+    "other item set": (lambda run, root: edit_json(run / "metadata.json",
+                                                   lambda m: m["simulator"].update(item_set_fingerprint="0123456789abcdef"))
+                       or run, "different item set"),
+    "other data": (lambda run, root: edit_json(run / "metadata.json",
+                                               lambda m: m["simulator"].update(data_fingerprint="ffffffffffffffff")) or run,
+                   "different data"),
+    "no catalogue": (lambda run, root: edit_json(run / "metadata.json", lambda m: m["simulator"].pop("item_set_fingerprint"))
+                     or run, "records no item_set_fingerprint"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_RUNS))
+def test_bad_run_directories_are_refused(case: str, trained_run: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    """Real run directories, edited: each defect exits 2 with a message naming it."""
+    setup, message = BROKEN_RUNS[case]
+    run = setup(copy_run(trained_run, tmp_path / "run"), tmp_path)
+    code = evaluate.main([str(run), "--data", str(data_dir), "--out", str(tmp_path / "out"), *RUN_FAST])
     assert code == 2
     assert message in capsys.readouterr().err
-
-
-def _corrupt_metadata(root: Path) -> Path:
-    run = root / "corrupt"
-    run.mkdir()
-    (run / "metadata.json").write_text("{not json")
-    return run
-
-
-def _run_without_agent(root: Path, data: Path) -> Path:
-    run = make_run(root / "noagent", data)
-    for path in (run / "agent").iterdir():
-        path.unlink()
-    (run / "agent").rmdir()
-    return run
 
 
 @pytest.mark.parametrize(
@@ -225,31 +342,3 @@ def test_bad_flags_are_argparse_errors(flags, capsys) -> None:
         evaluate.main(["--baseline", "random", "--data", "X", *flags])
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
-
-
-def test_write_back_step_comes_from_the_runs_last_evaluation(data_dir: Path, tmp_path: Path) -> None:
-    """Without global_step in metadata.json, the step of train.py's eval.json is used."""
-    run = make_run(tmp_path / "run1", data_dir)
-    metadata = json.loads((run / "metadata.json").read_text())
-    del metadata["global_step"]
-    (run / "metadata.json").write_text(json.dumps(metadata))
-    (run / "eval.json").write_text(json.dumps({"step": 250, "episodic_return": 1.0}))
-    assert evaluate.main([str(run), "--out", str(tmp_path / "report"), "--protocols", "ranking", *FAST]) == 0
-    from recarena.evaluation.report import read_learning_curves
-
-    curves = read_learning_curves(run, ("eval/ranking_leave-last-out/HR_at_10",))
-    assert curves["eval/ranking_leave-last-out/HR_at_10"][0][0] == 250
-
-
-@pytest.mark.parametrize(("config_yaml", "expected"), [
-    ("env:\n  history_length: 10\n", 10),
-    # train.py writes the resolved simulator options under simulator.config; env.history_length null
-    ("env:\n  history_length: null\nsimulator:\n  name: logged\n  config:\n    history_length: 12\n", 12),
-    ("env:\n  history_length: 7\nsimulator:\n  name: logged\n  config:\n    history_length: 12\n", 7),
-    ("data:\n  source: x\n", 50),  # nothing recorded: the caller's default
-])
-def test_runs_are_scored_with_the_history_window_they_trained_with(data_dir: Path, tmp_path: Path,
-                                                                   config_yaml: str, expected: int) -> None:
-    run = make_run(tmp_path / "run", data_dir, config_yaml=config_yaml)
-    _, metadata = sources.load_run(run, 50)
-    assert metadata["_history_length"] == expected

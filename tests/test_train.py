@@ -24,6 +24,7 @@ from recarena.core.checkpoint import latest_checkpoint, read_checkpoint
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.vector_env import RecommendationVectorEnv
 from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
+from recarena.training.run import read_run
 from recarena.training.tensorboard import read_scalars, read_text_tags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,6 +284,12 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     _, _, step = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
     assert step == 768
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["total_steps"] == 768
+    # What the run directory says about itself, read back through its one reader.
+    record = read_run(run_dir)
+    assert record.final_step == 768 and record.config.train.total_steps == 768
+    assert record.history_length == _env(1).history_length == metadata["resolved"]["history_length"]
+    assert record.simulator.name == "synthetic" and record.simulator.options["best_item"] == BEST
+    assert record.data_source is None and record.item_set_fingerprint is None  # synthetic: no logged data
     # A fresh run refuses a used directory.
     assert train_script.main(["--config", str(config_path), "--run-dir", str(run_dir), "--no-progress"]) == 2
 

@@ -115,20 +115,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
 
     # Runs first, so bad run directories fail before any expensive work.
-    loaded = []
-    for run_dir in args.runs:
-        agent, metadata = sources.load_run(run_dir, args.history_length, device=str(device))
-        loaded.append((Path(run_dir), agent, metadata))
-    data_source = args.data or sources.run_data_source(loaded[0][2])
+    runs = [sources.load_run(run_dir, device=str(device)) for run_dir in args.runs]
+    data_source = args.data or runs[0].run.data_source
     if data_source is None:
-        raise ConfigError(f"{loaded[0][0]}: metadata.json names no data source; pass --data")
+        raise ConfigError(f"{runs[0].run.path}: its config.yaml names no data source (data.source); pass --data")
 
     _log(f"loading {data_source}")
     log = data.load_logs(data_source)
     splits = {"leave-last-out": data.leave_last_out(log), "temporal": data.temporal_split(log)}
     splits["validation"] = data.validation_split(splits["leave-last-out"])
-    for run_dir, _, metadata in loaded:
-        sources.check_run_matches(run_dir, metadata, log, splits["leave-last-out"])
+    for candidate in runs:
+        sources.check_run_matches(candidate.run, log, splits["leave-last-out"])
     item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
     train = splits["leave-last-out"].train
     self_information = metrics.item_self_information(train.item, train.user, log.n_items, log.n_users)
@@ -137,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preference_model = None
     # Simulated return runs on the simulator the runs were trained on (their config.yaml), when they record one.
     need_preference = "greedy" in [sources.BASELINES[b] for b in args.baseline] or "simulated" in args.protocols
-    run_specs = {str(run_dir): metadata["_simulator"] for run_dir, _, metadata in loaded} if need_preference else {}
+    run_specs = {str(c.run.path): c.run.simulator for c in runs} if need_preference else {}
     sim_spec = sources.common_simulator_spec(run_specs)
     sim_steps = _session_cap(args.sim_steps, list(run_specs.values()))
     if need_preference and sim_spec is not None:
@@ -154,9 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"building baseline {name}")
         agent = sources.build_baseline(name, splits["leave-last-out"], item_embeddings, args.seed,
                                        options.get(name), preference_model)
-        candidates.append(sources.Candidate(name, agent, args.history_length, None, {}))
-    for run_dir, agent, metadata in loaded:
-        candidates.append(sources.Candidate(run_dir.name, agent, metadata["_history_length"], run_dir, metadata))
+        candidates.append(sources.Candidate(name, agent, args.history_length))
+    candidates.extend(runs)
 
     needed = {*args.splits, "leave-last-out", "temporal"}  # replay, OPE and simulated users use these two
     queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in needed}
@@ -172,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
     results: dict[str, Any] = {"candidates": {}}
     for candidate in candidates:
-        entry: dict[str, Any] = {"source": str(candidate.run_dir) if candidate.run_dir else f"baseline {candidate.label}"}
+        entry: dict[str, Any] = {"source": str(candidate.run.path) if candidate.run else f"baseline {candidate.label}"}
         h = candidate.history_length
         if "ranking" in args.protocols:
             entry["ranking"] = {}
@@ -215,13 +211,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       "options": sim_spec.options if sim_spec is not None else {}, "max_steps": sim_steps},
         "command": "python evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    run_dirs = {c.label: c.run_dir for c in candidates if c.run_dir is not None}
+    run_dirs = {c.label: c.run.path for c in runs}
     report.write_report(results, args.out, args.k, run_dirs)
     if not args.no_tensorboard:
-        for candidate in candidates:
-            if candidate.run_dir is not None:
-                step = int(candidate.metadata.get("global_step", candidate.metadata.get("step", 0)) or 0)
-                report.write_back_to_tensorboard(candidate.run_dir, report.eval_scalars(results["candidates"][candidate.label], args.k), step)
+        for candidate in runs:
+            scalars = report.eval_scalars(results["candidates"][candidate.label], args.k)
+            report.write_back_to_tensorboard(candidate.run.path, scalars, candidate.run.final_step)
     return results
 
 
@@ -231,7 +226,7 @@ def _session_cap(requested: int | None, specs: list[Any]) -> int:
 
     if requested is not None:
         return requested
-    caps = sorted({spec.max_steps for spec in specs if spec is not None and spec.max_steps is not None})
+    caps = sorted({spec.max_steps for spec in specs})
     if len(caps) > 1:
         raise ConfigError(f"the runs were trained with different session caps {caps}; pass --sim-steps")
     return caps[0] if caps else 50

@@ -224,7 +224,8 @@ def train(
     else:
         if run_dir is None:
             run_dir = Path(train_cfg.runs_root) / default_run_name(config.agent.name, config.data.source, train_cfg.seed)
-        run = RunDirectory.create(run_dir, config, run_metadata(env.simulator, {"device": device}))
+        metadata = run_metadata(env.simulator, {"device": device}, history_length=env.history_length)
+        run = RunDirectory.create(run_dir, config, metadata)
         progress = {"steps_done": 0, "last_eval": -1}
 
     bar = ProgressBar(train_cfg.total_steps, progress["steps_done"], progress_bar)
@@ -247,7 +248,7 @@ def train(
             logger.flush()
             save_checkpoint(run, agent, env, identity, progress, train_cfg.keep_checkpoints)
             bar.update(progress["steps_done"])
-        agent.save(run.agent)
+        run.save_agent(agent, progress["steps_done"])
     finally:
         logger.close()
         bar.close()

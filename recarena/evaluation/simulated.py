@@ -19,7 +19,7 @@ import torch
 from recarena.agents.base import Agent
 from recarena.envs.observation import build_observation
 from recarena.evaluation import metrics
-from recarena.simulators.base import Simulator
+from recarena.simulators.base import Simulator, UserState
 
 
 @dataclass
@@ -42,24 +42,15 @@ class SimulatedResult:
         }
 
 
-def _start_from_users(simulator: Simulator, users: torch.Tensor, generator: torch.Generator):
-    """A reset state whose rows start from ``users``' whole logged (training) histories, when supported."""
-    state = simulator.init_state(len(users))
-    simulator.reset(state, torch.ones(len(users), dtype=torch.bool, device=state.device), generator)
-    sampler = getattr(simulator, "sampler", None)
-    if sampler is None or not all(hasattr(sampler, name) for name in ("history", "consumed_pairs", "lengths")):
+def _start_from_users(simulator: Simulator, users: torch.Tensor, generator: torch.Generator) -> tuple[UserState, str]:
+    """Sessions starting from ``users``' whole logged (training) histories, where the simulator can;
+    else ``len(users)`` sessions its own sampler draws."""
+    try:
+        return simulator.start_from(users, generator), "held-out users from their full training history"
+    except NotImplementedError:
+        state = simulator.init_state(len(users))
+        simulator.reset(state, torch.ones(len(users), dtype=torch.bool, device=state.device), generator)
         return state, "sampled by the simulator"
-    users = users.to(state.device)
-    prefix = sampler.lengths[users]
-    history, responses = sampler.history(users, prefix, simulator.history_length)
-    state.user.copy_(users)
-    state.prefix_length.copy_(prefix)
-    state.history.copy_(history)
-    state.history_response.copy_(responses)
-    row, item = sampler.consumed_pairs(users, prefix)
-    state.consumed.zero_()
-    state.consumed[row, item] = True
-    return state, "held-out users from their full training history"
 
 
 @torch.no_grad()

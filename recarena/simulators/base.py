@@ -98,3 +98,11 @@ class Simulator(ABC):
     @abstractmethod
     def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
         """Show ``slate`` (int64 [B, k], distinct valid items per row) and advance ``state`` in place."""
+
+    def start_from(self, users: torch.Tensor, generator: torch.Generator) -> UserState:
+        """A state of ``len(users)`` new sessions, row i starting from logged user ``users[i]``'s whole history.
+
+        For evaluation from given (e.g. held-out) users. Simulators whose users are not indexed
+        logged sequences raise ``NotImplementedError``; callers then use :meth:`reset`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot start sessions from given users")

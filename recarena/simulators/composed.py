@@ -151,6 +151,30 @@ class ComposedSimulator(Simulator):
         state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
         state.step.index_fill_(0, rows, 0)
 
+    def start_from(self, users: torch.Tensor, generator: torch.Generator) -> UserState:
+        """New sessions for ``users`` (int64 [B], indices into the sampler's sequences), each starting
+        from that user's whole sequence: history, responses and consumed items of every logged event.
+
+        Interest, patience and step start as after :meth:`reset` (which is run first, so the
+        generator advances exactly as a reset of ``B`` rows would).
+        """
+        users = torch.as_tensor(users, dtype=torch.int64)
+        if users.ndim != 1 or users.numel() == 0:
+            raise ValueError(f"users must be a non-empty int64 [B] tensor, got shape {tuple(users.shape)}")
+        state = self.init_state(users.numel())
+        self.reset(state, torch.ones(state.batch_size, dtype=torch.bool, device=state.device), generator)
+        users = users.to(state.device)
+        prefix = self.sampler.lengths[users]
+        history, responses = self.sampler.history(users, prefix, self.history_length)
+        state.user.copy_(users)
+        state.prefix_length.copy_(prefix)
+        state.history.copy_(history)
+        state.history_response.copy_(responses)
+        row, item = self.sampler.consumed_pairs(users, prefix)
+        state.consumed.zero_()
+        state.consumed[row, item] = True
+        return state
+
     def _reset_static(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
         """:meth:`reset` with static shapes: new sessions for all rows, merged in where ``mask``."""
         b = state.batch_size

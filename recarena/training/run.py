@@ -4,13 +4,19 @@ Layout::
 
     runs/<name>/
       config.yaml        the resolved run config (every default filled in)
-      metadata.json      versions, git commit, command line, data/simulator/catalogue fingerprints
+      metadata.json      versions, git commit, command line, data/simulator/catalogue fingerprints,
+                         the values the env resolved (``resolved``: history_length) and the step of
+                         the saved agent (``agent_step``)
       checkpoints/       step_<N>/ {state.safetensors, metadata.json, manifest.json}, latest
       tb/                TensorBoard event files (``tensorboard --logdir runs``)
       agent/             the final agent (``Agent.save``), loadable by evaluate.py
       eval.json          the latest held-out evaluation
 
-Every file is written atomically (``recarena.io``).
+This module is the one owner of these files: ``train.py`` writes them through :class:`RunDirectory`
+and everything else reads a finished run as one typed, frozen :class:`RunRecord`
+(``RunDirectory.open(path).record()`` or :func:`read_run`). Anything missing or corrupt raises
+:class:`~recarena.core.errors.CheckpointError` naming the file. Every file is written atomically
+(``recarena.io``).
 """
 
 from __future__ import annotations
@@ -21,20 +27,28 @@ import json
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from recarena.core.config import to_dict
-from recarena.core.errors import CheckpointError
+from recarena.core.checkpoint import latest_checkpoint
+from recarena.core.config import from_dict, to_dict
+from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.io import atomic_write_json, atomic_write_text
+from recarena.training.config import RunConfig, run_config_from_dict
+
+if TYPE_CHECKING:
+    from recarena.agents.base import Agent
 
 CONFIG_FILE = "config.yaml"
 METADATA_FILE = "metadata.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
 AGENT_DIR = "agent"
+AGENT_FILE = "agent.json"  # written by Agent.save into AGENT_DIR
 EVAL_FILE = "eval.json"
 
 _PACKAGES = ("recarena", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "transformers", "tensorboard")
@@ -87,8 +101,64 @@ def default_run_name(agent: str, data: str | None, seed: int) -> str:
     return f"{agent}_{data_name}_s{seed}_{stamp}"
 
 
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """The simulator a run trained on, as evaluation rebuilds it without an env.
+
+    ``options`` are the run's validated simulator config (``config.yaml``'s ``simulator.config``,
+    every default filled in) with the env's ``reward``, when the run set one, as the simulator's own
+    reward: the env scored each step with it. ``max_steps`` is the env's session cap.
+    """
+
+    name: str
+    options: dict[str, Any]
+    max_steps: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a finished run directory says about itself, read and checked once."""
+
+    path: Path
+    config: RunConfig
+    """The validated run config (``config.yaml``)."""
+    metadata: dict[str, Any]
+    """``metadata.json`` as train.py wrote it."""
+    data_source: str | None
+    """The ``load_logs`` source the run trained on (``config.data.source``); None for data-free simulators."""
+    data_fingerprint: str | None
+    """Fingerprint of the simulator's (training) log; None for data-free simulators."""
+    item_set_fingerprint: str | None
+    """Fingerprint of the item catalogue; None for data-free simulators."""
+    simulator: SimulatorSpec
+    history_length: int
+    """The observation window the agent trained with (as the env resolved it)."""
+    final_step: int
+    """The training step at which ``agent/`` was saved."""
+    agent_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metadata_file(self) -> Path:
+        return self.path / METADATA_FILE
+
+    def load_agent(self, **context: Any) -> Agent:
+        """The saved agent (``recarena.agents.registry.load_agent``; ``context``: e.g. ``device``)."""
+        from recarena.agents.registry import load_agent
+
+        try:
+            return load_agent(self.agent_dir, **context)
+        except CheckpointError:
+            raise
+        except (ConfigError, OSError, ValueError, KeyError, RuntimeError) as error:
+            raise CheckpointError(f"{self.agent_dir}: could not load the agent ({error})") from error
+
+
 class RunDirectory:
-    """Paths and files of one run directory."""
+    """Paths and files of one run directory: the only code that reads or writes them."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -120,29 +190,127 @@ class RunDirectory:
 
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
-        """An existing run directory (for ``--resume``); says what is missing otherwise."""
+        """An existing run directory; says what is missing otherwise."""
         run = cls(path)
         if not run.path.is_dir():
             raise CheckpointError(f"{run.path}: run directory not found")
-        for name in (CONFIG_FILE, METADATA_FILE):
-            if not (run.path / name).is_file():
-                raise CheckpointError(f"{run.path}: missing {name}; not a recarena run directory")
+        missing = [name for name in (CONFIG_FILE, METADATA_FILE) if not (run.path / name).is_file()]
+        if missing:
+            raise CheckpointError(f"{run.path}: missing {' and '.join(missing)}; not a train.py run directory")
         return run
 
+    # ------------------------------------------------------------------ reading
+
     def read_config(self) -> dict[str, Any]:
+        """``config.yaml`` as plain data (see :meth:`run_config` for the validated config)."""
+        path = self.path / CONFIG_FILE
         try:
-            data = yaml.safe_load((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{path}: not readable ({error})") from error
         except yaml.YAMLError as error:
-            raise CheckpointError(f"{self.path / CONFIG_FILE}: not valid YAML ({error})") from error
+            raise CheckpointError(f"{path}: not valid YAML ({error})") from error
         if not isinstance(data, dict):
-            raise CheckpointError(f"{self.path / CONFIG_FILE}: expected a mapping")
+            raise CheckpointError(f"{path}: expected a mapping")
         return data
 
-    def read_metadata(self) -> dict[str, Any]:
+    def run_config(self) -> RunConfig:
+        """``config.yaml`` validated into a :class:`RunConfig`."""
         try:
-            return json.loads((self.path / METADATA_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{self.path / METADATA_FILE}: not valid JSON ({error})") from error
+            return run_config_from_dict(self.read_config())
+        except (ConfigError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{self.path / CONFIG_FILE}: not a valid run config ({error})") from error
+
+    def read_metadata(self) -> dict[str, Any]:
+        return _read_json_object(self.path / METADATA_FILE)
+
+    def read_eval(self) -> dict[str, Any] | None:
+        """``eval.json`` (the latest held-out evaluation), or None before the first one."""
+        path = self.path / EVAL_FILE
+        return _read_json_object(path) if path.is_file() else None
+
+    def record(self) -> RunRecord:
+        """The finished run as a :class:`RunRecord`; refuses a run without a saved agent."""
+        config = self.run_config()
+        metadata = self.read_metadata()
+        simulator_record = metadata.get("simulator", {})
+        if not isinstance(simulator_record, dict):
+            raise CheckpointError(f"{self.path / METADATA_FILE}: 'simulator' must be a mapping")
+        options = dict(config.simulator.config)
+        if config.env.reward is not None:
+            options["reward"] = config.env.reward
+        return RunRecord(
+            path=self.path,
+            config=config,
+            metadata=metadata,
+            data_source=config.data.source,
+            data_fingerprint=self._fingerprint(simulator_record, "data_fingerprint"),
+            item_set_fingerprint=self._fingerprint(simulator_record, "item_set_fingerprint"),
+            simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps),
+            history_length=self._history_length(config, metadata),
+            final_step=self._final_step(metadata),
+            agent_dir=self._agent_dir(),
+        )
+
+    def _fingerprint(self, simulator_record: dict[str, Any], key: str) -> str | None:
+        value = simulator_record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CheckpointError(f"{self.path / METADATA_FILE}: simulator.{key} must be a string, got {value!r}")
+        return value
+
+    def _history_length(self, config: RunConfig, metadata: dict[str, Any]) -> int:
+        """The window the env resolved at training time (``resolved.history_length``).
+
+        Runs written before train.py recorded it are resolved here with the env's own rule
+        (``recarena.envs.common.resolve_history_length``) against the window of the run's simulator config.
+        """
+        resolved = metadata.get("resolved")
+        if isinstance(resolved, dict) and "history_length" in resolved:
+            value = resolved["history_length"]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise CheckpointError(
+                    f"{self.path / METADATA_FILE}: resolved.history_length must be a positive integer, got {value!r}"
+                )
+            return value
+        from recarena.envs.common import parse_options, resolve_history_length
+        from recarena.simulators.registry import get
+
+        simulator_config = from_dict(get(config.simulator.name).config_class, config.simulator.config)
+        window = getattr(simulator_config, "history_length", None)
+        if not isinstance(window, int):
+            raise CheckpointError(
+                f"{self.path / METADATA_FILE}: records no resolved history_length and the '{config.simulator.name}' "
+                f"simulator config has none; retrain the run with this version of train.py"
+            )
+        try:
+            options = parse_options(**config.env.env_kwargs(config.data, config.simulator, "cpu"))
+            # The simulator's window is its config's (ComposedSimulator.history_length).
+            return resolve_history_length(options, SimpleNamespace(history_length=window))  # type: ignore[arg-type]
+        except (ConfigError, ValueError) as error:
+            raise CheckpointError(f"{self.path / CONFIG_FILE}: {error}") from error
+
+    def _final_step(self, metadata: dict[str, Any]) -> int:
+        """``agent_step`` where train.py recorded it, else the last evaluation's step, else the latest checkpoint's."""
+        step = metadata.get("agent_step")
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+        evaluation = self.read_eval()
+        if evaluation is not None and isinstance(evaluation.get("step"), int):
+            return int(evaluation["step"])
+        latest = latest_checkpoint(self.checkpoints) if self.checkpoints.is_dir() else None
+        if latest is not None and latest.name.startswith("step_") and latest.name[5:].isdigit():
+            return int(latest.name[5:])
+        return 0
+
+    def _agent_dir(self) -> Path:
+        if not (self.agent / AGENT_FILE).is_file():
+            raise CheckpointError(
+                f"{self.path}: no saved agent ({AGENT_DIR}/{AGENT_FILE}); the run has not finished training "
+                f"(continue it with train.py --resume {self.path})"
+            )
+        return self.agent
+
+    # ------------------------------------------------------------------ writing
 
     def write_config(self, config: Any) -> None:
         atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -153,10 +321,36 @@ class RunDirectory:
     def write_eval(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / EVAL_FILE, result)
 
+    def save_agent(self, agent: Any, step: int) -> None:
+        """Save the final agent into ``agent/`` and record the step it was saved at (``agent_step``)."""
+        agent.save(self.agent)
+        self.write_metadata({**self.read_metadata(), "agent_step": int(step)})
 
-def run_metadata(simulator: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """metadata.json content: versions, git commit, command line, time, simulator and data fingerprints."""
-    return {
+
+def read_run(path: str | Path) -> RunRecord:
+    """The :class:`RunRecord` of the finished run directory ``path``."""
+    return RunDirectory.open(path).record()
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"{path}: not readable ({error})") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def run_metadata(simulator: Any, extra: dict[str, Any] | None = None, *, history_length: int | None = None) -> dict[str, Any]:
+    """metadata.json content: versions, git commit, command line, time, simulator and data fingerprints.
+
+    ``history_length``: the observation window the env resolved (recorded as ``resolved``, so
+    evaluation reads it instead of re-deriving it).
+    """
+    metadata = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
         "versions": package_versions(),
@@ -164,3 +358,6 @@ def run_metadata(simulator: Any, extra: dict[str, Any] | None = None) -> dict[st
         "simulator": simulator_fingerprints(simulator),
         **(extra or {}),
     }
+    if history_length is not None:
+        metadata["resolved"] = {"history_length": int(history_length)}
+    return metadata

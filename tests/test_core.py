@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -61,6 +62,84 @@ def test_from_dict_rejects_bad_input_naming_the_key(data, expected):
 def test_optional_field_accepts_none_and_value():
     assert from_dict(Outer, {"name": "x", "limit": None}).limit is None
     assert from_dict(Outer, {"name": "x", "limit": 5}).limit == 5
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [  # unknown nested keys: the dotted path and the section's valid keys
+        ({"env": {"num_env": 8}}, r"unknown config key\(s\) \['env.num_env'\]; valid keys under 'env' are: "
+                                  r"\['num_envs', 'slate_size', 'max_steps', "),
+        ({"train": {"seed": 1, "sed": 2}}, r"\['train.sed'\]; valid keys under 'train' are: \['total_steps', 'seed',"),
+        # ranges: the key, the bound and the value given (a huge int as given, not wrapped)
+        ({"env": {"num_envs": 0}}, r"env\.num_envs: must be >= 1, got 0$"),
+        ({"train": {"eval_every": -1}}, r"train\.eval_every: must be >= 0, got -1$"),
+        ({"train": {"seed": 2**64 + 1}}, r"train\.seed: must be < 4294967296, got 18446744073709551617$"),
+        ({"train": {"seed": -(2**70)}}, r"train\.seed: must be >= 0, got -1180591620717411303424$"),
+        # wrong types, none of which the old hand-written validator accepted either
+        ({"train": {"total_steps": "lots"}}, r"train\.total_steps: expected an integer, got 'lots'"),
+        ({"train": {"total_steps": "100"}}, r"train\.total_steps: expected an integer, got '100'"),
+        ({"env": {"num_envs": True}}, r"env\.num_envs: expected an integer, got True"),
+        ({"env": {"num_envs": 2.5}}, r"env\.num_envs: expected an integer, got 2\.5"),
+        ({"env": {"mask_consumed": "no"}}, r"env\.mask_consumed: expected true or false, got 'no'"),
+        ({"env": {"mask_consumed": 1}}, r"env\.mask_consumed: expected true or false, got 1"),
+        ({"env": {"observation_keys": ["history", 3]}}, r"env\.observation_keys\[1\]: expected a string, got 3"),
+        ({"train": {"device": 0}}, r"train\.device: expected a string, got 0"),
+        ({"agent": {"config": []}}, r"agent\.config: expected a mapping, got \[\]"),
+        ({"env": 5}, r"env: expected a mapping of \['num_envs', .*'mask_consumed'\], got 5"),
+        # a field validator's own check names the key too
+        ({"train": {"device": "gpu"}}, r"train\.device: device must be auto, cpu or cuda\[:N\], got 'gpu'"),
+    ],
+)
+def test_run_config_errors_name_the_dotted_key(data, expected):
+    from recarena.training.config import RunConfig
+
+    with pytest.raises(ConfigError, match=expected):
+        from_dict(RunConfig, data)
+
+
+def test_nested_section_errors_keep_the_callers_prefix():
+    from recarena.simulators.behaviour import BehaviourConfig
+
+    with pytest.raises(ConfigError, match=r"\['simulator.config.choice.temp'\]; valid keys under "
+                                          r"'simulator.config.choice' are: \['temperature', 'no_choice_rating'\]"):
+        from_dict(BehaviourConfig, {"choice": {"temp": 1.0}}, prefix="simulator.config.")
+    with pytest.raises(ConfigError, match=r"^simulator\.config\.choice\.temperature: must be > 0(\.0)?, got 0$"):
+        from_dict(BehaviourConfig, {"choice": {"temperature": 0}}, prefix="simulator.config.")
+    with pytest.raises(ConfigError, match=r"^simulator\.config\.leave: need 0 < initial_patience <= max_patience$"):
+        from_dict(BehaviourConfig, {"leave": {"initial_patience": 20.0}}, prefix="simulator.config.")
+    with pytest.raises(ConfigError, match=r"^simulator\.config\.sampler\.weighting: expected one of \['uniform', 'events'\]"):
+        from_dict(BehaviourConfig, {"sampler": {"weighting": "random"}}, prefix="simulator.config.")
+
+
+def test_config_classes_validate_when_built_directly():
+    from recarena.training.config import EnvConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^num_envs: must be >= 1, got 0$"):
+        EnvConfig(num_envs=0)
+    with pytest.raises(ConfigError, match=r"^total_steps: expected an integer, got '5'$"):
+        TrainConfig(total_steps="5")
+    with pytest.raises(ConfigError, match=r"^seed: must be >= 0"):
+        dataclasses.replace(TrainConfig(), seed=-1)
+    whole = from_dict(TrainConfig, {"total_steps": 1e5, "seed": 3.0})  # --set train.total_steps=1e5
+    assert (whole.total_steps, whole.seed) == (100_000, 3) and isinstance(whole.total_steps, int)
+
+
+def test_run_config_round_trips_through_plain_data_and_yaml():
+    import yaml
+
+    from recarena.training.config import RunConfig
+
+    data = to_dict(RunConfig())
+    data["simulator"] = {"name": "synthetic", "config": {"n_users": 30, "choice": {"temperature": 0.5}}}
+    data["env"].update(num_envs=8, history_length=12, observation_keys=["history", "llm_state"])
+    data["agent"] = {"name": "dqn", "config": {"learning_rate": 3e-4, "net_arch": [64, 64]}}
+    data["train"].update(total_steps=1234, seed=2**32 - 1, device="cuda:1")
+    config = from_dict(RunConfig, data)
+    assert to_dict(config) == data
+    assert to_dict(from_dict(RunConfig, yaml.safe_load(yaml.safe_dump(to_dict(config))))) == data
+    assert config.env.num_envs == 8 and config.agent.config["net_arch"] == [64, 64]
+    assert dataclasses.asdict(config)["train"]["seed"] == 2**32 - 1
+    assert [f.name for f in dataclasses.fields(RunConfig)] == ["data", "simulator", "env", "agent", "train"]
 
 
 def test_overrides_parse_types_and_nest():

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from recarena.agents.base import Agent, Observation
@@ -32,7 +32,7 @@ from recarena.agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
-from recarena.core.config import from_dict
+from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.seeding import resolve_device, torch_generator
 from recarena.data.interactions import InteractionLog
@@ -62,16 +62,12 @@ def _check_log(log: InteractionLog, n_items: int, who: str) -> None:
 # ----------------------------------------------------------------------------------------- random
 
 
-@dataclass
+@config_dataclass
 class RandomConfig:
     """Options of the random baseline."""
 
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     """Seed of the agent's own torch generator (scores are fresh uniform draws each call)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
 
 
 class RandomAgent(Agent):
@@ -108,7 +104,7 @@ class RandomAgent(Agent):
 # ----------------------------------------------------------------------------------- most popular
 
 
-@dataclass
+@config_dataclass
 class MostPopularConfig:
     """Options of the most-popular baseline."""
 
@@ -215,7 +211,7 @@ def preferences_of(simulator: Any) -> UserPreferences:
     raise TypeError(f"{type(simulator).__name__} exposes neither preference_model nor true_ratings")
 
 
-@dataclass
+@config_dataclass
 class GreedyConfig:
     """Options of the myopic greedy baseline."""
 
@@ -224,12 +220,8 @@ class GreedyConfig:
     model_dir: str | None = None
     """A saved ``PreferenceModel`` directory to load the model from in :meth:`GreedyAgent.load`
     when no ``preference_model`` is passed."""
-    user_chunk: int = 1024
+    user_chunk: Annotated[int, Field(ge=1)] = 1024
     """Users per batch when averaging predictions into the cold-start (population) scores."""
-
-    def __post_init__(self) -> None:
-        if self.user_chunk < 1:
-            raise ValueError(f"user_chunk must be >= 1, got {self.user_chunk}")
 
 
 class GreedyAgent(Agent):
@@ -320,50 +312,42 @@ class GreedyAgent(Agent):
 # ------------------------------------------------------------------------- SASRec sequence model
 
 
-@dataclass
+@config_dataclass
 class SequenceModelConfig:
     """Options of the SASRec-style next-item model and of its training."""
 
-    max_length: int = 50
+    max_length: Annotated[int, Field(ge=1)] = 50
     """Longest history the model reads (the newest ``max_length`` items). SASRec used 200 on ML-1M;
     50 trains ~3x faster on CPU (it is also evaluate.py's default observation window)."""
-    hidden_dim: int = 64
+    hidden_dim: Annotated[int, Field(ge=1)] = 64
     """Width of item/position embeddings and of the transformer."""
-    n_layers: int = 2
-    n_heads: int = 2
-    feedforward_dim: int = 128
-    dropout: float = 0.2
+    n_layers: Annotated[int, Field(ge=1)] = 2
+    n_heads: Annotated[int, Field(ge=1)] = 2
+    feedforward_dim: Annotated[int, Field(ge=1)] = 128
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
     loss: Literal["full_softmax", "sampled_softmax"] = "sampled_softmax"
     """Cross-entropy over the target plus ``n_negatives`` uniform negatives shared by the batch
     (default: ~4x cheaper per epoch on ML-1M on CPU), or over the whole catalogue."""
-    n_negatives: int = 512
-    epochs: int = 20
-    batch_size: int = 128
+    n_negatives: Annotated[int, Field(ge=1)] = 512
+    epochs: Annotated[int, Field(ge=1)] = 20
+    batch_size: Annotated[int, Field(ge=1)] = 128
     """Users per batch (each contributes every position of its training window)."""
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
+    learning_rate: Annotated[float, Field(gt=0)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
     init_from_llm: bool = True
     """Initialise item embeddings from the top principal components of the LLM item encodings
     (needs ``item_embeddings`` in :meth:`SequenceModelAgent.fit`)."""
     exclude_history: bool = True
     """Score items in the observed history -inf."""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     device: str = "cpu"
     """``cpu``, ``cuda[:N]`` or ``auto``."""
 
-    def __post_init__(self) -> None:
-        for key in ("max_length", "hidden_dim", "n_layers", "n_heads", "feedforward_dim", "n_negatives",
-                    "epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> SequenceModelConfig:
         if self.hidden_dim % self.n_heads:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        return self
 
 
 class _Block(nn.Module):

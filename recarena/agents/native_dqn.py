@@ -26,57 +26,46 @@ shift of all scores, orders the rest by what real users pick next. Needs a logge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from recarena.agents.base import Observation, ScalarLogger
 from recarena.agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
 from recarena.agents.native_base import NativeAgent
 from recarena.agents.session_stats import SessionStats
+from recarena.core.config import config_dataclass
 
 
-@dataclass
+@config_dataclass
 class NativeDQNConfig:
     """Hyperparameters of the native DQN (steps count user-steps of the batched env)."""
 
-    hidden_dim: int = 64
+    hidden_dim: Annotated[int, Field(ge=1)] = 64
     learning_rate: float = 1e-3
-    gamma: float = 0.9
-    buffer_size: int = 100_000  # transitions kept on the device
-    batch_size: int = 256
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
+    buffer_size: Annotated[int, Field(ge=1)] = 100_000  # transitions kept on the device
+    batch_size: Annotated[int, Field(ge=1)] = 256
     learning_starts: int = 1_000
-    gradient_steps: int = 1  # gradient steps per vector-env step
+    gradient_steps: Annotated[int, Field(ge=1)] = 1  # gradient steps per vector-env step
     target_update_interval: int = 2_000  # env steps between target-network syncs
-    tau: float = 1.0  # 1.0 = hard copy at each sync; < 1 = Polyak averaging
+    tau: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 = hard copy at each sync; < 1 = Polyak averaging
     exploration_initial: float = 1.0
     exploration_final: float = 0.05
     exploration_steps: int = 20_000  # env steps over which epsilon decays linearly
     double_q: bool = True
     max_grad_norm: float = 10.0
     mask_consumed: bool = True  # never recommend an item the user already consumed
-    next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
-    next_item_batch_size: int = 256  # logged examples per gradient step for that loss
+    next_item_coef: Annotated[float, Field(ge=0)] = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
+    next_item_batch_size: Annotated[int, Field(ge=1)] = 256  # logged examples per gradient step for that loss
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the Q network (the first steps are slow while it compiles)
-    log_interval: int = 5_000  # env steps between scalar logs (each log syncs the device once)
+    log_interval: Annotated[int, Field(ge=1)] = 5_000  # env steps between scalar logs (each log syncs the device once)
     seed: int = 0
     device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.next_item_coef < 0.0:
-            raise ValueError(f"next_item_coef must be >= 0, got {self.next_item_coef}")
-        for name in ("hidden_dim", "buffer_size", "batch_size", "gradient_steps", "log_interval",
-                     "next_item_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
 
 
 class ReplayBuffer:

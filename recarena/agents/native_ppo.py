@@ -37,10 +37,10 @@ its final observation is bootstrapped into the last reward, as in Stable-Baselin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from recarena.agents.base import Observation, ScalarLogger
@@ -64,20 +64,21 @@ from recarena.agents.item_scorer import (
 )
 from recarena.agents.native_base import NativeAgent
 from recarena.agents.session_stats import SessionStats
+from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 
 
-@dataclass
+@config_dataclass
 class NativePPOConfig:
     """Hyperparameters of the native PPO (steps count user-steps of the batched env)."""
 
-    hidden_dim: int = 64
+    hidden_dim: Annotated[int, Field(ge=1)] = 64
     learning_rate: float = 3e-4
-    num_steps: int = 16  # vector steps per rollout
-    num_minibatches: int = 4
-    update_epochs: int = 4
-    gamma: float = 0.9
-    gae_lambda: float = 0.95
+    num_steps: Annotated[int, Field(ge=1)] = 16  # vector steps per rollout
+    num_minibatches: Annotated[int, Field(ge=1)] = 4
+    update_epochs: Annotated[int, Field(ge=1)] = 4
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
+    gae_lambda: Annotated[float, Field(ge=0, le=1)] = 0.95
     clip_coef: float = 0.2
     ent_coef: float = 0.01
     vf_coef: float = 0.5
@@ -85,24 +86,13 @@ class NativePPOConfig:
     normalize_advantages: bool = True
     mask: Literal["env", "history", "none"] = "env"
     head: Literal["full", "hierarchical"] = "full"  # hierarchical: two-level softmax over item clusters (slate 1)
-    next_item_coef: float = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
-    next_item_batch_size: int = 256  # logged examples per minibatch for that loss
+    next_item_coef: Annotated[float, Field(ge=0)] = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
+    next_item_batch_size: Annotated[int, Field(ge=1)] = 256  # logged examples per minibatch for that loss
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the policy scoring (the first steps are slow while it compiles)
     seed: int = 0
     device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.next_item_coef < 0.0:
-            raise ValueError(f"next_item_coef must be >= 0, got {self.next_item_coef}")
-        for name in ("hidden_dim", "num_steps", "num_minibatches", "update_epochs", "next_item_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError("gamma and gae_lambda must be in [0, 1]")
-        if self.head not in ("full", "hierarchical"):
-            raise ValueError(f"head must be 'full' or 'hierarchical', got {self.head!r}")
 
 
 class ActorCritic(nn.Module):

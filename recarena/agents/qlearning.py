@@ -28,11 +28,11 @@ run exactly on CPU without needing the env's own state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from recarena.agents.base import Observation, ScalarLogger, TrainableAgent
 from recarena.agents.baselines import _exclude_history
@@ -45,60 +45,43 @@ from recarena.agents.serialization import (
     set_generator_state,
 )
 from recarena.core.clustering import kmeans, nearest
-from recarena.core.config import from_dict
+from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.seeding import torch_generator
 
 # ----------------------------------------------------------------------------- shared TD machinery
 
 
-@dataclass
+@config_dataclass
 class _ExplorationConfig:
     """Options shared by both Q agents (documented on the concrete configs)."""
 
-    gamma: float = 0.9
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
     """Discount factor."""
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 20_000
+    epsilon_start: Annotated[float, Field(ge=0, le=1)] = 1.0
+    epsilon_end: Annotated[float, Field(ge=0, le=1)] = 0.05
+    epsilon_decay_steps: Annotated[int, Field(ge=1)] = 20_000
     """User-steps over which epsilon falls linearly from start to end."""
     exclude_history: bool = True
     """In :meth:`scores`, score items in the observed history -inf (acting while learning uses the
     env's action mask instead)."""
-    log_interval: int = 2_000
+    log_interval: Annotated[int, Field(ge=1)] = 2_000
     """User-steps between scalar logs."""
-    next_item_coef: float = 0.0
+    next_item_coef: Annotated[float, Field(ge=0)] = 0.0
     """> 0: after each TD update, also step ``learning_rate * next_item_coef`` along the gradient of
     the softmax cross-entropy of real users' next logged items under Q (the native agents'
     auxiliary next-item loss; needs a simulator with logged sequences). 0 = off."""
-    next_item_batch_size: int = 256
+    next_item_batch_size: Annotated[int, Field(ge=1)] = 256
     """Logged (history prefix, next item) examples per update of that loss."""
-    next_item_min_rating: float = 0.0
+    next_item_min_rating: Annotated[float, Field(ge=0)] = 0.0
     """> 0: only next events rated at least this (e.g. 4 = liked) count."""
-    candidates: int = 0
+    candidates: Annotated[int, Field(ge=0)] = 0
     """> 0: act on, and learn Q for, only the ``candidates`` most logged items of the simulator's
     training log (the candidate stage of a two-stage recommender); every other item scores below
     all of them, in popularity order, and the next-item loss keeps only examples whose next item
     is a candidate. Q over thousands of items per state is explored too thinly for its values to
     rise above noise. 0 = every item is a candidate."""
-    seed: int = 0
-
-    def _check_exploration(self) -> None:
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        for key in ("epsilon_start", "epsilon_end"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
-        if self.epsilon_decay_steps < 1 or self.log_interval < 1:
-            raise ValueError("epsilon_decay_steps and log_interval must be >= 1")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
-            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
-        if self.next_item_batch_size < 1:
-            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
-        if self.candidates < 0:
-            raise ValueError(f"candidates must be >= 0 (0 = every item), got {self.candidates}")
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
 
 
 def _env_item_embeddings(env: Any) -> torch.Tensor:
@@ -398,25 +381,18 @@ class _OnlineQAgent(TrainableAgent):
 # ----------------------------------------------------------------------------------- tabular Q
 
 
-@dataclass
+@config_dataclass
 class TabularQConfig(_ExplorationConfig):
     """Options of tabular Q-learning over a k-means codebook of the LLM state."""
 
-    n_states: int = 32
+    n_states: Annotated[int, Field(ge=1)] = 32
     """Codebook size: the number of discrete states."""
-    codebook_samples: int = 2_048
+    codebook_samples: Annotated[int, Field(ge=1)] = 2_048
     """User-steps of uniform-random warm-up whose llm_states fit the codebook (then replayed)."""
-    kmeans_iterations: int = 25
-    learning_rate: float = 0.1
+    kmeans_iterations: Annotated[int, Field(ge=1)] = 25
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
     """Step size alpha of ``Q <- Q + alpha (target - Q)`` (duplicate (s, a) pairs in a batch are averaged)."""
     initial_q: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._check_exploration()
-        if self.n_states < 1 or self.codebook_samples < 1 or self.kmeans_iterations < 1:
-            raise ValueError("n_states, codebook_samples and kmeans_iterations must be >= 1")
-        if not 0.0 < self.learning_rate <= 1.0:
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
 
 
 class TabularQAgent(_OnlineQAgent):
@@ -513,27 +489,24 @@ class TabularQAgent(_OnlineQAgent):
 # ------------------------------------------------------------------------------------ linear Q
 
 
-@dataclass
+@config_dataclass
 class LinearQConfig(_ExplorationConfig):
     """Options of linear Q-learning on ``phi(s) = [llm_state, 1]``."""
 
     form: Literal["bilinear", "per_item"] = "bilinear"
     """``bilinear``: Q = phi^T W e_a + b_a (shared W, scales to big catalogues); ``per_item``:
     Q = phi . w_a (one weight vector per item)."""
-    learning_rate: float = 0.1
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
     """SGD step on the squared TD error. Shared weights (W) take the batch-mean gradient; per-item
     weights (w_a, b_a) the mean over that item's transitions in the batch."""
-    init_scale: float = 0.0
+    init_scale: Annotated[float, Field(ge=0)] = 0.0
     """Std of the Gaussian initial weights (0: start from Q = 0)."""
 
-    def __post_init__(self) -> None:
-        self._check_exploration()
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.init_scale < 0:
-            raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
+    @model_validator(mode="after")
+    def _next_item_needs_bilinear(self) -> LinearQConfig:
         if self.next_item_coef > 0 and self.form != "bilinear":
             raise ValueError("next_item_coef needs form='bilinear' (a per-item model has no shared weights to learn from)")
+        return self
 
 
 class LinearQAgent(_OnlineQAgent):

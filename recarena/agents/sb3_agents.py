@@ -31,13 +31,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from pydantic import Field, model_validator
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -49,69 +50,59 @@ from recarena.agents.features import HistoryFeaturesExtractor
 from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 from recarena.agents.serialization import load_agent_files, save_agent_files
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state
-from recarena.core.config import from_dict, to_dict
+from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.observation import observation_space as full_observation_space
 
 # --------------------------------------------------------------------------------------- configs
 
 
-@dataclass
+@config_dataclass
 class FeaturesConfig:
     """The LLM-state features extractor shared by every SB3 agent."""
 
-    embed_dim: int = 64
+    embed_dim: Annotated[int, Field(ge=1)] = 64
     """Width of the projected history tokens and of the pooled history vector."""
     pooler: Literal["mean", "gru", "attention"] = "mean"
     """How the history tokens are pooled into one vector."""
     use_llm_state: bool = True
     """Append the env's LLM-encoded state (response-weighted mean item encoding) to the pooled vector."""
 
-    def __post_init__(self) -> None:
-        if self.embed_dim < 1:
-            raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
 
-
-@dataclass
+@config_dataclass
 class NextItemOptions:
     """The auxiliary next-item loss, shared by the SB3 agents' configs."""
 
-    next_item_coef: float = 0.0
+    next_item_coef: Annotated[float, Field(ge=0)] = 0.0
     """> 0: after each of SB3's updates, as many SGD steps (its optimiser, its gradient clipping) on
     ``next_item_coef`` x the softmax cross-entropy of real users' next logged items under the
     policy's scores (Q-values or logits), as the update took gradient steps. Needs a simulator with
     logged sequences. 0 = off."""
-    next_item_batch_size: int = 256
+    next_item_batch_size: Annotated[int, Field(ge=1)] = 256
     """Logged (history prefix, next item) examples per step of that loss."""
-    next_item_min_rating: float = 0.0
+    next_item_min_rating: Annotated[float, Field(ge=0)] = 0.0
     """> 0: only next events rated at least this (e.g. 4 = liked) count."""
 
-    def _check_next_item(self) -> None:
-        if self.next_item_coef < 0 or self.next_item_min_rating < 0:
-            raise ValueError("next_item_coef and next_item_min_rating must be >= 0")
-        if self.next_item_batch_size < 1:
-            raise ValueError(f"next_item_batch_size must be >= 1, got {self.next_item_batch_size}")
 
-
-@dataclass
+@config_dataclass
 class DQNConfig(NextItemOptions):
     """Stable-Baselines3 DQN on the LLM-encoded state (steps are user-steps of the vector env)."""
 
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    net_arch: list[int] = field(default_factory=lambda: [256])
-    learning_rate: float = 1e-3
-    buffer_size: int = 50_000
-    learning_starts: int = 1_000
-    batch_size: int = 128
-    gamma: float = 0.9
-    train_freq: int = 1
+    net_arch: list[Annotated[int, Field(ge=1)]] = field(default_factory=lambda: [256])
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    buffer_size: Annotated[int, Field(ge=1)] = 50_000
+    learning_starts: Annotated[int, Field(ge=0)] = 1_000
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
+    train_freq: Annotated[int, Field(ge=1)] = 1
     """Vector-env steps (each one step of every user) between gradient updates."""
-    gradient_steps: int = 1
-    target_update_interval: int = 2_000
-    exploration_fraction: float = 0.3
+    gradient_steps: Annotated[int, Field(ge=1)] = 1
+    target_update_interval: Annotated[int, Field(ge=1)] = 2_000
+    exploration_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
     """Fraction of the run's total steps over which epsilon decays linearly."""
-    exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.05
+    exploration_initial_eps: Annotated[float, Field(ge=0, le=1)] = 1.0
+    exploration_final_eps: Annotated[float, Field(ge=0, le=1)] = 0.05
     max_grad_norm: float = 10.0
     replay_llm_state: bool = False
     """Store llm_state in the replay buffer; False recomputes it from the history (10x smaller buffer)."""
@@ -119,51 +110,31 @@ class DQNConfig(NextItemOptions):
     """While training, act (greedy and random) only among items the env's action mask allows (not yet
     consumed, where the env masks), as evaluation does. TD targets still max over all items."""
 
-    def __post_init__(self) -> None:
-        for name in ("buffer_size", "batch_size", "train_freq", "gradient_steps", "target_update_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}")
-        if not 0.0 <= self.exploration_final_eps <= self.exploration_initial_eps <= 1.0:
+    @model_validator(mode="after")
+    def _epsilon_falls(self) -> DQNConfig:
+        if self.exploration_final_eps > self.exploration_initial_eps:
             raise ValueError("need 0 <= exploration_final_eps <= exploration_initial_eps <= 1")
-        if not 0.0 < self.exploration_fraction <= 1.0:
-            raise ValueError(f"exploration_fraction must be in (0, 1], got {self.exploration_fraction}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.learning_rate <= 0 or any(width < 1 for width in self.net_arch):
-            raise ValueError("learning_rate must be > 0 and every net_arch width >= 1")
-        self._check_next_item()
+        return self
 
 
-@dataclass
+@config_dataclass
 class PPOConfig(NextItemOptions):
     """Stable-Baselines3 PPO (or sb3-contrib MaskablePPO) on the LLM-encoded state."""
 
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    net_arch: list[int] = field(default_factory=lambda: [256])
-    learning_rate: float = 3e-4
-    n_steps: int = 64
+    net_arch: list[Annotated[int, Field(ge=1)]] = field(default_factory=lambda: [256])
+    learning_rate: Annotated[float, Field(gt=0)] = 3e-4
+    n_steps: Annotated[int, Field(ge=1)] = 64
     """Vector-env steps per rollout (a rollout is n_steps x num_envs user-steps)."""
-    batch_size: int = 256
-    n_epochs: int = 4
-    gamma: float = 0.9
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    n_epochs: Annotated[int, Field(ge=1)] = 4
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
+    gae_lambda: Annotated[float, Field(ge=0, le=1)] = 0.95
+    clip_range: Annotated[float, Field(gt=0)] = 0.2
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("n_steps", "batch_size", "n_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError("gamma and gae_lambda must be in [0, 1]")
-        if self.learning_rate <= 0 or self.clip_range <= 0 or any(width < 1 for width in self.net_arch):
-            raise ValueError("learning_rate and clip_range must be > 0 and every net_arch width >= 1")
-        self._check_next_item()
 
 
 # --------------------------------------------------------------------------------------- SB3 subclasses

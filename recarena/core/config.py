@@ -1,135 +1,128 @@
-"""Typed, validated configuration built from dataclasses.
+"""Typed, validated configuration: pydantic dataclasses (:func:`config_dataclass`) built from plain data.
 
-A config is a (possibly nested) dataclass. :func:`from_dict` builds one from plain data (YAML or
-JSON), refusing unknown keys (listing the valid ones), wrong types and bad ``Literal`` choices, and
-naming the full dotted key in every message. :func:`to_dict` turns it back into plain data, so a
-config round-trips through JSON and YAML. :func:`apply_overrides` applies ``key=value`` strings
-from the command line (``--set agent.lr=3e-4``).
+Fields carry their ranges (``Annotated[int, Field(ge=1)]``); :func:`from_dict` validates YAML/JSON data
+with pydantic and reports each problem as a :class:`ConfigError` naming the dotted key (unknown keys
+list the valid ones). Scalars are strict (``"10"`` is no integer), but an int is a fine float and a
+whole float (``1e5``) a fine int. :func:`to_dict` gives plain data back; :func:`apply_overrides`
+applies ``--set agent.lr=3e-4`` strings.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import types
+import functools
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar
 
+import pydantic
+import pydantic.dataclasses
 import yaml
+from pydantic_core import SchemaValidator, core_schema
 
 from recarena.core.errors import ConfigError
 
 T = TypeVar("T")
 
-
-def _valid_keys(cls: type) -> list[str]:
-    return [field.name for field in dataclasses.fields(cls)]
-
-
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(arg) for arg in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
+CONFIG = pydantic.ConfigDict(extra="forbid")
+"""Settings of every config class: lax, so that a section takes a mapping (:func:`_tighten` does the rest)."""
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against type ``tp`` and convert it where that is lossless (int -> float)."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {_valid_keys(tp)}, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item_type = args[0] if args else Any
-        converted = [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(converted) if origin is tuple else converted
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        key_type, value_type = get_args(tp) or (Any, Any)
-        return {
-            _convert(k, key_type, key): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()
-        }
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+def _tighten(schema: Any) -> Any:
+    """A pydantic core schema with strict scalars, whole floats taken as ints and no unknown keys."""
+    if isinstance(schema, list):
+        return [_tighten(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {k: v if k in ("metadata", "serialization", "default") else _tighten(v) for k, v in schema.items()}
+    kind = schema.get("type")
+    if kind == "int" and not schema.get("strict"):
+        whole = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v  # noqa: E731
+        return core_schema.no_info_before_validator_function(whole, {**schema, "strict": True})
+    if kind in ("float", "bool", "str"):
+        schema["strict"] = True
+    if kind == "dataclass-args":
+        schema["extra_behavior"] = "forbid"  # plain dataclasses too (plug-ins' configs)
+    return schema
+
+
+def config_dataclass(cls: type[T]) -> type[T]:
+    """Class decorator: a pydantic dataclass with :data:`CONFIG` and strict scalars, whose
+    constructor (and ``dataclasses.replace``) raises :class:`ConfigError`."""
+    cls.__get_pydantic_core_schema__ = classmethod(lambda _, source, handler: _tighten(handler(source)))  # type: ignore[attr-defined]
+    cls = pydantic.dataclasses.dataclass(cls, config=CONFIG)
+    validated_init = cls.__init__
+
+    @functools.wraps(validated_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validated_init(self, *args, **kwargs)
+        except pydantic.ValidationError as error:
+            raise _config_error(error, type(self), "") from error
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+@functools.cache
+def _validator(cls: type) -> SchemaValidator:
+    return SchemaValidator(_tighten(pydantic.TypeAdapter(cls).core_schema))
+
+
+def _key(prefix: str, loc: tuple[Any, ...]) -> str:
+    for part in loc:
+        prefix += f"[{part}]" if isinstance(part, int) else f"{'.' if prefix[-1:] not in ('', '.') else ''}{part}"
+    return prefix
+
+
+def _valid_keys(cls: Any, path: tuple[Any, ...]) -> list[str] | None:
+    """The fields of the dataclass section at ``path`` under ``cls``."""
+    for part in path:
+        hint = typing.get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        cls = next((t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)), None)
+    return [f.name for f in dataclasses.fields(cls)] if cls is not None else None
+
+
+_EXPECTED = {"int": "an integer", "bool": "true or false", "float": "a number", "string": "a string",
+             "list": "a list", "tuple": "a list", "dict": "a mapping", "dataclass": "a mapping"}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _config_error(error: pydantic.ValidationError, cls: type, prefix: str) -> ConfigError:
+    """One :class:`ConfigError` for every problem pydantic found, each naming its dotted key."""
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    messages: list[str] = []
+    for problem in error.errors(include_url=False):
+        loc, kind, value, ctx = problem["loc"], problem["type"], problem.get("input"), problem.get("ctx", {})
+        key, base = _key(prefix, loc), kind.split("_")[0]
+        if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            unknown.setdefault(loc[:-1], []).append(key)
+        elif kind in ("missing", "missing_argument"):
+            messages.append(f"missing required config key '{key}'")
+        elif kind == "literal_error":
+            messages.append(f"{key}: expected one of [{ctx['expected'].replace(' or ', ', ')}], got {value!r}")
+        elif kind in _BOUNDS:
+            messages.append(f"{key}: must be {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {value!r}")
+        elif base in _EXPECTED and kind.endswith(("_type", "_parsing", "_from_float")):
+            keys = f" of {_valid_keys(cls, loc)}" if base == "dataclass" else ""
+            messages.append(f"{key}: expected {_EXPECTED[base]}{keys}, got {value!r}")
+        else:  # a validator's own ValueError (a check across fields names their section)
+            messages.append(f"{key.rstrip('.') or 'config'}: {ctx.get('error', problem['msg'])}")
+    listed = [f"unknown config key(s) {keys}; valid keys under '{_key(prefix, path).rstrip('.') or '<top>'}' "
+              f"are: {_valid_keys(cls, path)}" for path, keys in unknown.items()]
+    return ConfigError("; ".join(listed + messages))
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
-    """Build the dataclass ``cls`` from ``data``, validating every key and value.
-
-    Unknown keys raise :class:`ConfigError` listing the valid keys; missing required keys and
-    ill-typed values raise it naming the dotted key. Nested dataclass fields take nested mappings.
-    """
+    """Build the dataclass ``cls`` (nested sections from nested mappings) from ``data`` with pydantic;
+    a :class:`ConfigError` names each bad key after ``prefix`` (e.g. ``"env."``) and lists valid keys."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
-    data = dict(data or {})
-    valid = _valid_keys(cls)
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
-            f"'{prefix.rstrip('.') or '<top>'}' are: {valid}"
-        )
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-        if field.name in data:
-            kwargs[field.name] = _convert(data[field.name], hints[field.name], prefix + field.name)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required config key '{prefix + field.name}'")
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as error:  # __post_init__ validation
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error}") from error
+        return _validator(cls).validate_python({} if data is None else data)
+    except pydantic.ValidationError as error:
+        raise _config_error(error, cls, prefix) from error
 
 
 def to_dict(config: Any) -> Any:
@@ -182,8 +175,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``key=value`` override applied (nested by dots)."""
-    import copy
-
     result = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import field, fields
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from pydantic import Field, field_validator
 
 import recarena.simulators as simulators
-from recarena.core.config import from_dict
+from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import ConfigError
 from recarena.simulators.base import Simulator, StepOutcome
 from recarena.simulators.behaviour import REWARDS
@@ -39,40 +40,42 @@ def reward_function(name: str | None) -> Callable[[StepOutcome], torch.Tensor]:
     return lambda outcome: function(outcome.clicked, outcome.liked, outcome.response)
 
 
-@dataclass
+@config_dataclass
 class EnvOptions:
     """The options every recarena env accepts (see ``docs/envs.md``)."""
 
     simulator: Any = "synthetic"  # registry name (str) or a ready Simulator instance
     data: str | None = None  # data source passed to simulators.make (e.g. "ml-1m"); None = simulator default
     simulator_config: dict[str, Any] = field(default_factory=dict)
-    slate_size: int = 1
-    max_steps: int = 50  # session cap: reaching it truncates the episode
+    slate_size: Annotated[int, Field(ge=1)] = 1
+    max_steps: Annotated[int, Field(ge=1)] = 50  # session cap: reaching it truncates the episode
     reward: str | None = None  # None = the simulator's configured reward; else a simulators.REWARDS name
-    history_length: int | None = None  # observation window; None = the simulator's history length
+    history_length: Annotated[int, Field(ge=1)] | None = None  # observation window; None = the simulator's
     observation_keys: tuple[str, ...] = OBSERVATION_KEYS
     mask_consumed: bool = True  # action mask marks already-consumed items as unavailable
     validate_actions: bool = True
     device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.simulator, (str, Simulator)):
-            raise ValueError(f"simulator must be a registry name or a Simulator, got {self.simulator!r}")
-        if self.slate_size < 1:
-            raise ValueError(f"slate_size must be >= 1, got {self.slate_size}")
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.reward is not None and self.reward not in REWARDS:
-            raise ValueError(f"reward must be None or one of {sorted(REWARDS)}, got {self.reward!r}")
-        if self.history_length is not None and self.history_length < 1:
-            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
-        keys = tuple(self.observation_keys)
-        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
-        if unknown or not keys or len(set(keys)) != len(keys):
-            raise ValueError(
-                f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}"
-            )
-        self.observation_keys = keys
+    @field_validator("simulator")
+    @classmethod
+    def _name_or_simulator(cls, simulator: Any) -> Any:
+        if not isinstance(simulator, (str, Simulator)):
+            raise ValueError(f"simulator must be a registry name or a Simulator, got {simulator!r}")
+        return simulator
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, reward: str | None) -> str | None:
+        if reward is not None and reward not in REWARDS:
+            raise ValueError(f"reward must be None or one of {sorted(REWARDS)}, got {reward!r}")
+        return reward
+
+    @field_validator("observation_keys")
+    @classmethod
+    def _known_distinct_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        if not keys or any(k not in OBSERVATION_KEYS for k in keys) or len(set(keys)) != len(keys):
+            raise ValueError(f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}")
+        return keys
 
 
 def parse_options(**kwargs: Any) -> EnvOptions:

@@ -22,12 +22,13 @@ Nothing is downloaded: models load with ``local_files_only=True``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 
+from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 from recarena.core.seeding import resolve_device
 from recarena.data.interactions import ItemMetadata
@@ -54,7 +55,7 @@ ENCODER_MODEL_TYPES = frozenset(
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@dataclass
+@config_dataclass
 class EncoderConfig:
     """How to encode texts.
 
@@ -71,21 +72,11 @@ class EncoderConfig:
 
     model: str = "minilm"
     pooling: Literal["auto", "mean", "last"] = "auto"
-    batch_size: int = 128
-    max_length: int = 256
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    max_length: Annotated[int, Field(ge=2)] = 256
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 2:
-            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
-        if self.pooling not in ("auto", "mean", "last"):
-            raise ConfigError(f"pooling must be 'auto', 'mean' or 'last', got {self.pooling!r}")
-        if self.dtype not in ("auto", *_DTYPES):
-            raise ConfigError(f"dtype must be 'auto' or one of {list(_DTYPES)}, got {self.dtype!r}")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

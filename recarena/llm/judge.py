@@ -19,12 +19,13 @@ Prompts longer than ``max_length`` tokens are cut from the left (the question at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
+from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 from recarena.core.seeding import resolve_device
 from recarena.llm.cache import EmbeddingCache, make_key
@@ -40,7 +41,7 @@ YES_WORDS = ("Yes", "yes", " Yes", " yes")
 NO_WORDS = ("No", "no", " No", " no")
 
 
-@dataclass
+@config_dataclass
 class JudgeConfig:
     """How to judge.
 
@@ -54,20 +55,19 @@ class JudgeConfig:
     model: str = "smollm2"
     prompt: str = DEFAULT_JUDGE_PROMPT
     use_chat_template: bool = True
-    batch_size: int = 32
-    max_length: int = 512
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    max_length: Annotated[int, Field(ge=8)] = 512
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 8:
-            raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
+    @field_validator("prompt")
+    @classmethod
+    def _has_both_fields(cls, prompt: str) -> str:
         for field in ("{profile}", "{item}"):
-            if field not in self.prompt:
-                raise ConfigError(f"judge prompt must contain {field}: {self.prompt!r}")
+            if field not in prompt:
+                raise ValueError(f"judge prompt must contain {field}: {prompt!r}")
+        return prompt
 
 
 class LLMJudge:

@@ -19,13 +19,15 @@ The reward is a named function of the outcome (:data:`REWARDS`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import field
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
 
 from recarena.core.clustering import kmeans, nearest
+from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING
 
@@ -37,95 +39,83 @@ static-shape reset of :class:`recarena.simulators.composed.ComposedSimulator` fa
 # --------------------------------------------------------------------------------------- configs
 
 
-@dataclass
+@config_dataclass
 class SamplerConfig:
     """Which logged users start sessions, and how much of their history they start with."""
 
-    min_prefix: int = 5
+    min_prefix: Annotated[int, Field(ge=0)] = 5
     """Fewest logged events in a starting history; users with fewer are never sampled."""
-    min_future: int = 1
+    min_future: Annotated[int, Field(ge=0)] = 1
     """Fewest logged events left after the prefix (the user's "future" the log can answer for)."""
     max_prefix: int | None = None
     """Cap on the prefix length (None: up to the user's length minus ``min_future``)."""
     weighting: Literal["uniform", "events"] = "uniform"
     """Draw users uniformly, or in proportion to their number of logged events."""
 
-    def __post_init__(self) -> None:
-        if self.min_prefix < 0 or self.min_future < 0:
-            raise ValueError("min_prefix and min_future must be >= 0")
+    @model_validator(mode="after")
+    def _prefix_range(self) -> SamplerConfig:
         if self.max_prefix is not None and self.max_prefix < self.min_prefix:
             raise ValueError("max_prefix must be >= min_prefix")
+        return self
 
 
-@dataclass
+@config_dataclass
 class ChoiceConfig:
     """Multinomial logit over the slate plus a no-choice option."""
 
-    temperature: float = 1.0
+    temperature: Annotated[float, Field(gt=0)] = 1.0
     """Utilities are ``response / temperature``; lower is more deterministic."""
     no_choice_rating: float = 3.0
     """Rating-scale utility of choosing nothing."""
 
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"choice.temperature must be > 0, got {self.temperature}")
 
-
-@dataclass
+@config_dataclass
 class InterestConfig:
     """Per-topic fatigue (boredom) and optional drift of interest."""
 
     topics: Literal["genres", "kmeans"] = "genres"
     """Topics of items: their genres (multi-hot), or k-means clusters of the item encodings."""
-    n_clusters: int = 16
+    n_clusters: Annotated[int, Field(ge=1)] = 16
     """Number of k-means topics (``topics="kmeans"``)."""
     fatigue_gain: float = 1.0
     """Fatigue added to each topic of a consumed item (spread over the item's topics)."""
-    fatigue_decay: float = 0.8
+    fatigue_decay: Annotated[float, Field(ge=0, le=1)] = 0.8
     """Per-step multiplier of fatigue (1 = never recovers, 0 = forgets at once)."""
     boredom_penalty: float = 0.3
     """Rating points lost per unit of fatigue on an item's topics."""
-    drift: float = 0.0
+    drift: Annotated[float, Field(ge=0)] = 0.0
     """Standard deviation of a per-step Gaussian drift of every topic's fatigue (0 = none)."""
-    max_fatigue: float = 10.0
+    max_fatigue: Annotated[float, Field(gt=0)] = 10.0
     """Fatigue is clamped to ``[-max_fatigue, max_fatigue]`` (negative = renewed interest)."""
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fatigue_decay <= 1.0:
-            raise ValueError(f"interest.fatigue_decay must be in [0, 1], got {self.fatigue_decay}")
-        if self.n_clusters < 1 or self.drift < 0 or self.max_fatigue <= 0:
-            raise ValueError("interest.n_clusters >= 1, drift >= 0 and max_fatigue > 0 are required")
 
-
-@dataclass
+@config_dataclass
 class LeaveConfig:
     """Patience budget: the user leaves when it reaches 0 (or by a constant per-step hazard)."""
 
-    initial_patience: float = 5.0
-    no_click_cost: float = 1.0
+    initial_patience: Annotated[float, Field(gt=0)] = 5.0
+    no_click_cost: Annotated[float, Field(ge=0)] = 1.0
     """Patience lost when the user chooses nothing."""
-    dislike_cost: float = 1.0
+    dislike_cost: Annotated[float, Field(ge=0)] = 1.0
     """Patience lost when the chosen item is not liked (response below the like threshold)."""
-    like_bonus: float = 0.5
+    like_bonus: Annotated[float, Field(ge=0)] = 0.5
     """Patience gained on a like."""
     max_patience: float = 10.0
-    hazard: float = 0.0
+    hazard: Annotated[float, Field(ge=0, le=1)] = 0.0
     """Per-step probability of leaving whatever happened (0 = none)."""
 
-    def __post_init__(self) -> None:
-        if self.initial_patience <= 0 or self.max_patience < self.initial_patience:
-            raise ValueError("leave: need 0 < initial_patience <= max_patience")
-        if not 0.0 <= self.hazard <= 1.0:
-            raise ValueError(f"leave.hazard must be in [0, 1], got {self.hazard}")
-        if min(self.no_click_cost, self.dislike_cost, self.like_bonus) < 0:
-            raise ValueError("leave costs and bonus must be >= 0")
+    @model_validator(mode="after")
+    def _patience_range(self) -> LeaveConfig:
+        if self.max_patience < self.initial_patience:
+            raise ValueError("need 0 < initial_patience <= max_patience")
+        return self
 
 
-@dataclass
+@config_dataclass
 class BehaviourConfig:
     """The options every composed simulator shares (nested sections in YAML / ``make`` kwargs)."""
 
-    history_length: int = 20
+    history_length: Annotated[int, Field(ge=1)] = 20
     """H: how many recent consumed items the state (and the observation) keeps."""
     reward: str = "like"
     """Reward function name, one of :data:`REWARDS` ("click", "like", "rating", "dwell")."""
@@ -134,11 +124,12 @@ class BehaviourConfig:
     interest: InterestConfig = field(default_factory=InterestConfig)
     leave: LeaveConfig = field(default_factory=LeaveConfig)
 
-    def __post_init__(self) -> None:
-        if self.history_length < 1:
-            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"unknown reward '{self.reward}'; valid rewards are {sorted(REWARDS)}")
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, reward: str) -> str:
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward '{reward}'; valid rewards are {sorted(REWARDS)}")
+        return reward
 
 
 # --------------------------------------------------------------------------------------- rewards

@@ -14,13 +14,13 @@ user rated an item twice, the earliest event is used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from recarena.core.config import from_dict
+from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import ConfigError
 from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.simulators.base import UserState
@@ -36,7 +36,7 @@ from recarena.simulators.preference import PreferenceConfig, PreferenceModel, fi
 from recarena.simulators.registry import register
 
 
-@dataclass
+@config_dataclass
 class LoggedConfig(BehaviourConfig):
     """Options of the logged-user simulator (plus the shared behaviour options)."""
 

@@ -36,16 +36,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from recarena.core.config import from_dict, to_dict
-from recarena.core.errors import CheckpointError, ConfigError, DataFormatError
+from recarena.core.config import config_dataclass, from_dict, to_dict
+from recarena.core.errors import CheckpointError, DataFormatError
 from recarena.core.io import atomic_write, atomic_write_json
 from recarena.core.seeding import resolve_device, torch_generator
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING, InteractionLog
@@ -58,58 +59,40 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "preference.json"
 
 
-@dataclass
+@config_dataclass
 class PreferenceConfig:
     """Options of the preference model and of its fitting (built with ``recarena.config.from_dict``)."""
 
     variant: Literal["id", "text", "combined"] = "combined"
     """Which parts are on: learned ids only, LLM text only (no per-item parameters), or both."""
-    dim: int = 32
+    dim: Annotated[int, Field(gt=0)] = 32
     """Width of the user/item vectors (learned factors and text projections share it)."""
     use_user_profile: bool = True
     """Add the projected text profile of the user's training history to the user vector (text/combined)."""
-    epochs: int = 40
+    epochs: Annotated[int, Field(gt=0)] = 40
     """Maximum passes over the training ratings."""
-    lr: float = 0.003
+    lr: Annotated[float, Field(gt=0)] = 0.003
     """Adam learning rate."""
-    weight_decay: float = 0.05
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
     """L2 penalty on the per-user/per-item parameters of each mini-batch (biases and factors)."""
-    text_weight_decay: float = 0.01
+    text_weight_decay: Annotated[float, Field(ge=0)] = 0.01
     """L2 penalty on the shared text projections (applied to the whole matrices each step)."""
-    batch_size: int = 4096
+    batch_size: Annotated[int, Field(gt=0)] = 4096
     """Ratings per Adam step."""
-    patience: int = 3
+    patience: Annotated[int, Field(gt=0)] = 3
     """Stop after this many epochs without a better validation RMSE (needs a validation log)."""
     device: str = "cpu"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     """Seeds parameter initialisation and batch order (explicit torch generator)."""
     encoder: str = "minilm"
     """Text encoder that produced the item encodings (a name known to ``llm`` or any HF id/path)."""
-    distill_weight: float = 0.0
+    distill_weight: Annotated[float, Field(ge=0)] = 0.0
     """Weight of the BCE term that distils LLM like-judgements into the model (0 = off)."""
-    distill_pairs: int = 2000
+    distill_pairs: Annotated[int, Field(ge=0)] = 2000
     """How many (user, item) pairs to have the LLM judge when distillation is on."""
-    temperature: float = 0.5
+    temperature: Annotated[float, Field(gt=0)] = 0.5
     """Like probability = sigmoid((rating - 3.5) / temperature)."""
-
-    def __post_init__(self) -> None:
-        positive = {
-            "dim": self.dim,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "patience": self.patience,
-            "temperature": self.temperature,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"preference.{name} must be > 0, got {value!r}")
-        for name in ("weight_decay", "text_weight_decay", "distill_weight", "distill_pairs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"preference.{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"preference.seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def uses_ids(self) -> bool:
@@ -122,7 +105,7 @@ class PreferenceConfig:
 
 def preference_config(data: dict[str, Any] | None = None, **overrides: Any) -> PreferenceConfig:
     """A validated :class:`PreferenceConfig` from plain data (unknown keys are a ``ConfigError``)."""
-    return from_dict(PreferenceConfig, {**(data or {}), **overrides})
+    return from_dict(PreferenceConfig, {**(data or {}), **overrides}, prefix="preference.")
 
 
 @dataclass

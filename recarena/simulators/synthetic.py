@@ -14,25 +14,27 @@ keeps recommending a user's favourite topic is beaten by one that diversifies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field, model_validator
 
+from recarena.core.config import config_dataclass
 from recarena.simulators.base import UserState
 from recarena.simulators.behaviour import MAX_RATING, MIN_RATING, BehaviourConfig, UserSampler, kmeans_topics
 from recarena.simulators.composed import ComposedSimulator
 from recarena.simulators.registry import register
 
 
-@dataclass
+@config_dataclass
 class SyntheticConfig(BehaviourConfig):
     """Sizes and latent structure of a synthetic population (plus the shared behaviour options)."""
 
-    n_users: int = 200
-    n_items: int = 100
-    n_topics: int = 5
-    latent_dim: int = 8
-    embedding_dim: int = 32
+    n_users: Annotated[int, Field(ge=1)] = 200
+    n_items: Annotated[int, Field(ge=1)] = 100
+    n_topics: Annotated[int, Field(ge=1)] = 5
+    latent_dim: Annotated[int, Field(ge=1)] = 8
+    embedding_dim: Annotated[int, Field(ge=1)] = 32
     """Width of the (random, L2-normalised, preference-bearing) item embeddings."""
     events_per_user: int | None = None
     """Length of each user's generated sequence that starting histories are cut from
@@ -44,12 +46,10 @@ class SyntheticConfig(BehaviourConfig):
     best_item: int | None = None
     """If set, this item is rated ``MAX_RATING`` by every user and every other item at most
     ``MAX_RATING - best_margin`` (and it never appears in starting histories): a known answer."""
-    best_margin: float = 1.5
+    best_margin: Annotated[float, Field(gt=0, lt=MAX_RATING - MIN_RATING)] = 1.5
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if min(self.n_users, self.n_items, self.n_topics, self.latent_dim, self.embedding_dim) < 1:
-            raise ValueError("n_users, n_items, n_topics, latent_dim and embedding_dim must be >= 1")
+    @model_validator(mode="after")
+    def _fit_the_catalogue(self) -> SyntheticConfig:
         limit = self.n_items - (self.best_item is not None)
         if self.events_per_user is None:
             self.events_per_user = max(1, min(30, self.n_items // 2))
@@ -57,8 +57,7 @@ class SyntheticConfig(BehaviourConfig):
             raise ValueError(f"events_per_user must be in [1, {limit}], got {self.events_per_user}")
         if self.best_item is not None and not 0 <= self.best_item < self.n_items:
             raise ValueError(f"best_item must be in [0, {self.n_items}), got {self.best_item}")
-        if not 0 < self.best_margin < MAX_RATING - MIN_RATING:
-            raise ValueError("best_margin must be in (0, 4)")
+        return self
 
 
 def _population(config: SyntheticConfig) -> dict[str, torch.Tensor]:

@@ -11,14 +11,16 @@ data is loaded.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from recarena.core.config import apply_overrides, from_dict, load_yaml, to_dict
+from pydantic import Field, field_validator
+
+from recarena.core.config import apply_overrides, config_dataclass, from_dict, load_yaml, to_dict
 
 
-@dataclass
+@config_dataclass
 class DataConfig:
     """Where the logged interactions come from."""
 
@@ -27,7 +29,7 @@ class DataConfig:
     simulators that need no data (``synthetic``)."""
 
 
-@dataclass
+@config_dataclass
 class SimulatorConfig:
     """Which registered user simulator, and its options (validated by the simulator's config class)."""
 
@@ -35,11 +37,11 @@ class SimulatorConfig:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@config_dataclass
 class EnvConfig:
     """The batched env the agent trains in (``recarena.envs.RecommendationVectorEnv`` options)."""
 
-    num_envs: int = 64
+    num_envs: Annotated[int, Field(ge=1)] = 64
     """Simulated users stepped together."""
     slate_size: int = 1
     max_steps: int = 50
@@ -49,10 +51,6 @@ class EnvConfig:
     history_length: int | None = None
     observation_keys: list[str] = field(default_factory=lambda: ["history", "responses", "llm_state"])
     mask_consumed: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
 
     def env_kwargs(self, data: DataConfig, simulator: SimulatorConfig, device: str) -> dict[str, Any]:
         """Keyword arguments for ``RecommendationVectorEnv``."""
@@ -70,7 +68,7 @@ class EnvConfig:
         }
 
 
-@dataclass
+@config_dataclass
 class AgentSection:
     """Which registered agent (``dqn``, ``ppo``, ``maskable_ppo``, ``tabular_q``, ``linear_q``...) and its options."""
 
@@ -78,43 +76,37 @@ class AgentSection:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@config_dataclass
 class TrainConfig:
     """The training loop: length, seeding, device, checkpoints, evaluation and logging cadence."""
 
-    total_steps: int = 50_000
+    total_steps: Annotated[int, Field(ge=1)] = 50_000
     """User-steps to train for (a vector-env step of N users is N user-steps)."""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     device: str = "auto"
     """auto | cpu | cuda[:N]."""
-    checkpoint_every: int = 10_000
+    checkpoint_every: Annotated[int, Field(ge=1)] = 10_000
     """User-steps between checkpoints (training runs in chunks of this size)."""
-    keep_checkpoints: int = 2
-    eval_every: int = 10_000
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 2
+    eval_every: Annotated[int, Field(ge=0)] = 10_000
     """User-steps between held-out evaluations (rounded to whole chunks); 0 = only at the end."""
-    eval_sessions: int = 256
+    eval_sessions: Annotated[int, Field(ge=1)] = 256
     """Simulated sessions per evaluation (drawn with a fixed seed, separate from training's)."""
-    log_every: int = 1_000
+    log_every: Annotated[int, Field(ge=1)] = 1_000
     """User-steps between charts/ and sim/ log points."""
     runs_root: str = "runs"
     """Parent of auto-named run directories."""
-    torch_threads: int = 1
+    torch_threads: Annotated[int, Field(ge=1)] = 1
 
-    def __post_init__(self) -> None:
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
-        for name in ("checkpoint_every", "keep_checkpoints", "eval_sessions", "log_every", "torch_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+        return device
 
 
-@dataclass
+@config_dataclass
 class RunConfig:
     """Everything a training run is made of; saved resolved as ``config.yaml`` in the run directory."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -273,8 +274,9 @@ def test_logged_next_items_are_the_next_events_of_real_sequences():
     from recarena.agents.item_scorer import LoggedNextItems
 
     env = known_answer_env()
-    sampler = env.simulator.sampler
-    logged = LoggedNextItems(env.simulator, env.history_length)
+    sampler = env.logged_sequences
+    assert sampler is env.simulator.sampler  # the env hands out the simulator's own sequences
+    logged = LoggedNextItems.from_env(env)
     observation, target = logged.sample(64, torch.Generator().manual_seed(3))
     user, prefix = sampler.sample(64, torch.Generator().manual_seed(3))  # the same draw
     start = sampler.offsets[user]
@@ -282,7 +284,7 @@ def test_logged_next_items_are_the_next_events_of_real_sequences():
     assert torch.equal(observation["history"][:, -1], sampler.item[start + prefix - 1])
     assert set(observation) == {"history", "responses", "llm_state"}
     with pytest.raises(ConfigError, match="logged sequences"):
-        LoggedNextItems(object(), 5)
+        LoggedNextItems.from_env(SimpleNamespace(logged_sequences=None))
     with pytest.raises(ConfigError, match="next_item_coef"):
         make_agent("native_ppo", 10, {"next_item_coef": -1.0}, item_embeddings=torch.zeros(10, 4))
 
@@ -291,9 +293,9 @@ def test_next_item_min_rating_keeps_only_well_rated_next_events():
     from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
 
     env = known_answer_env()
-    sampler = env.simulator.sampler
-    _, every = LoggedNextItems(env.simulator, env.history_length).sample(256, torch.Generator().manual_seed(5))
-    _, liked = LoggedNextItems(env.simulator, env.history_length, 3.0).sample(256, torch.Generator().manual_seed(5))
+    sampler = env.logged_sequences
+    _, every = LoggedNextItems.from_env(env).sample(256, torch.Generator().manual_seed(5))
+    _, liked = LoggedNextItems.from_env(env, 3.0).sample(256, torch.Generator().manual_seed(5))
     user, prefix = sampler.sample(256, torch.Generator().manual_seed(5))  # the same draw
     rating = sampler.rating[sampler.offsets[user] + prefix]
     assert 0 < int((rating < 3).sum()) < 256, "the fixture should have both kinds of next events"

@@ -263,7 +263,7 @@ def test_linear_q_next_item_loss_is_checked_and_needs_logged_users():
 
 
 def logged_counts(env: RecommendationVectorEnv) -> torch.Tensor:
-    return torch.bincount(env.simulator.sampler.item, minlength=N_ITEMS)
+    return torch.bincount(env.logged_sequences.item, minlength=N_ITEMS)
 
 
 @pytest.mark.parametrize("key", ["tabular_q/candidates", "linear_q/candidates"])

@@ -162,7 +162,7 @@ def test_next_item_loss_is_trained_and_logged(name: str) -> None:
     from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 
     probe_env = _env(8)
-    probe, target = LoggedNextItems(probe_env.simulator, probe_env.history_length).sample(
+    probe, target = LoggedNextItems.from_env(probe_env).sample(
         512, torch.Generator().manual_seed(9))
 
     def trained(coef: float) -> tuple[float, _Recorder, Any]:

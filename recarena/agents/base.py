@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 Observation = dict[str, torch.Tensor]
-"""A batch of observations as built by ``envs.observation.build_observation`` ([B, ...] tensors)."""
+"""A batch of observations as built by ``recarena.envs.observation.build_observation`` ([B, ...] tensors)."""
 
 
 class Agent(ABC):

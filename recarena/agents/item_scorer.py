@@ -10,6 +10,7 @@ little more than small ones, and items never seen in training start from their t
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from torch import nn
 from recarena.agents.base import Observation
 from recarena.core.errors import ConfigError
 from recarena.envs.observation import build_observation, history_item_mask
+from recarena.simulators.base import LoggedSequences
 
 POOLED_TEXT = "pooled_text"
 """Optional observation key: :func:`pool_history_text` of the observation, precomputed. It depends
@@ -148,9 +150,9 @@ class LoggedNextItems:
     """Supervised next-item examples from the logged sequences a simulator starts its users from.
 
     Each example is a real user's history up to a random point of their *training* log (the
-    observation the env would show for that prefix) and the item the user really chose next. A
-    logged-user simulator's ``sampler`` holds these sequences; held-out events are never in it.
-    Used for an auxiliary next-item loss (in the spirit of SQN, Xin et al., SIGIR 2020): the
+    observation the env would show for that prefix) and the item the user really chose next. The
+    sequences come explicitly from the env (``env.logged_sequences``); held-out events are never in
+    them. Used for an auxiliary next-item loss (in the spirit of SQN, Xin et al., SIGIR 2020): the
     simulated reward says what a user likes, the log says what users actually pick next.
 
     ``min_rating`` > 0 keeps only the examples whose next event was rated at least that (e.g. 4:
@@ -158,29 +160,35 @@ class LoggedNextItems:
     :func:`next_item_loss` skips, so the draws (and shapes) are the same either way.
     """
 
-    def __init__(self, simulator: object, history_length: int, min_rating: float = 0.0) -> None:
-        sampler = getattr(simulator, "sampler", None)
-        if sampler is None or not all(hasattr(sampler, name) for name in ("sample", "history", "item", "offsets")):
-            raise ConfigError(
-                f"the auxiliary next-item loss needs a simulator with logged sequences (e.g. 'logged'); "
-                f"{type(simulator).__name__} has none"
-            )
-        if min_rating > 0 and not hasattr(sampler, "rating"):
-            raise ConfigError(f"next_item_min_rating needs logged ratings; {type(simulator).__name__} has none")
-        self.sampler = sampler
+    def __init__(self, sequences: LoggedSequences, item_embeddings: torch.Tensor, history_length: int,
+                 min_rating: float = 0.0) -> None:
+        self.sequences = sequences
+        self.item_embeddings = item_embeddings
         self.history_length = int(history_length)
         self.min_rating = float(min_rating)
-        self.item_embeddings = simulator.item_embeddings  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_env(cls, env: Any, min_rating: float = 0.0) -> LoggedNextItems:
+        """The examples of the env's ``logged_sequences``, observed as the env observes (its history window)."""
+        sequences = getattr(env, "logged_sequences", None)
+        if sequences is None:
+            simulator = type(getattr(env, "simulator", env)).__name__
+            raise ConfigError(
+                f"the auxiliary next-item loss needs a simulator with logged sequences (e.g. 'logged'); "
+                f"{simulator} has none"
+            )
+        return cls(sequences, env.item_embeddings, env.history_length, min_rating)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Observation, torch.Tensor]:
         """(observation of ``n`` logged prefixes, int64 [n] next logged item), drawn with ``generator``."""
-        user, prefix = self.sampler.sample(n, generator)
-        prefix = torch.minimum(prefix, self.sampler.lengths.index_select(0, user) - 1)  # a next event exists
-        history, responses = self.sampler.history(user, prefix, self.history_length)
-        event = self.sampler.offsets.index_select(0, user) + prefix
-        target = torch.take(self.sampler.item, event)
+        sequences = self.sequences
+        user, prefix = sequences.sample(n, generator)
+        prefix = torch.minimum(prefix, sequences.lengths.index_select(0, user) - 1)  # a next event exists
+        history, responses = sequences.history(user, prefix, self.history_length)
+        event = sequences.offsets.index_select(0, user) + prefix
+        target = torch.take(sequences.item, event)
         if self.min_rating > 0:
-            target = torch.where(torch.take(self.sampler.rating, event) >= self.min_rating, target, IGNORED_TARGET)
+            target = torch.where(torch.take(sequences.rating, event) >= self.min_rating, target, IGNORED_TARGET)
         return build_observation(history, responses, self.item_embeddings), target
 
 

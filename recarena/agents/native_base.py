@@ -46,7 +46,7 @@ class NativeAgent(TrainableAgent):
         """``env`` (train.py passes it) supplies the item encodings and slate size where they are not
         given; ``device``/``seed`` from the run override the config's, so seeding stays in one place."""
         if env is not None:
-            item_embeddings = env.simulator.item_embeddings if item_embeddings is None else item_embeddings
+            item_embeddings = env.item_embeddings if item_embeddings is None else item_embeddings
             slate_size = env.slate_size if slate_size is None else slate_size
         if item_embeddings is None:
             raise ValueError(f"{self.name} needs item_embeddings (or an env to take them from)")

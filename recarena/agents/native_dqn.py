@@ -176,7 +176,7 @@ class NativeDQNAgent(NativeAgent):
         if self.stats is None:
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length, config.next_item_min_rating)
+            self.logged = LoggedNextItems.from_env(env, config.next_item_min_rating)
         slot_index = torch.arange(self.slate_size, device=self.device)
         end = self.global_step + steps
         while self.global_step < end:

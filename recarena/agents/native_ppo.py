@@ -226,7 +226,7 @@ class NativePPOAgent(NativeAgent):
             self.observation, _ = env.reset(seed=config.seed)
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length, config.next_item_min_rating)
+            self.logged = LoggedNextItems.from_env(env, config.next_item_min_rating)
         end = self.global_step + steps
         while self.global_step < end:
             batch = self._collect(env)

@@ -85,12 +85,9 @@ class _ExplorationConfig:
 
 
 def _env_item_embeddings(env: Any) -> torch.Tensor:
-    simulator = getattr(env, "simulator", None)
     embeddings = getattr(env, "item_embeddings", None)
-    if embeddings is None and simulator is not None:
-        embeddings = getattr(simulator, "item_embeddings", None)
     if embeddings is None:
-        raise ConfigError("the env exposes no item embeddings (env.simulator.item_embeddings)")
+        raise ConfigError("the env exposes no item embeddings (env.item_embeddings)")
     return torch.as_tensor(embeddings, dtype=torch.float32)
 
 
@@ -143,14 +140,14 @@ class _OnlineQAgent(TrainableAgent):
     # -- the candidate set -----------------------------------------------------------------------
     def _choose_candidates(self, env: Any) -> None:
         """The ``config.candidates`` items with the most events in the simulator's training log."""
-        simulator = getattr(env, "simulator", None)
-        sampler = getattr(simulator, "sampler", None)
-        if sampler is None or not hasattr(sampler, "item"):
+        sequences = getattr(env, "logged_sequences", None)
+        if sequences is None:
+            simulator = type(getattr(env, "simulator", env)).__name__
             raise ConfigError(
                 f"{self.name} candidates={self.config.candidates} needs a simulator with logged sequences "
-                f"(e.g. 'logged') to count item popularity; {type(simulator).__name__} has none"
+                f"(e.g. 'logged') to count item popularity; {simulator} has none"
             )
-        counts = torch.bincount(sampler.item.cpu(), minlength=self.n_items)[: self.n_items].to(torch.float32)
+        counts = torch.bincount(sequences.item.cpu(), minlength=self.n_items)[: self.n_items].to(torch.float32)
         top = torch.argsort(counts, descending=True, stable=True)[: self.config.candidates]
         self.candidate_mask = torch.zeros(self.n_items, dtype=torch.bool)
         self.candidate_mask[top] = True
@@ -268,7 +265,7 @@ class _OnlineQAgent(TrainableAgent):
             self._choose_candidates(env)
         self._prepare(env)
         if self.config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
+            self.logged = LoggedNextItems.from_env(env, self.config.next_item_min_rating)
         reset_seed = (self.config.seed * 1_000_003 + self.learn_calls) % (2**31 - 1)
         self.learn_calls += 1
         observation, _ = env.reset(seed=reset_seed)

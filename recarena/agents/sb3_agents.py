@@ -533,7 +533,7 @@ class SB3Agent(TrainableAgent):
         self.model.set_env(venv, force_reset=False)
         self._env = env
         if self.config.next_item_coef > 0 and self.logged is None:
-            self.logged = LoggedNextItems(env.simulator, env.history_length, self.config.next_item_min_rating)
+            self.logged = LoggedNextItems.from_env(env, self.config.next_item_min_rating)
             self.model.after_update = self._next_item_update
 
     def _gradient_steps_per_update(self) -> int:

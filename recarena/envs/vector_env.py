@@ -23,7 +23,7 @@ from recarena.envs.common import (
     reward_function,
 )
 from recarena.envs.observation import MAX_RESPONSE, build_observation, observation_space
-from recarena.simulators.base import UserState
+from recarena.simulators.base import LoggedSequences, UserState
 
 
 class RecommendationVectorEnv(VectorEnv):
@@ -249,6 +249,16 @@ class RecommendationVectorEnv(VectorEnv):
         self._needs_reset = False
 
     # Helpers ------------------------------------------------------------------------------------
+
+    @property
+    def logged_sequences(self) -> LoggedSequences | None:
+        """The sequences the simulator starts sessions from (training log only), for agents' supervised losses."""
+        return self.simulator.logged_sequences
+
+    @property
+    def item_embeddings(self) -> torch.Tensor:
+        """float32 [n_items, d] on the env's device: the LLM encodings observations are built from."""
+        return self._embeddings
 
     @property
     def user_state(self) -> UserState:

@@ -21,9 +21,31 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
+
+
+class LoggedSequences(Protocol):
+    """The users' interaction sequences a simulator starts its sessions from (its training log only).
+
+    What agents learn from besides the simulated reward (the next-item loss, item popularity):
+    an env hands it to them as ``env.logged_sequences``, so no agent reaches into a simulator.
+    Sequence ``u`` is ``item[offsets[u]:offsets[u + 1]]`` in time order, with ``rating`` beside it.
+    """
+
+    offsets: torch.Tensor  # int64 [n_users + 1]
+    item: torch.Tensor  # int64 [n_events]
+    rating: torch.Tensor  # float32 [n_events], on the rating scale
+    lengths: torch.Tensor  # int64 [n_users]
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user int64 [n], prefix length int64 [n]): where ``n`` new sessions start."""
+        ...
+
+    def history(self, user: torch.Tensor, prefix: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items int64 [n, length], responses float32 [n, length]) of each prefix, left-padded with -1 / 0."""
+        ...
 
 
 @dataclass
@@ -98,6 +120,11 @@ class Simulator(ABC):
     @abstractmethod
     def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
         """Show ``slate`` (int64 [B, k], distinct valid items per row) and advance ``state`` in place."""
+
+    @property
+    def logged_sequences(self) -> LoggedSequences | None:
+        """The sequences sessions start from, for agents' supervised losses; None where there are none."""
+        return None
 
     def start_from(self, users: torch.Tensor, generator: torch.Generator) -> UserState:
         """A state of ``len(users)`` new sessions, row i starting from logged user ``users[i]``'s whole history.

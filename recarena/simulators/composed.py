@@ -151,6 +151,11 @@ class ComposedSimulator(Simulator):
         state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
         state.step.index_fill_(0, rows, 0)
 
+    @property
+    def logged_sequences(self) -> UserSampler:
+        """The sampler's sequences: the training log (logged users) or the generated histories (synthetic)."""
+        return self.sampler
+
     def start_from(self, users: torch.Tensor, generator: torch.Generator) -> UserState:
         """New sessions for ``users`` (int64 [B], indices into the sampler's sequences), each starting
         from that user's whole sequence: history, responses and consumed items of every logged event.

@@ -17,7 +17,7 @@ import pytest
 
 from recarena import data
 from recarena.core.errors import ConfigError, DataFormatError, MissingPackageError
-from recarena.data import logs
+from recarena.data import formats, logs
 from recarena.data.logs import LoadReport, LoadWarning, load_logs
 
 # (user, item, rating, timestamp) in file order; user 1 has two events at t=100 (file order decides).
@@ -46,7 +46,7 @@ def write_ml100k(folder, events=EVENTS):
     (folder / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in events))
     lines = []
     for item, title, genres in MOVIES:
-        flags = "|".join("1" if g in genres else "0" for g in logs.ML100K_GENRES)
+        flags = "|".join("1" if g in genres else "0" for g in formats.ML100K_GENRES)
         lines.append(f"{item}|{title}|01-Jan-1995||http://us.imdb.com/x|{flags}\n")
     (folder / "u.item").write_bytes("".join(lines).encode("latin-1"))
     (folder / "u.user").write_text("".join(f"{u}|{a}|{g}|{o}|12345\n" for u, a, g, o in USERS))
@@ -98,6 +98,10 @@ def write_generic_csv(folder, events=EVENTS, with_rating=True):
             writer.writerow([item, title, "|".join(genres), f"about {item}"])
     return folder
 
+
+# InteractionLog.fingerprint() of the bundled datasets, recorded with the previous (hand-written)
+# parser before the loaders moved to pyarrow: the rewrite must load exactly the same logs.
+BUNDLED_FINGERPRINTS = {"ml-100k": "ff97b0c417511687", "ml-1m": "981173f18d352907"}
 
 GENERIC = {"user": "who", "item": "what", "timestamp": "when", "rating": "stars"}
 GENERIC_ITEMS = {"item": "what", "title": "name", "genres": "kinds", "text": "blurb"}
@@ -258,16 +262,15 @@ def test_utf8_movie_file_also_accepted(tmp_path):
     assert load_logs(folder).items.title[2] == "Misérables, Les"
 
 
-def test_fast_and_exact_parsers_agree(tmp_path, monkeypatch):
-    """The pyarrow fast path and the line-by-line parse give the same log on good files."""
-    writers = [write_ml100k, write_ml1m, write_latest, write_recbole]
-    fast = [load_logs(w(tmp_path / w.__name__)) for w in writers]
-    monkeypatch.setattr(logs, "_fast_read", lambda *args: None)
-    exact = [load_logs(tmp_path / w.__name__) for w in writers]
-    for a, b in zip(fast, exact, strict=True):
-        assert_known_answer(b)
-        assert a.fingerprint() == b.fingerprint()
-        assert_same_metadata(a, b)
+def test_every_official_format_gives_the_same_log(tmp_path):
+    """One tiny log written in each official format loads to the same events and metadata."""
+    logs_ = [
+        load_logs(w(tmp_path / w.__name__)) for w in (write_ml100k, write_ml1m, write_latest, write_recbole)
+    ]
+    for log in logs_[1:]:
+        assert log.fingerprint() == logs_[0].fingerprint()
+        assert log.items.title == logs_[0].items.title and log.items.genres == logs_[0].items.genres
+        np.testing.assert_array_equal(log.items.year, logs_[0].items.year)
 
 
 def test_blank_lines_keep_line_numbers(tmp_path):
@@ -275,6 +278,66 @@ def test_blank_lines_keep_line_numbers(tmp_path):
     (folder / "u.data").write_text("1\t10\t5\t100\n\n\n1\t20\tbad\t101\n")
     with pytest.raises(DataFormatError, match=r"u.data, line 4: expected a number for 'rating', found 'bad'"):
         load_logs(folder)
+
+
+def test_line_numbers_across_quoted_line_breaks_and_blank_lines(tmp_path):
+    folder = write_latest(tmp_path / "latest")
+    movies = 'movieId,title,genres\n10,"Toy\nStory (1995)",Comedy\n\n20,Heat (1995),Action\n30,"A\n\nB (1995)",Drama\n40,x\n'
+    (folder / "movies.csv").write_text(movies)
+    with pytest.raises(
+        DataFormatError, match=r"movies.csv, line 9: expected 3 fields separated by ','.*found 2"
+    ):
+        load_logs(folder)
+    (folder / "movies.csv").write_text(movies.replace("40,x", "40,X (1995),Drama"))
+    log = load_logs(folder)
+    assert log.items.title[:3] == ["Toy\nStory", "Heat", "A\n\nB"]  # line breaks in quoted values are kept
+    assert list(log.items.year) == [1995] * 4
+
+
+def test_lone_carriage_return_is_part_of_the_line(tmp_path):
+    folder = _corrupt(write_ml1m(tmp_path / "m"), "ratings.dat", "1::10::5::1\n1::20::4::2\r1::30::3::3\n")
+    with pytest.raises(
+        DataFormatError, match=r"ratings.dat, line 2: expected 4 fields separated by '::'.*found 7"
+    ):
+        load_logs(folder)
+
+
+def test_timestamp_beyond_int64_names_file_and_line(tmp_path):
+    (tmp_path / "x.csv").write_text("u,i,t\n1,a,5\n2,b,99999999999999999999\n3,c,1e30\n")
+    columns = {"user": "u", "item": "i", "timestamp": "t"}
+    with pytest.raises(
+        DataFormatError, match=r"x.csv, line 3: expected a timestamp in seconds that fits in 64 bits"
+    ):
+        load_logs(tmp_path / "x.csv", columns=columns)
+    with pytest.warns(LoadWarning):
+        log, report = load_logs(tmp_path / "x.csv", columns=columns, on_bad_rows="skip", return_report=True)
+    assert report.skipped == {"x.csv: timestamp out of range": 2} and list(log.timestamp) == [5]
+
+
+def test_large_and_fractional_timestamps(tmp_path):
+    columns = {"user": "u", "item": "i", "timestamp": "t"}
+    (tmp_path / "x.csv").write_text("u,i,t\n1,a,9007199254740993\n2,b,-5\n")
+    assert list(load_logs(tmp_path / "x.csv", columns=columns).timestamp) == [9007199254740993, -5]  # exact
+    (tmp_path / "x.csv").write_text("u,i,t\n1,a,1.5\n2,b,-2.5\n3,c,7.9\n")
+    assert list(load_logs(tmp_path / "x.csv", columns=columns).timestamp) == [1, -3, 7]  # whole seconds
+
+
+def test_format_registry(tmp_path):
+    assert {"ml-100k-raw", "ml-1m-raw", "ml-latest", "recbole", "csv", "parquet"} <= set(logs.formats())
+    with pytest.raises(
+        ConfigError, match=r"format='excel' is not valid; expected one of .*'ml-1m-raw'.*'parquet'"
+    ):
+        load_logs(tmp_path, format="excel")
+
+    def read_excel_like(path, options, problems):  # a custom format: reuse the ML-1M reader
+        return formats.READERS["ml-1m-raw"](path, options, problems)
+
+    logs.register_format("excel", read_excel_like)
+    try:
+        assert "excel" in logs.formats()
+        assert_known_answer(load_logs(write_ml1m(tmp_path / "m"), format="excel"))
+    finally:
+        del formats.READERS["excel"]
 
 
 def test_determinism(tmp_path):
@@ -568,6 +631,7 @@ def test_missing_data_package_says_how_to_install(monkeypatch):
 
 def test_bundled_ml100k():
     log = data.load_logs("ml-100k")
+    assert log.fingerprint() == BUNDLED_FINGERPRINTS["ml-100k"]
     assert (log.n_events, log.n_users, log.n_items) == (100_000, 943, 1_682)
     assert log.name == "ml-100k" and log.has_ratings
     assert log.item_raw_ids[0] == "1" and log.items.title[0] == "Toy Story" and log.items.year[0] == 1995
@@ -579,19 +643,12 @@ def test_bundled_ml100k():
     assert set(np.unique(log.rating)) == {1.0, 2.0, 3.0, 4.0, 5.0}
 
 
-def test_bundled_ml100k_exact_parse_agrees(monkeypatch):
-    fast = load_logs("ml-100k")
-    monkeypatch.setattr(logs, "_fast_read", lambda *args: None)
-    exact = load_logs("ml-100k")
-    assert exact.fingerprint() == fast.fingerprint()
-    assert_same_metadata(exact, fast)
-
-
 def test_bundled_ml1m_counts_and_load_time():
     start = time.perf_counter()
     log = load_logs("ml-1m")
     seconds = time.perf_counter() - start
     print(f"\nML-1M: {log.n_events:,} events loaded in {seconds:.2f} s")  # a sanity print, not an assertion
+    assert log.fingerprint() == BUNDLED_FINGERPRINTS["ml-1m"]
     assert (log.n_events, log.n_users, log.n_items) == (1_000_209, 6_040, 3_883)
     assert int((log.item_counts() > 0).sum()) == 3_706
     assert log.user_raw_ids[0] == "1m_1" and log.item_raw_ids[0] == "Toy Story (1995)"

@@ -168,8 +168,8 @@ def test_splits_are_deterministic_on_ml100k():
 
 
 def test_validation_split_scores_the_second_last_event_without_the_test_event():
-    from recarena.evaluation.histories import build_queries
     from recarena.data import validation_split
+    from recarena.evaluation.histories import build_queries
 
     log = make_log({"a": [("x", 1), ("y", 2), ("z", 3), ("w", 4)], "b": [("y", 1), ("x", 2), ("z", 3)],
                     "c": [("x", 1), ("y", 2)]})

@@ -1,7 +1,7 @@
 """Logged interactions: the typed structures, the loaders of every supported format, and the splits."""
 
 from recarena.data.interactions import LIKE_THRESHOLD, InteractionLog, ItemMetadata, LogSplit
-from recarena.data.logs import LoadReport, LoadWarning, load_logs
+from recarena.data.logs import LoadReport, LoadWarning, load_logs, register_format
 from recarena.data.splits import k_core, leave_last_out, temporal_split, user_last_split, validation_split
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "k_core",
     "leave_last_out",
     "load_logs",
+    "register_format",
     "temporal_split",
     "user_last_split",
     "validation_split",

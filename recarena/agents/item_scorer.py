@@ -170,14 +170,17 @@ class LoggedNextItems:
     @classmethod
     def from_env(cls, env: Any, min_rating: float = 0.0) -> LoggedNextItems:
         """The examples of the env's ``logged_sequences``, observed as the env observes (its history window)."""
-        sequences = getattr(env, "logged_sequences", None)
-        if sequences is None:
-            simulator = type(getattr(env, "simulator", env)).__name__
-            raise ConfigError(
-                f"the auxiliary next-item loss needs a simulator with logged sequences (e.g. 'logged'); "
-                f"{simulator} has none"
-            )
+        sequences = logged_sequences_of(env, "the auxiliary next-item loss")
         return cls(sequences, env.item_embeddings, env.history_length, min_rating)
+
+
+def logged_sequences_of(env: Any, purpose: str) -> LoggedSequences:
+    """``env.logged_sequences``, or a ConfigError saying that ``purpose`` needs a simulator that has them."""
+    sequences = getattr(env, "logged_sequences", None)
+    if sequences is None:
+        simulator = type(getattr(env, "simulator", env)).__name__
+        raise ConfigError(f"{purpose} needs a simulator with logged sequences (e.g. 'logged'); {simulator} has none")
+    return sequences
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Observation, torch.Tensor]:
         """(observation of ``n`` logged prefixes, int64 [n] next logged item), drawn with ``generator``."""

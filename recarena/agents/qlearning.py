@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from recarena.agents.base import Observation, ScalarLogger, TrainableAgent
 from recarena.agents.baselines import _exclude_history
-from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, next_item_loss
+from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, logged_sequences_of, next_item_loss
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -140,13 +140,7 @@ class _OnlineQAgent(TrainableAgent):
     # -- the candidate set -----------------------------------------------------------------------
     def _choose_candidates(self, env: Any) -> None:
         """The ``config.candidates`` items with the most events in the simulator's training log."""
-        sequences = getattr(env, "logged_sequences", None)
-        if sequences is None:
-            simulator = type(getattr(env, "simulator", env)).__name__
-            raise ConfigError(
-                f"{self.name} candidates={self.config.candidates} needs a simulator with logged sequences "
-                f"(e.g. 'logged') to count item popularity; {simulator} has none"
-            )
+        sequences = logged_sequences_of(env, f"{self.name} candidates={self.config.candidates} (item popularity)")
         counts = torch.bincount(sequences.item.cpu(), minlength=self.n_items)[: self.n_items].to(torch.float32)
         top = torch.argsort(counts, descending=True, stable=True)[: self.config.candidates]
         self.candidate_mask = torch.zeros(self.n_items, dtype=torch.bool)

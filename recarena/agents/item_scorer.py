@@ -173,15 +173,6 @@ class LoggedNextItems:
         sequences = logged_sequences_of(env, "the auxiliary next-item loss")
         return cls(sequences, env.item_embeddings, env.history_length, min_rating)
 
-
-def logged_sequences_of(env: Any, purpose: str) -> LoggedSequences:
-    """``env.logged_sequences``, or a ConfigError saying that ``purpose`` needs a simulator that has them."""
-    sequences = getattr(env, "logged_sequences", None)
-    if sequences is None:
-        simulator = type(getattr(env, "simulator", env)).__name__
-        raise ConfigError(f"{purpose} needs a simulator with logged sequences (e.g. 'logged'); {simulator} has none")
-    return sequences
-
     def sample(self, n: int, generator: torch.Generator) -> tuple[Observation, torch.Tensor]:
         """(observation of ``n`` logged prefixes, int64 [n] next logged item), drawn with ``generator``."""
         sequences = self.sequences
@@ -193,6 +184,15 @@ def logged_sequences_of(env: Any, purpose: str) -> LoggedSequences:
         if self.min_rating > 0:
             target = torch.where(torch.take(sequences.rating, event) >= self.min_rating, target, IGNORED_TARGET)
         return build_observation(history, responses, self.item_embeddings), target
+
+
+def logged_sequences_of(env: Any, purpose: str) -> LoggedSequences:
+    """``env.logged_sequences``, or a ConfigError saying that ``purpose`` needs a simulator that has them."""
+    sequences = getattr(env, "logged_sequences", None)
+    if sequences is None:
+        simulator = type(getattr(env, "simulator", env)).__name__
+        raise ConfigError(f"{purpose} needs a simulator with logged sequences (e.g. 'logged'); {simulator} has none")
+    return sequences
 
 
 IGNORED_TARGET = -100

@@ -225,3 +225,15 @@ def test_error_messages_say_where_and_how_to_fix():
     error = DataFormatError("data/u.data", "expected 4 tab-separated fields, got 3", line=12)
     assert str(error) == "data/u.data, line 12: expected 4 tab-separated fields, got 3"
     assert "pip install --no-deps recbole==1.2.1" in str(MissingPackageError("recbole==1.2.1", "ML-100K"))
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """Files written atomically are readable by others as open() would make them (not mkstemp's 0600)."""
+    old = os.umask(0o022)
+    try:
+        written = io.atomic_write_text(tmp_path / "report.json", "{}")
+        with open(tmp_path / "plain.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(old)
+    assert (written.stat().st_mode & 0o777) == 0o644 == ((tmp_path / "plain.txt").stat().st_mode & 0o777)

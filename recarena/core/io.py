@@ -19,6 +19,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _new_file_mode())  # mkstemp makes 0600; the file gets what open() would give it
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
@@ -30,6 +31,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _new_file_mode() -> int:
+    """0o666 less the process umask: the mode a plain ``open(path, "w")`` creates files with."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -185,9 +185,30 @@ def test_generic_csv_with_item_file(tmp_path):
         item_file=folder / "items.csv",
         item_columns=GENERIC_ITEMS,
         delimiter=";",
+        item_delimiter=";",
     )
     assert_known_answer(log)
     assert log.items.text == ["about 10", "about 20", "about 30", "about 40"]
+
+
+def test_delimiter_is_the_event_files_own_and_item_delimiter_the_item_files(tmp_path):
+    """``delimiter=";"`` for the events does not silently apply to a comma-separated item file."""
+    folder = write_generic_csv(tmp_path / "g")
+    with open(folder / "items.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)  # commas, as most item files are
+        writer.writerow(["what", "name", "kinds", "blurb"])
+        for item, title, genres in MOVIES:
+            writer.writerow([item, title, "|".join(genres), f"about {item}"])
+    log = load_logs(folder / "log.csv", columns=GENERIC, item_file=folder / "items.csv",
+                    item_columns=GENERIC_ITEMS, delimiter=";")
+    assert_known_answer(log)
+    assert log.items.text == ["about 10", "about 20", "about 30", "about 40"]
+
+
+def test_interaction_log_repr_is_one_short_line(tmp_path):
+    log = load_logs(write_generic_csv(tmp_path / "g") / "log.csv", columns=GENERIC, delimiter=";")
+    text = repr(log)
+    assert text == "InteractionLog(name='log', n_users=3, n_items=3, n_events=6, ratings=explicit)"
 
 
 def test_generic_csv_without_rating_or_items_is_implicit(tmp_path):

@@ -86,6 +86,7 @@ class ReadOptions:
     delimiter: str | None = None
     genre_separator: str = "|"
     encoding: str | None = None
+    item_delimiter: str | None = None
 
 
 @dataclass
@@ -193,12 +194,13 @@ def _check_mapping(
 
 
 def _read_mapped(
-    path: Path, parquet: bool, roles: Mapping[str, str], options: ReadOptions, problems: Problems
+    path: Path, parquet: bool, roles: Mapping[str, str], delimiter: str | None, options: ReadOptions,
+    problems: Problems,
 ):
     """A CSV/TSV or Parquet file whose columns ``roles`` maps; every mapped column must exist."""
     if parquet:
         return read_parquet(path, roles, problems)
-    sep = options.delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
+    sep = delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
     spec = FileSpec(path.name, sep, tuple(roles.values()), tuple(roles), header=True, quoted=True)
     return read_text(path, spec, problems, options.encoding)
 
@@ -214,12 +216,12 @@ def _read_tabular(format: str) -> Reader:
         _check_mapping("columns", options.columns, EVENT_ROLES, ("user", "item", "timestamp"))
         if options.item_columns is not None:
             _check_mapping("item_columns", options.item_columns, ITEM_ROLES, ("item",))
-        events = _read_mapped(path, format == "parquet", options.columns, options, problems)
+        events = _read_mapped(path, format == "parquet", options.columns, options.delimiter, options, problems)
         items = None
         if options.item_file is not None:
             item_columns = options.item_columns or {"item": options.columns["item"]}
             parquet = options.item_file.suffix.lower() in (".parquet", ".pq")
-            table = _read_mapped(options.item_file, parquet, item_columns, options, problems)
+            table = _read_mapped(options.item_file, parquet, item_columns, options.item_delimiter, options, problems)
             items = make_items(table, options.genre_separator, problems)
         return Sources(path.stem, events, items, None, "user-item-time")
 

@@ -74,6 +74,13 @@ class InteractionLog:
     user_features: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. age, gender, occupation
     source: str = ""
 
+    def __repr__(self) -> str:
+        """A one-line summary (the arrays would print thousands of numbers)."""
+        return (
+            f"InteractionLog(name={self.name!r}, n_users={self.n_users:,}, n_items={self.n_items:,}, "
+            f"n_events={self.n_events:,}, ratings={'explicit' if self.has_ratings else 'none'})"
+        )
+
     def __post_init__(self) -> None:
         n_events = len(self.user)
         if not (len(self.item) == len(self.rating) == len(self.timestamp) == n_events):

@@ -309,6 +309,7 @@ def load_logs(
     item_file: str | os.PathLike[str] | None = None,
     item_columns: Mapping[str, str] | None = None,
     delimiter: str | None = None,
+    item_delimiter: str | None = None,
     genre_separator: str = "|",
     encoding: str | None = None,
     min_user_interactions: int = 0,
@@ -334,7 +335,9 @@ def load_logs(
         item_file: CSV/Parquet only: an item file giving the catalogue and item text.
         item_columns: its mapping ``{"item", "title", "year", "genres", "text"}`` (item required).
             Without an item file the catalogue is the items that occur and titles are the raw ids.
-        delimiter: CSV field separator (default ',' or a tab for ``.tsv``).
+        delimiter: the event file's CSV field separator (default ',' or a tab for ``.tsv``).
+        item_delimiter: the item file's separator (default ',' or a tab for ``.tsv``; ``delimiter``
+            does not apply to the item file).
         genre_separator: separator of the item file's genres column.
         encoding: force one text encoding for every file; by default UTF-8, with a latin-1
             fallback for the MovieLens 100K/1M movie files (officially latin-1).
@@ -352,7 +355,8 @@ def load_logs(
     problems = Problems(on_bad_rows == "skip")
     report = LoadReport(skipped=problems.skipped, examples=problems.examples)
     options = ReadOptions(
-        columns, Path(item_file) if item_file else None, item_columns, delimiter, genre_separator, encoding
+        columns, Path(item_file) if item_file else None, item_columns, delimiter, genre_separator, encoding,
+        item_delimiter,
     )
 
     if isinstance(source, str) and source in BUNDLED:

@@ -66,7 +66,7 @@ def assert_same(a, b) -> None:
 
 
 def test_ids_are_registered_with_lazy_entry_points():
-    for env_id in ("recarena/ML100K-v0", "recarena/ML1M-v0", "recarena/Synthetic-v0"):
+    for env_id in ("recarena/ML100K-v1", "recarena/ML1M-v1", "recarena/ML100K-v0", "recarena/ML1M-v0", "recarena/Synthetic-v0"):
         spec = gym.spec(env_id)
         assert spec.entry_point == "recarena.envs.recommendation_env:RecommendationEnv"
         assert spec.vector_entry_point == "recarena.envs.vector_env:RecommendationVectorEnv"
@@ -371,11 +371,23 @@ QUICK_PREFERENCE = {"preference": {"epochs": 1}}
 """A quickly fitted preference model (cached in $RECARENA_CACHE after the first run; same step cost)."""
 
 
+QUICK_CHOICE = {"choice": {"sequence": {"epochs": 1}}}
+"""A quickly fitted next-item model for the learned choice (v1 ids)."""
+
+
 @pytest.mark.parametrize(
-    "env_id", ["recarena/ML100K-v0", pytest.param("recarena/ML1M-v0", marks=pytest.mark.slow)]
+    "env_id",
+    [
+        "recarena/ML100K-v0",
+        pytest.param("recarena/ML1M-v0", marks=pytest.mark.slow),
+        pytest.param("recarena/ML100K-v1", marks=pytest.mark.slow),
+        pytest.param("recarena/ML1M-v1", marks=pytest.mark.slow),
+    ],
 )
 def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
-    env = gym.make(env_id, simulator_config=QUICK_PREFERENCE).unwrapped
+    # v1: a user who picks only what they would pick next may pass on many items: keep them in the session
+    quick = QUICK_PREFERENCE if env_id.endswith("-v0") else {**QUICK_PREFERENCE, **QUICK_CHOICE, "leave": {"no_click_cost": 0.0}}
+    env = gym.make(env_id, simulator_config=quick).unwrapped
     assert env.observation_space["llm_state"].shape == (384,)  # MiniLM item encodings
     gym_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=True)
@@ -386,7 +398,8 @@ def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
     user, prefix = int(state.user[0]), int(state.prefix_length[0])
     future = log.item[log.user_offsets[user] + prefix : log.user_offsets[user + 1]]
     from_log, clicks = [], 0
-    for item in future[:10]:
+    shown = future[:10] if env_id.endswith("-v0") else np.resize(future, 50)  # v1: offer the future repeatedly
+    for item in shown:
         observation, reward, terminated, truncated, info = env.step(int(item))
         from_log.append(info["from_log"] or not info["clicked"])
         clicks += int(info["clicked"])
@@ -395,6 +408,26 @@ def test_movielens_ids_pass_both_env_checkers_and_answer_from_the_log(env_id):
             break
     assert clicks > 0, "the check below needs a click"
     assert all(from_log)  # every consumed item of the real future was answered by the logged rating
+
+
+MOVIELENS_IDS = sorted(env_id for env_id, kwargs in envs.ENV_KWARGS.items() if kwargs.get("data") in ("ml-100k", "ml-1m"))
+
+
+@pytest.mark.parametrize("env_id", MOVIELENS_IDS)
+def test_every_movielens_id_passes_the_env_checkers_on_a_tiny_data_folder(env_id, tmp_path_factory):
+    """Each registered MovieLens id's own simulator and choice model, built on a tiny folder of the
+    same format (fast); the ML-sized checks above are marked slow except ML100K-v0."""
+    from recarena.simulators.choice import LearnedChoice
+    from tests._choice_fixtures import QUICK_SEQUENCE, cycle_sequences, write_ratings_folder
+
+    folder = write_ratings_folder(tmp_path_factory.mktemp("data"), cycle_sequences(n_users=30))
+    quick = {"preference": {"epochs": 1}, "choice": {"sequence": QUICK_SEQUENCE}}
+    env = gym.make(env_id, data=str(folder), simulator_config=quick).unwrapped
+    assert isinstance(env.simulator.choice_model, LearnedChoice) == env_id.endswith("-v1")
+    gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+    env.reset(seed=0)
+    assert env.step(int(np.flatnonzero(env.action_masks())[0]))[1] in (0.0, 1.0)
 
 
 def test_movielens_env_construction_is_fast_once_cached():

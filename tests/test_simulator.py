@@ -329,7 +329,7 @@ def sequences_of(sim) -> list[list[int]]:
 
 def assert_fresh_sessions(sim, before, state, mask) -> None:
     """Rows of ``mask`` hold a consistent new session; every other row is untouched."""
-    for name in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step"):
+    for name in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step", "choice_state"):
         assert torch.equal(getattr(state, name)[~mask], getattr(before, name)[~mask]), name
     rows = mask.nonzero().squeeze(1)
     user, prefix = state.user[rows], state.prefix_length[rows]
@@ -339,7 +339,13 @@ def assert_fresh_sessions(sim, before, state, mask) -> None:
     for row, u, p in zip(rows.tolist(), user.tolist(), prefix.tolist(), strict=True):
         assert config.min_prefix <= p <= len(sequences[u]) - config.min_future
         assert set(state.consumed[row].nonzero().squeeze(1).tolist()) == set(sequences[u][:p])
-    assert bool((state.step[rows] == 0).all()) and bool((state.interest[rows] == 0).all())
+    assert bool((state.step[rows] == 0).all())
+    # fresh interest, or (learned choice) the fatigue of the starting history; the choice model's state read from it
+    expected = sim.interest_model.replay(history) if sim.choice_model.warm_interest else torch.zeros_like(state.interest[rows])
+    assert torch.allclose(state.interest[rows], expected)
+    if sim.choice_model.state_size:
+        items, responses = sim.sampler.history(user, prefix, sim.choice_model.window)
+        assert torch.allclose(state.choice_state[rows], sim.choice_model.initial_state(items, responses), atol=1e-6)
     assert bool((state.patience[rows] == sim.config.leave.initial_patience).all())
 
 
@@ -368,7 +374,7 @@ def test_full_static_reset_equals_the_sync_reset(name):
         state = sim.init_state(32)
         sim.reset(state, torch.ones(32, dtype=torch.bool), gen(7), static_shapes=static_shapes)
         states.append(state)
-    for f in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step"):
+    for f in ("user", "prefix_length", "history", "history_response", "consumed", "interest", "patience", "step", "choice_state"):
         assert torch.equal(getattr(states[0], f), getattr(states[1], f)), f
 
 
@@ -542,6 +548,8 @@ def tiny_log() -> InteractionLog:
 
 
 def logged(mode: str = "logged-first", **options) -> LoggedUserSimulator:
+    """The tiny logged simulator with the rating-only choice (these tests pin its responses and choices)."""
+    options["choice"] = {"model": "rating", **options.get("choice", {})}
     config = simulators.registry.from_dict(LoggedConfig, {"mode": mode, "history_length": 4, "sampler": {"min_prefix": 2}, **options})
     return LoggedUserSimulator(config, tiny_log(), preference_model=ConstantModel(2.5), item_embeddings=torch.eye(8))
 
@@ -605,11 +613,11 @@ def test_logged_simulator_with_a_saved_preference_model(tmp_path):
     sim = simulators.make(
         "logged", LogSplit(log, log, log, "leave-last-out", log), mode="model-only",
         preference_path=str(tmp_path / "pref"), components={"item_embeddings": torch.eye(8)},
-        sampler={"min_prefix": 2},
+        sampler={"min_prefix": 2}, choice={"model": "rating"},
     )
     assert sim.rating_table is not None  # small: precomputed dense table
     no_table = simulators.make(
-        "logged", log, mode="model-only", rating_table="never", sampler={"min_prefix": 2},
+        "logged", log, mode="model-only", rating_table="never", sampler={"min_prefix": 2}, choice={"model": "rating"},
         components={"item_embeddings": torch.eye(8), "preference_model": model},
     )
     assert no_table.rating_table is None

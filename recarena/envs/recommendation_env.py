@@ -72,7 +72,14 @@ class RecommendationEnv(gym.Env):
 
     ## Version History
 
-    - v0: initial version.
+    - v1 (``recarena/ML100K-v1``, ``recarena/ML1M-v1``): the user chooses from the slate with the
+      learned choice model (``simulators.choice``): a multinomial logit over a next-item model's
+      probability (a GRU over the history, learned from the training log's next events), the
+      preference model's rating and boredom, plus a no-choice option, with weights fitted by maximum
+      likelihood on validation events; an already consumed item is never chosen when the log has no
+      repeats. Simulator ``"logged"`` (its default ``choice.model: learned``).
+    - v0: initial version: the rating-only choice (``response / temperature`` against a no-choice
+      rating), simulator ``"logged-rating"``; kept for comparison.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}

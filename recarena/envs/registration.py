@@ -15,9 +15,13 @@ ENTRY_POINT = "recarena.envs.recommendation_env:RecommendationEnv"
 VECTOR_ENTRY_POINT = "recarena.envs.vector_env:RecommendationVectorEnv"
 
 ENV_KWARGS: dict[str, dict[str, Any]] = {
-    # Logged users of MovieLens-100K / -1M (bundled data) and the fitted LLM-derived preference model.
-    "recarena/ML100K-v0": {"simulator": "logged", "data": "ml-100k"},
-    "recarena/ML1M-v0": {"simulator": "logged", "data": "ml-1m"},
+    # Logged users of MovieLens-100K / -1M (bundled data) who choose with the learned choice model
+    # (next-item model + preference model + boredom, weights fitted on validation events).
+    "recarena/ML100K-v1": {"simulator": "logged", "data": "ml-100k"},
+    "recarena/ML1M-v1": {"simulator": "logged", "data": "ml-1m"},
+    # v0: the same users choosing by the rating-only logit (kept for comparison).
+    "recarena/ML100K-v0": {"simulator": "logged-rating", "data": "ml-100k"},
+    "recarena/ML1M-v0": {"simulator": "logged-rating", "data": "ml-1m"},
     # Data-free users with known latent preferences: fast, for tests and examples.
     "recarena/Synthetic-v0": {"simulator": "synthetic"},
 }

@@ -55,6 +55,8 @@ class UserState:
     ``history``/``history_response`` hold the most recent ``H`` consumed items (newest last),
     with item index -1 and response 0 as left padding. ``consumed`` marks every item the user has
     consumed (the real history prefix and this session), which agents may use as an action mask.
+    ``choice_state`` is the choice model's own per-user state (the learned next-item model's GRU
+    state, ``S`` = its width; ``S = 0`` for choice models without a state).
     """
 
     user: torch.Tensor  # int64 [B]: index of the logged user this simulated user starts from
@@ -65,6 +67,7 @@ class UserState:
     interest: torch.Tensor  # float32 [B, n_topics]: fatigue/boredom per topic (0 = fresh)
     patience: torch.Tensor  # float32 [B]: the user leaves when it reaches 0
     step: torch.Tensor  # int64 [B]: steps taken in the current session
+    choice_state: torch.Tensor  # float32 [B, S]: the choice model's state (S = 0: none)
 
     @property
     def batch_size(self) -> int:

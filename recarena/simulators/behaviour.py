@@ -276,7 +276,18 @@ class UserSampler:
 
 
 class ChoiceModel:
-    """Multinomial logit over the slate and a no-choice option: the user picks at most one item."""
+    """Multinomial logit over the slate and a no-choice option: the user picks at most one item.
+
+    Utilities are ``response / temperature`` and ``no_choice_rating / temperature`` (the rating-only
+    choice). Every choice model offers the same interface to the simulator: ``state_size`` (width of
+    ``UserState.choice_state``; 0 here), ``window`` (history items read at reset), ``warm_interest``,
+    ``initial_state``, ``utilities`` and ``advance``; see
+    :class:`recarena.simulators.choice.LearnedChoice` for the learned one.
+    """
+
+    state_size = 0
+    window = 0
+    warm_interest = False
 
     def __init__(self, config: ChoiceConfig) -> None:
         self.config = config
@@ -287,16 +298,43 @@ class ChoiceModel:
 
     def choose(self, response: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Sampled slot per user, int64 [B], -1 for no choice (Gumbel-max over the logits)."""
-        logits = self._logits(response)
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-12, max=1.0 - 1e-7)))
-        slot = torch.argmax(logits + gumbel, dim=1)
-        k = response.shape[1]
-        return torch.where(slot == k, torch.full_like(slot, -1), slot)
+        return choose_from_logits(self._logits(response), generator)
 
     def _logits(self, response: torch.Tensor) -> torch.Tensor:
         none = torch.full_like(response[:, :1], self.config.no_choice_rating)
         return torch.cat([response, none], dim=1) / self.config.temperature
+
+    # the interface shared with the learned choice model
+
+    def initial_state(self, history: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(history.shape[0], 0, device=history.device)
+
+    def utilities(
+        self,
+        choice_state: torch.Tensor,
+        consumed: torch.Tensor,
+        slate: torch.Tensor,
+        predicted: torch.Tensor,
+        fatigue: torch.Tensor,
+        response: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(utility [B, k], no-choice utility [B, 1]) from the responses (rating minus boredom)."""
+        t = self.config.temperature
+        return response / t, torch.full_like(response[:, :1], self.config.no_choice_rating / t)
+
+    def advance(self, choice_state: torch.Tensor, item: torch.Tensor, response: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+        return choice_state
+
+
+def choose_from_logits(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sampled slot per row of ``logits`` [B, k + 1] (last column: nothing), int64 [B], -1 for nothing.
+
+    Gumbel-max: one uniform draw per logit, so the random stream does not depend on the values."""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-12, max=1.0 - 1e-7)))
+    slot = torch.argmax(logits + gumbel, dim=1)
+    k = logits.shape[1] - 1
+    return torch.where(slot == k, torch.full_like(slot, -1), slot)
 
 
 # --------------------------------------------------------------------------------------- interest
@@ -327,10 +365,25 @@ class InterestModel:
     def n_topics(self) -> int:
         return int(self.item_topics.shape[1])
 
+    def fatigue(self, interest: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+        """Mean fatigue over each slate item's topics, float [B, k]."""
+        weights = self.topic_weights.index_select(0, slate.reshape(-1)).view(*slate.shape, -1)  # [B, k, T]
+        return torch.bmm(weights, interest.unsqueeze(2)).squeeze(2)
+
     def penalty(self, interest: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
         """Rating points lost per slate item, float [B, k]."""
-        weights = self.topic_weights.index_select(0, slate.reshape(-1)).view(*slate.shape, -1)  # [B, k, T]
-        return self.config.boredom_penalty * torch.bmm(weights, interest.unsqueeze(2)).squeeze(2)
+        return self.config.boredom_penalty * self.fatigue(interest, slate)
+
+    def replay(self, history: torch.Tensor) -> torch.Tensor:
+        """Fatigue [n, T] after consuming ``history`` [n, H] (oldest first, -1 = padding) from fresh:
+        the update of each step without drift (a deterministic warm start from a real history)."""
+        interest = torch.zeros(history.shape[0], self.n_topics, device=history.device)
+        for t in range(history.shape[1]):
+            item = history[:, t]
+            gain = self.topic_weights.index_select(0, item.clamp(min=0)) * self.config.fatigue_gain
+            new = (interest * self.config.fatigue_decay + gain).clamp(-self.config.max_fatigue, self.config.max_fatigue)
+            interest = torch.where((item >= 0).unsqueeze(1), new, interest)
+        return interest
 
     def update(
         self, interest: torch.Tensor, item: torch.Tensor, clicked: torch.Tensor, generator: torch.Generator

@@ -24,6 +24,7 @@ from recarena.simulators.behaviour import (
     InterestModel,
     LeaveModel,
     UserSampler,
+    choose_from_logits,
     is_liked,
     respond,
     reward_function,
@@ -82,6 +83,16 @@ class ComposedSimulator(Simulator):
     def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preference ratings float [B, k] (1-5) of the slate, and bool [B, k] "answered by the log"."""
 
+    def rate_with_prediction(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ratings, from_log, predicted): :meth:`rate` plus the model's own prediction [B, k] of each
+        item (what the user expects before consuming it; the learned choice uses it). By default the
+        rating itself."""
+        ratings, from_log = self.rate(state, slate)
+        return ratings, from_log, ratings
+
+    penalise_response = True
+    """Whether boredom lowers the response (off for implicit-feedback users, whose response is the click)."""
+
     # ------------------------------------------------------------------ the Simulator interface
 
     @property
@@ -106,6 +117,7 @@ class ComposedSimulator(Simulator):
             interest=torch.zeros((b, self.n_topics), dtype=torch.float32, device=d),
             patience=torch.zeros(b, dtype=torch.float32, device=d),
             step=torch.zeros(b, dtype=torch.int64, device=d),
+            choice_state=torch.zeros((b, self.choice_model.state_size), dtype=torch.float32, device=d),
         )
 
     def reset(
@@ -147,21 +159,43 @@ class ComposedSimulator(Simulator):
         pair_row, pair_item = self.sampler.consumed_pairs(user, prefix)
         state.consumed.index_fill_(0, rows, False)
         state.consumed.view(-1).index_fill_(0, rows.index_select(0, pair_row) * self.n_items + pair_item, True)
-        state.interest.index_fill_(0, rows, 0.0)
+        interest, choice_state = self._session_start(user, prefix, history)
+        state.interest.index_copy_(0, rows, interest)
+        state.choice_state.index_copy_(0, rows, choice_state)
         state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
         state.step.index_fill_(0, rows, 0)
+
+    def _session_start(
+        self, user: torch.Tensor, prefix: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(interest [n, T], choice state [n, S]) of sessions starting from these prefixes: fresh
+        interest, or, for a choice model with ``warm_interest``, the fatigue of replaying the state's
+        history; the choice model's state read from the last ``window`` prefix items."""
+        n = user.shape[0]
+        if self.choice_model.warm_interest:
+            interest = self.interest_model.replay(history)
+        else:
+            interest = torch.zeros(n, self.n_topics, device=user.device)
+        if self.choice_model.state_size == 0:
+            return interest, torch.zeros(n, 0, device=user.device)
+        items, responses = self.sampler.history(user, prefix, self.choice_model.window)
+        return interest, self.choice_model.initial_state(items, responses).to(torch.float32)
 
     @property
     def logged_sequences(self) -> UserSampler:
         """The sampler's sequences: the training log (logged users) or the generated histories (synthetic)."""
         return self.sampler
 
-    def start_from(self, users: torch.Tensor, generator: torch.Generator) -> UserState:
+    def start_from(
+        self, users: torch.Tensor, generator: torch.Generator, prefix: torch.Tensor | None = None
+    ) -> UserState:
         """New sessions for ``users`` (int64 [B], indices into the sampler's sequences), each starting
-        from that user's whole sequence: history, responses and consumed items of every logged event.
+        from that user's whole sequence (or its first ``prefix[i]`` events): history, responses and
+        consumed items of every logged event.
 
-        Interest, patience and step start as after :meth:`reset` (which is run first, so the
-        generator advances exactly as a reset of ``B`` rows would).
+        Patience and step start as after :meth:`reset` (which is run first, so the generator
+        advances exactly as a reset of ``B`` rows would); interest and the choice state as a
+        session starting from that history does.
         """
         users = torch.as_tensor(users, dtype=torch.int64)
         if users.ndim != 1 or users.numel() == 0:
@@ -169,7 +203,10 @@ class ComposedSimulator(Simulator):
         state = self.init_state(users.numel())
         self.reset(state, torch.ones(state.batch_size, dtype=torch.bool, device=state.device), generator)
         users = users.to(state.device)
-        prefix = self.sampler.lengths[users]
+        if prefix is None:
+            prefix = self.sampler.lengths[users]
+        else:
+            prefix = torch.minimum(torch.as_tensor(prefix, dtype=torch.int64, device=state.device), self.sampler.lengths[users])
         history, responses = self.sampler.history(users, prefix, self.history_length)
         state.user.copy_(users)
         state.prefix_length.copy_(prefix)
@@ -178,6 +215,44 @@ class ComposedSimulator(Simulator):
         row, item = self.sampler.consumed_pairs(users, prefix)
         state.consumed.zero_()
         state.consumed[row, item] = True
+        interest, choice_state = self._session_start(users, prefix, history)
+        state.interest.copy_(interest)
+        state.choice_state.copy_(choice_state)
+        return state
+
+    def state_from_history(
+        self,
+        users: torch.Tensor,
+        history: torch.Tensor,
+        responses: torch.Tensor,
+        consumed: torch.Tensor | None = None,
+    ) -> UserState:
+        """A state of users whose history is given (e.g. an evaluation query's real history, which may
+        hold events the simulator's log does not): ``history``/``responses`` [B, L] (newest last, -1 /
+        0 padding; the choice model reads its last ``window`` items, the state keeps the last ``H``),
+        ``consumed`` bool [B, n_items] (default: the history's items). Nothing of the user's logged
+        future answers for them (``prefix_length`` = the whole logged sequence); patience is initial."""
+        users = torch.as_tensor(users, dtype=torch.int64, device=self.device)
+        history = history.to(self.device, torch.int64)
+        responses = responses.to(self.device, torch.float32)
+        state = self.init_state(users.numel())
+        state.user.copy_(users)
+        state.prefix_length.copy_(self.sampler.lengths[users])
+        width = min(self.history_length, history.shape[1])
+        state.history[:, -width:] = history[:, -width:]
+        state.history_response[:, -width:] = responses[:, -width:]
+        if consumed is None:
+            rows = torch.arange(users.numel(), device=self.device).unsqueeze(1).expand_as(history)
+            valid = history >= 0
+            state.consumed[rows[valid], history[valid]] = True
+        else:
+            state.consumed.copy_(consumed.to(self.device))
+        if self.choice_model.warm_interest:
+            state.interest.copy_(self.interest_model.replay(state.history))
+        if self.choice_model.state_size:
+            window = self.choice_model.window
+            state.choice_state.copy_(self.choice_model.initial_state(history[:, -window:], responses[:, -window:]))
+        state.patience.copy_(self.leave_model.initial(users.numel(), self.device))
         return state
 
     def _reset_static(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:
@@ -192,7 +267,9 @@ class ComposedSimulator(Simulator):
         state.history.copy_(torch.where(rows, history, state.history))
         state.history_response.copy_(torch.where(rows, responses, state.history_response))
         state.consumed.copy_(torch.where(rows, consumed, state.consumed))
-        state.interest.masked_fill_(rows, 0.0)
+        interest, choice_state = self._session_start(user, prefix, history)
+        state.interest.copy_(torch.where(rows, interest, state.interest))
+        state.choice_state.copy_(torch.where(rows, choice_state, state.choice_state))
         state.patience.copy_(torch.where(mask, self.leave_model.initial(b, state.device), state.patience))
         state.step.masked_fill_(mask, 0)
 
@@ -216,11 +293,15 @@ class ComposedSimulator(Simulator):
         slate = self._check_slate(state, slate)
 
         # 1. respond: preference rating (log or model) minus the boredom penalty.
-        ratings, from_log = self.rate(state, slate)
-        response = respond(ratings.to(torch.float32), self.interest_model.penalty(state.interest, slate))
+        ratings, from_log, predicted = self.rate_with_prediction(state, slate)
+        fatigue = self.interest_model.fatigue(state.interest, slate)
+        response = self._respond(ratings, fatigue)
 
         # 2. choose: at most one item of the slate.
-        slot = self.choice_model.choose(response, generator)
+        utility, none = self.choice_model.utilities(
+            state.choice_state, state.consumed, slate, predicted.to(torch.float32), fatigue, response=response
+        )
+        slot = choose_from_logits(torch.cat([utility, none], dim=1), generator)
         clicked = slot >= 0
         safe_slot = slot.clamp(min=0).unsqueeze(1)
         item = torch.where(clicked, slate.gather(1, safe_slot).squeeze(1), torch.full_like(slot, -1))
@@ -237,6 +318,8 @@ class ComposedSimulator(Simulator):
         safe_item = item.clamp(min=0).unsqueeze(1)
         state.consumed.scatter_(1, safe_item, state.consumed.gather(1, safe_item) | grow)
         state.interest.copy_(self.interest_model.update(state.interest, item, clicked, generator))
+        if self.choice_model.state_size:
+            state.choice_state.copy_(self.choice_model.advance(state.choice_state, item, chosen_response, clicked))
         state.step += 1
 
         # 4. leave.
@@ -259,6 +342,43 @@ class ComposedSimulator(Simulator):
             reward=reward,
             left=left,
         )
+
+    def _respond(self, ratings: torch.Tensor, fatigue: torch.Tensor) -> torch.Tensor:
+        ratings = ratings.to(torch.float32)
+        if not self.penalise_response:
+            return ratings
+        return respond(ratings, self.interest_model.config.boredom_penalty * fatigue)
+
+    @torch.no_grad()
+    def choice_probabilities(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:
+        """Float [B, k + 1]: the probability of choosing each slate item now (last column: nothing),
+        as :meth:`step` would draw it. Does not change ``state``."""
+        slate = self._check_slate(state, slate)
+        ratings, _, predicted = self.rate_with_prediction(state, slate)
+        fatigue = self.interest_model.fatigue(state.interest, slate)
+        response = self._respond(ratings, fatigue)
+        utility, none = self.choice_model.utilities(
+            state.choice_state, state.consumed, slate, predicted.to(torch.float32), fatigue, response=response
+        )
+        return torch.softmax(torch.cat([utility, none], dim=1), dim=1)
+
+    @torch.no_grad()
+    def expected_reward(self, state: UserState, items: torch.Tensor, reward: str | None = None) -> torch.Tensor:
+        """Float [B, m]: each item's expected reward if shown alone now (click probability against
+        the no-choice option, times the reward of its response): the one-step value a greedy policy
+        on this simulator maximises. ``reward``: a reward name instead of the simulator's own
+        (``"click"``: the click probability). Does not change ``state``."""
+        items = items.to(self.device, torch.int64)
+        ratings, _, predicted = self.rate_with_prediction(state, items)
+        fatigue = self.interest_model.fatigue(state.interest, items)
+        response = self._respond(ratings, fatigue)
+        utility, none = self.choice_model.utilities(
+            state.choice_state, state.consumed, items, predicted.to(torch.float32), fatigue, response=response
+        )
+        click = torch.sigmoid(utility - none)
+        clicked = torch.ones_like(items, dtype=torch.bool)
+        function = self.reward_fn if reward is None else reward_function(reward)
+        return click * function(clicked, is_liked(response, clicked), response).to(torch.float32)
 
     # ------------------------------------------------------------------ diagnostics
 

@@ -7,6 +7,17 @@ mode - the fitted LLM-derived preference model (:mod:`recarena.simulators.prefer
 applies to both. The share of logged vs modelled responses is counted
 (:meth:`LoggedUserSimulator.statistics`) and each step reports it per user (``StepOutcome.from_log``).
 
+**Choice.** ``choice.model: learned`` (the default of "logged") picks from a slate with the learned
+choice of :mod:`recarena.simulators.choice`: a multinomial logit over the next-item model's
+``log P(next = i | history)`` (:mod:`recarena.simulators.sequence`, fitted on the training log's next
+events), the preference model's predicted rating and the boredom state, with a no-choice option,
+whose weights are fitted by maximum likelihood on validation events when the simulator is built.
+``choice.model: rating`` is the rating-only logit of earlier versions (``response / temperature``);
+the simulator registered as "logged-rating" defaults to it (the ``-v0`` env ids).
+On logs without ratings (``choice.rating: auto``; or ``off``) there is no preference model: the user
+is the next-item model (and boredom) alone, every response is ``MAX_RATING`` and so the reward is
+the click.
+
 The (user, item) -> (logged rating, position) lookup is a sorted int64 key array
 ``user * n_items + item`` searched with ``torch.searchsorted``, on the simulator's device. Where a
 user rated an item twice, the earliest event is used.
@@ -14,31 +25,71 @@ user rated an item twice, the earliest event is used.
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from recarena.core.config import config_dataclass, from_dict
+from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import ConfigError
+from recarena.core.seeding import torch_generator
 from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.simulators.base import UserState
 from recarena.simulators.behaviour import (
     MAX_RATING,
     BehaviourConfig,
+    ChoiceConfig,
     UserSampler,
     item_topics_from_genres,
     kmeans_topics,
 )
+from recarena.simulators.choice import LearnedChoice, UtilityFitConfig, UtilityWeights, choice_slates, fit_mnl
 from recarena.simulators.composed import ComposedSimulator
 from recarena.simulators.preference import PreferenceConfig, PreferenceModel, fit_preference_model
 from recarena.simulators.registry import register
+from recarena.simulators.sequence import (
+    NextItemConfig,
+    NextItemModel,
+    fit_next_item_model,
+    hold_out_last,
+    validation_events,
+)
+
+
+@config_dataclass
+class LoggedChoiceConfig(ChoiceConfig):
+    """How a logged user chooses from a slate (``temperature``/``no_choice_rating``: rating model only)."""
+
+    model: Literal["learned", "rating"] = "learned"
+    """``learned``: the fitted multinomial logit over next-item probability, predicted rating and
+    boredom (:mod:`recarena.simulators.choice`); ``rating``: ``response / temperature`` (env ``-v0``)."""
+    rating: Literal["auto", "on", "off"] = "auto"
+    """Learned model: whether the preference model's rating enters the utility (and answers): ``auto``
+    = when the log has ratings. ``off`` (or a log without ratings): the user is the next-item model
+    alone, every response is the top of the scale, and the reward is the click."""
+    sequence: NextItemConfig = field(default_factory=NextItemConfig)
+    """The next-item network and its fitting (``recarena.simulators.sequence.NextItemConfig``)."""
+    fit: UtilityFitConfig = field(default_factory=UtilityFitConfig)
+    """How the likelihood of the utility weights is constructed from validation events."""
+
+
+@config_dataclass
+class RatingChoiceConfig(LoggedChoiceConfig):
+    """:class:`LoggedChoiceConfig` whose default model is the rating-only logit."""
+
+    model: Literal["learned", "rating"] = "rating"
 
 
 @config_dataclass
 class LoggedConfig(BehaviourConfig):
     """Options of the logged-user simulator (plus the shared behaviour options)."""
+
+    choice: LoggedChoiceConfig = field(default_factory=LoggedChoiceConfig)
+    choice_path: str | None = None
+    """Directory of a saved next-item model (``NextItemModel.save``); None fits one on the training
+    log (``choice.sequence``) when ``choice.model`` is ``learned``."""
 
     mode: Literal["logged-first", "model-only"] = "logged-first"
     """Answer from the log where the user really rated the item later, or always from the model."""
@@ -54,6 +105,13 @@ class LoggedConfig(BehaviourConfig):
     """Precompute the model's ratings of every (user, item) into a dense table, so a step is a
     gather: the model is frozen and depends only on (user, item), so this is exact. "auto" does
     it when the table has at most ``RATING_TABLE_LIMIT`` entries (ML-1M: 22.4M, 90 MB)."""
+
+
+@config_dataclass
+class RatingLoggedConfig(LoggedConfig):
+    """Options of "logged-rating": the logged simulator whose choice defaults to the rating model."""
+
+    choice: RatingChoiceConfig = field(default_factory=RatingChoiceConfig)
 
 
 RATING_TABLE_LIMIT = 64_000_000
@@ -100,7 +158,15 @@ def _train_log(data: Any) -> InteractionLog:
 
 @register("logged")
 class LoggedUserSimulator(ComposedSimulator):
-    """Users who start from real history prefixes and answer from the log, else from the model."""
+    """Users who start from real history prefixes and answer from the log, else from the model.
+
+    ``data``: a ``LogSplit`` (sessions start from its training log; the learned choice fits its
+    utility weights on the first validation event of each user), an ``InteractionLog`` (the
+    training log; the choice fit holds out each user's last event), or a ``load_logs`` source name
+    or path (its leave-last-out split, with the preference and next-item models cached on disk:
+    :mod:`recarena.simulators.preference_store`). ``components``: ``preference_model``,
+    ``item_embeddings``, ``choice_model`` (a fitted ``NextItemModel``).
+    """
 
     config_class = LoggedConfig
 
@@ -111,12 +177,22 @@ class LoggedUserSimulator(ComposedSimulator):
         device: torch.device | str = "cpu",
         preference_model: Any = None,
         item_embeddings: torch.Tensor | None = None,
+        choice_model: NextItemModel | None = None,
     ) -> None:
-        config = config or LoggedConfig()
+        config = config or self.config_class()
+        if isinstance(data, str) and preference_model is None:
+            # A named source: the leave-last-out split, with the fitted models cached on disk.
+            from recarena.simulators.preference_store import logged_simulator_arguments
+
+            data, options = logged_simulator_arguments(data, to_dict(config))
+            config = from_dict(type(config), options)
         log = _train_log(data)
+        valid = data.valid if isinstance(data, LogSplit) and data.valid.n_events else None
         device = torch.device(device)
         if log.n_events == 0:
             raise ConfigError(f"the log '{log.name}' has no events to start sessions from")
+        learned = config.choice.model == "learned"
+        self.uses_ratings = not learned or config.choice.rating == "on" or (config.choice.rating == "auto" and log.has_ratings)
         if item_embeddings is None and isinstance(preference_model, PreferenceModel) and preference_model.item_text.shape[1]:
             item_embeddings = preference_model.item_text
         if item_embeddings is None:
@@ -124,7 +200,9 @@ class LoggedUserSimulator(ComposedSimulator):
         item_embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32)
         if item_embeddings.shape[0] != log.n_items:
             raise ConfigError(f"item_embeddings has {item_embeddings.shape[0]} rows, the log has {log.n_items} items")
-        if preference_model is None:
+        if not self.uses_ratings:
+            preference_model = None  # implicit feedback: the user is the choice model alone
+        elif preference_model is None:
             if config.preference_path is not None:
                 preference_model = PreferenceModel.load(config.preference_path, map_location=device, log=log)
             else:
@@ -147,12 +225,108 @@ class LoggedUserSimulator(ComposedSimulator):
         if config.interest.topics == "kmeans" or not bool(topics.any()):
             topics = kmeans_topics(item_embeddings, config.interest.n_clusters, seed=config.preference.seed)
         super().__init__(config, sampler=sampler, item_topics=topics, item_embeddings=item_embeddings, device=device)
+        self.penalise_response = self.uses_ratings
         self.log = log
         self.data_fingerprint = log.fingerprint()
         self.lookup = LogLookup(log, self.device)
         self.rating_table = self._rating_table(log.n_users) if self._wants_table(log.n_users) else None
+        self.choice_fit: dict[str, Any] | None = None
+        if learned:
+            self._build_learned_choice(config, log, valid, item_embeddings, choice_model)
+
+    # ------------------------------------------------------------------ the learned choice
+
+    def _build_learned_choice(
+        self,
+        config: LoggedConfig,
+        log: InteractionLog,
+        valid: InteractionLog | None,
+        item_embeddings: torch.Tensor,
+        model: NextItemModel | None,
+    ) -> None:
+        """Load or fit the next-item model, then fit the utility weights on validation events."""
+        if valid is not None:
+            fit_log, users, items = log, *validation_events(log, valid)
+            prefix = log.sequence_lengths()[users]
+        else:  # no validation part: hold out each user's last training event for the choice fit
+            fit_log, held = hold_out_last(log)
+            users, items = held.user.astype(np.int64), held.item.astype(np.int64)
+            prefix = log.sequence_lengths()[users] - 1
+        if model is None:
+            if config.choice_path is not None:
+                model = NextItemModel.load(config.choice_path, map_location=self.device, log=fit_log)
+            else:
+                held_out = valid if valid is not None else held
+                model = fit_next_item_model(fit_log, item_embeddings, config.choice.sequence, valid=held_out)
+        if model.n_items != self.n_items:
+            raise ConfigError(f"the choice model scores {model.n_items} items, the log has {self.n_items}")
+        self.next_item_model = model.to(self.device)
+        self.choice_model = LearnedChoice(self.next_item_model, UtilityWeights(), use_rating=self.uses_ratings)
+        popularity = torch.as_tensor(fit_log.item_counts(), dtype=torch.float32) + 1.0
+        weights = self.fit_choice_utility(users, prefix, items, popularity, config.choice.fit)
+        self.choice_model.weights = weights
+        self.choice_fit = weights.to_dict()
+
+    @torch.no_grad()
+    def choice_features(
+        self, users: np.ndarray, prefix: np.ndarray, real: np.ndarray, popularity: torch.Tensor, fit: UtilityFitConfig,
+        chunk: int = 1024,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Features [N * S, k, 3] and labels [N * S] of the constructed slates (``recarena.simulators.choice``)
+        for users at the first ``prefix`` events of their sequences whose next item was ``real``;
+        events whose real item is already consumed (and so cannot be chosen) are skipped."""
+        generator = torch_generator(fit.seed, self.device)
+        start_generator = torch_generator(0, self.device)
+        features, labels, widths, used = [], [], [], 0
+        choice = self.choice_model
+        for begin in range(0, len(users), chunk):
+            u = torch.as_tensor(users[begin : begin + chunk], dtype=torch.int64, device=self.device)
+            p = torch.as_tensor(prefix[begin : begin + chunk], dtype=torch.int64, device=self.device)
+            r = torch.as_tensor(real[begin : begin + chunk], dtype=torch.int64, device=self.device)
+            state = self.start_from(u, start_generator, prefix=p)
+            keep = ~state.consumed.gather(1, r.unsqueeze(1)).squeeze(1)
+            if not bool(keep.all()):
+                rows = torch.nonzero(keep).squeeze(1)
+                state = _select_rows(state, rows)
+                r = r.index_select(0, rows)
+            if r.numel() == 0:
+                continue
+            slates, chosen, row = choice_slates(r, state.consumed, popularity, fit, generator)
+            if row.numel() == 0:
+                continue
+            used += int(torch.unique(row).numel())
+            log_p = choice.log_probabilities(state.choice_state, state.consumed)
+            predicted = self.predicted_ratings(state.user.index_select(0, row), slates)
+            fatigue = self.interest_model.fatigue(state.interest.index_select(0, row), slates)
+            features.append(choice.features(log_p.index_select(0, row), slates, predicted, fatigue).cpu())
+            labels.append(chosen.cpu())
+            widths.append(slates.shape[1])
+        if not features:
+            raise ConfigError(
+                "no validation event to fit the choice utility on (each user's next item after the training "
+                "events is already consumed): pass a split whose validation events follow its training events, "
+                "or choice.model='rating'"
+            )
+        width = max(f.shape[1] for f in features)  # chunks of a tiny catalogue may draw fewer items
+        features = [F.pad(f, (0, 0, 0, width - f.shape[1]), value=float("nan")) for f in features]
+        labels = [torch.where(c == f_k, torch.full_like(c, width), c) for c, f_k in zip(labels, widths, strict=True)]
+        return torch.cat(features), torch.cat(labels), used
+
+    def fit_choice_utility(
+        self, users: np.ndarray, prefix: np.ndarray, real: np.ndarray, popularity: torch.Tensor, fit: UtilityFitConfig
+    ) -> UtilityWeights:
+        """Maximum-likelihood utility weights and no-choice level on the constructed slates."""
+        features, chosen, used = self.choice_features(users, prefix, real, popularity, fit)
+        available = torch.ones(features.shape[:2], dtype=torch.bool)
+        (w_choice, w_rating, w_boredom), no_choice, info = fit_mnl(
+            features, available, chosen, use=(True, self.uses_ratings, True), max_iter=fit.max_iter
+        )
+        info.update(n_events=used, config=to_dict(fit))
+        return UtilityWeights(w_choice, w_rating, w_boredom, no_choice, info)
 
     def _wants_table(self, n_users: int) -> bool:
+        if self.preference_model is None:
+            return False
         if self.config.rating_table == "never" or not hasattr(self.preference_model, "predict_all"):
             if self.config.rating_table == "always":
                 raise ConfigError("rating_table='always' needs a preference model with predict_all(user)")
@@ -174,18 +348,43 @@ class LoggedUserSimulator(ComposedSimulator):
 
         return encode_items(log.items, from_dict(EncoderConfig, config.encoder, prefix="encoder."), config.cache_dir)
 
-    def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predicted_ratings(self, user: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+        """The preference model's rating float [B, k] of each item (``MAX_RATING`` without a model)."""
+        model = self.preference_model
+        if model is None:
+            return torch.full(slate.shape, MAX_RATING, dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            model = self.preference_model
             if self.rating_table is not None:
-                predicted = torch.take(self.rating_table, state.user.unsqueeze(1) * self.n_items + slate)
+                predicted = torch.take(self.rating_table, user.unsqueeze(1) * self.n_items + slate)
             elif isinstance(model, PreferenceModel) and not model.training:
-                predicted = model.predict(state.user, slate, check=False)  # the caller validated the indices
+                predicted = model.predict(user, slate, check=False)  # the caller validated the indices
             else:
-                predicted = model.predict(state.user, slate)
-        predicted = predicted.to(device=self.device, dtype=torch.float32)
+                predicted = model.predict(user, slate)
+        return predicted.to(device=self.device, dtype=torch.float32)
+
+    def rate_with_prediction(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        predicted = self.predicted_ratings(state.user, slate)
         if self.config.mode == "model-only":
-            return predicted, torch.zeros_like(slate, dtype=torch.bool)
+            return predicted, torch.zeros_like(slate, dtype=torch.bool), predicted
         found, position, logged = self.lookup(state.user, slate)
         from_log = found & (position >= state.prefix_length.unsqueeze(1))
-        return torch.where(from_log, logged, predicted), from_log
+        if self.preference_model is None:  # implicit feedback: every response is the top of the scale
+            return predicted, from_log, predicted
+        return torch.where(from_log, logged, predicted), from_log, predicted
+
+    def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ratings, from_log, _ = self.rate_with_prediction(state, slate)
+        return ratings, from_log
+
+
+def _select_rows(state: UserState, rows: torch.Tensor) -> UserState:
+    """The rows ``rows`` of a state (a new state)."""
+    return UserState(**{f.name: getattr(state, f.name).index_select(0, rows) for f in fields(state)})
+
+
+@register("logged-rating")
+class RatingLoggedUserSimulator(LoggedUserSimulator):
+    """The logged simulator whose choice defaults to the rating-only logit (``choice.model: rating``):
+    the users of the ``-v0`` env ids, kept for comparison."""
+
+    config_class = RatingLoggedConfig

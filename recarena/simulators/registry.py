@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "recarena.simulators"
 
 _BUILTIN = {
     "logged": "recarena.simulators.logged",
+    "logged-rating": "recarena.simulators.logged",
     "synthetic": "recarena.simulators.synthetic",
 }
 """Built-in simulators and the module that registers each (imported on first use)."""

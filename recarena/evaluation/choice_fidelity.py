@@ -1,0 +1,413 @@
+"""Choice fidelity: do simulated users pick what real users picked next? (the ``choice`` part of the fidelity report)
+
+Protocol: the leave-last-out split of the data (each user's last event is test, the one before it
+validation, the rest training; the simulators, SASRec and most-popular are fitted on the training
+part only, the choice utility on the validation events). Every query is a test event: the user at
+their real history (training + validation events), the item they really picked next.
+
+* **Full ranking** (HR@10, NDCG@10 over every unconsumed item, ``recarena.evaluation.ranking``) of the
+  learned choice model's ``P(next = i | history)``, most-popular, the SASRec baseline, greedy on the
+  rating-only simulator (the preference model's rating) and greedy on the learned simulator (each
+  item's expected one-step reward, ``ComposedSimulator.expected_reward``).
+* **Slate choice**: a slate of the real next item + 9 distractors drawn from the unconsumed items
+  by popularity (without replacement, in proportion to training counts), from the 50 most popular
+  items, or uniformly; the probability that the simulated user picks the real item (rating-only
+  and learned users; the no-choice option is part of their denominator, so ``P(real | a click)`` is
+  given too), against SASRec's softmax over the same 10 items and chance (0.1).
+* **Calibration** on the popularity slates: log-loss ``-log P(real)`` and a reliability plot
+  (``reliability.png``): every slate item's predicted choice probability, binned, against how often
+  it was the real item.
+* **Simulated sessions** from held-out users (their whole training history), slates of 10, at most
+  50 steps: the click rate and return of the random policy against SASRec's; and, with slates of 1,
+  the return of the best constant-item policy (the same item every step, never masked; the best of
+  the 20 most popular and the 20 best-rated items) against most-popular's (masked to unconsumed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recarena.agents.base import Agent
+from recarena.agents.baselines import (
+    GreedyAgent,
+    MostPopularAgent,
+    RandomAgent,
+    RandomConfig,
+    SequenceModelAgent,
+    SequenceModelConfig,
+)
+from recarena.data.interactions import LogSplit
+from recarena.evaluation.histories import EvalQueries, batches, build_queries, query_batch
+from recarena.evaluation.ranking import evaluate_ranking
+from recarena.evaluation.simulated import evaluate_simulated
+from recarena.simulators.composed import ComposedSimulator
+
+SLATE_SIZE = 10
+DISTRACTORS = ("popularity", "top50", "uniform")
+HISTORY_LENGTH = 50
+RELIABILITY_BINS = 10
+
+
+class ChoiceModelAgent(Agent):
+    """The learned simulator's next-item model as a ranker: ``log P(next = i | history)``."""
+
+    name = "choice_model"
+
+    def __init__(self, simulator: ComposedSimulator) -> None:
+        self.simulator = simulator
+        self.n_items = simulator.n_items
+
+    @torch.no_grad()
+    def scores(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
+        choice = self.simulator.choice_model
+        history = observation["history"].to(self.simulator.device)
+        responses = observation["responses"].to(self.simulator.device)
+        state = choice.initial_state(history[:, -choice.window :], responses[:, -choice.window :])
+        return choice.model.network.logits(state, choice.table())
+
+    def save(self, directory: str | Path) -> None:  # pragma: no cover - not a trainable agent
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ChoiceModelAgent:  # pragma: no cover
+        raise NotImplementedError
+
+
+class SimulatorGreedyAgent(Agent):
+    """Greedy on a simulator: each item's expected reward if shown alone to the simulated user now."""
+
+    name = "simulator_greedy"
+
+    def __init__(self, simulator: ComposedSimulator, chunk: int = 256) -> None:
+        self.simulator = simulator
+        self.n_items = simulator.n_items
+        self.chunk = chunk
+
+    @torch.no_grad()
+    def scores(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
+        sim = self.simulator
+        out = []
+        for rows in batches(observation["history"].shape[0], self.chunk):
+            rows_t = torch.as_tensor(rows)
+            state = sim.state_from_history(
+                observation["user"][rows_t], observation["history"][rows_t], observation["responses"][rows_t]
+            )
+            items = torch.arange(sim.n_items, device=sim.device).expand(len(rows), -1)
+            value = sim.expected_reward(state, items)
+            # break ties between items of equal value (e.g. reward 0) by the click probability
+            out.append(value + 1e-6 * sim.expected_reward(state, items, reward="click"))
+        return torch.cat(out)
+
+    def save(self, directory: str | Path) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SimulatorGreedyAgent:  # pragma: no cover
+        raise NotImplementedError
+
+
+def draw_distractors(
+    kind: str,
+    consumed: torch.Tensor,
+    target: torch.Tensor,
+    popularity: torch.Tensor,
+    n: int,
+    generator: torch.Generator,
+    top: int = 50,
+) -> torch.Tensor:
+    """Int64 [B, n] distinct distractors per row among unconsumed items other than ``target``."""
+    allowed = ~consumed.clone()
+    allowed[torch.arange(len(target)), target] = False
+    if kind == "popularity":
+        weights = popularity.unsqueeze(0) * allowed
+    elif kind == "top50":
+        top_items = torch.argsort(-popularity, stable=True)[:top]
+        in_top = torch.zeros_like(popularity, dtype=torch.bool)
+        in_top[top_items] = True
+        weights = (allowed & in_top).to(torch.float32)
+        short = weights.sum(1) < n  # users who consumed most of the top: widen to the next most popular
+        if bool(short.any()):
+            ranked = torch.argsort(-popularity, stable=True)
+            wider = torch.zeros_like(popularity, dtype=torch.bool)
+            wider[ranked[: top * 4]] = True
+            weights[short] = (allowed[short] & wider).to(torch.float32)
+    elif kind == "uniform":
+        weights = allowed.to(torch.float32)
+    else:
+        raise ValueError(f"unknown distractor kind {kind!r}; choose from {DISTRACTORS}")
+    return torch.multinomial(weights, n, replacement=False, generator=generator)
+
+
+@torch.no_grad()
+def slate_choice(
+    queries: EvalQueries,
+    item_embeddings: torch.Tensor,
+    popularity: torch.Tensor,
+    simulators: dict[str, ComposedSimulator],
+    sasrec: SequenceModelAgent,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """P(real next item) on slates of the real item + 9 distractors of each kind; and, for the
+    popularity slates, every slate item's probability and whether it was the real item."""
+    results: dict[str, Any] = {}
+    reliability: dict[str, dict[str, list[np.ndarray]]] = {}
+    for kind_index, kind in enumerate(DISTRACTORS):
+        generator = torch.Generator().manual_seed(seed + kind_index)
+        sums: dict[str, list[np.ndarray]] = {}
+        for index in batches(len(queries), batch_size):
+            batch = query_batch(queries, index, HISTORY_LENGTH, item_embeddings)
+            distractors = draw_distractors(kind, batch.consumed, batch.target, popularity, SLATE_SIZE - 1, generator)
+            slate = torch.cat([batch.target.unsqueeze(1), distractors], dim=1)
+            real = torch.zeros_like(slate, dtype=torch.bool)
+            real[:, 0] = True
+            probabilities: dict[str, torch.Tensor] = {}
+            for name, sim in simulators.items():
+                state = sim.state_from_history(
+                    batch.observation["user"], batch.observation["history"], batch.observation["responses"],
+                    consumed=batch.consumed,
+                )
+                p = sim.choice_probabilities(state, slate.to(sim.device)).cpu()
+                probabilities[name] = p
+            scores = sasrec.scores(batch.observation).cpu().gather(1, slate)
+            probabilities["sasrec"] = torch.cat([torch.softmax(scores, dim=1), torch.zeros(len(index), 1)], dim=1)
+            for name, p in probabilities.items():
+                sums.setdefault(f"{name}:real", []).append(p[:, 0].numpy())
+                sums.setdefault(f"{name}:none", []).append(p[:, -1].numpy())
+                if kind == "popularity":
+                    reliability.setdefault(name, {"p": [], "real": []})
+                    reliability[name]["p"].append(p[:, :-1].reshape(-1).numpy())
+                    reliability[name]["real"].append(real.reshape(-1).numpy())
+        table: dict[str, Any] = {"chance": 1.0 / SLATE_SIZE}
+        for key in sums:
+            name, what = key.split(":")
+            values = np.concatenate(sums[key])
+            entry = table.setdefault(name, {})
+            entry[f"p_{what}"] = float(values.mean())
+        for name in table:
+            if name == "chance":
+                continue
+            real_p = np.concatenate(sums[f"{name}:real"])
+            none_p = np.concatenate(sums[f"{name}:none"])
+            table[name]["p_real_given_click"] = float(np.mean(real_p / np.clip(1.0 - none_p, 1e-12, None)))
+            if kind == "popularity":
+                table[name]["log_loss"] = float(np.mean(-np.log(np.clip(real_p, 1e-12, None))))
+        results[kind] = table
+    curves = {
+        name: {"p": np.concatenate(v["p"]), "real": np.concatenate(v["real"])} for name, v in reliability.items()
+    }
+    return results, curves
+
+
+def reliability_table(p: np.ndarray, real: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict[str, float]]:
+    """Equal-width probability bins: mean predicted probability, observed frequency, count."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append({"bin": b, "mean_p": float(p[mask].mean()), "observed": float(real[mask].mean()), "n": int(mask.sum())})
+    return rows
+
+
+def expected_calibration_error(rows: list[dict[str, float]]) -> float:
+    total = sum(r["n"] for r in rows)
+    return float(sum(r["n"] * abs(r["mean_p"] - r["observed"]) for r in rows) / max(total, 1))
+
+
+def plot_reliability(curves: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    from recarena.evaluation.report import _pyplot, _save
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 5.0))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, rows in curves.items():
+        axis.plot([r["mean_p"] for r in rows], [r["observed"] for r in rows], marker="o", label=name)
+    axis.set_xlabel("predicted probability of choosing the slate item")
+    axis.set_ylabel("share that were the real next item")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8, loc="upper left")
+    _save(figure, path)
+
+
+@torch.no_grad()
+def constant_item_return(
+    simulator: ComposedSimulator, users: np.ndarray, item: int, max_steps: int = 50, seed: int = 0
+) -> dict[str, float]:
+    """Mean return and click rate of showing ``item`` alone every step (never masked) to sessions
+    starting from ``users``' whole training histories, until they leave or ``max_steps``."""
+    generator = torch.Generator(device=simulator.device).manual_seed(seed)
+    state = simulator.start_from(torch.as_tensor(users, dtype=torch.int64), generator)
+    active = torch.ones(state.batch_size, dtype=torch.bool, device=state.device)
+    total = torch.zeros(state.batch_size, dtype=torch.float64, device=state.device)
+    clicks = steps = 0.0
+    slate = torch.full((state.batch_size, 1), item, dtype=torch.int64, device=state.device)
+    for _ in range(max_steps):
+        if not bool(active.any()):
+            break
+        outcome = simulator.step(state, slate, generator)
+        total += active * outcome.reward.to(torch.float64)
+        clicks += float((active & outcome.clicked).sum())
+        steps += float(active.sum())
+        active &= ~outcome.left
+    return {"return": float(total.mean()), "ctr": clicks / max(steps, 1.0)}
+
+
+def run_choice_report(
+    split: LogSplit,
+    simulators: dict[str, ComposedSimulator],
+    item_embeddings: torch.Tensor,
+    sasrec_config: dict[str, Any] | None = None,
+    n_sim_users: int = 1024,
+    max_steps: int = 50,
+    n_constant_candidates: int = 20,
+    seed: int = 0,
+    out: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The choice section of the fidelity report; ``simulators``: ``{"rating": ..., "learned": ...}``
+    built on ``split`` (its training log). Writes ``reliability.png`` under ``out``."""
+    started = time.perf_counter()
+    train = split.train
+    n_items = train.n_items
+    learned, rating = simulators["learned"], simulators["rating"]
+    popularity = torch.as_tensor(train.item_counts(), dtype=torch.float32)
+    queries = build_queries(split)
+    report: dict[str, Any] = {
+        "protocol": "leave-last-out; queries: each user's last event, history = training + validation events",
+        "queries": len(queries),
+        "choice_utility": learned.choice_fit,
+        "choice_model_fit": {k: v for k, v in learned.next_item_model.fit_info.items() if k != "history"},
+    }
+
+    most_popular = MostPopularAgent(n_items).fit(train)
+    sasrec = SequenceModelAgent(n_items, SequenceModelConfig(**(sasrec_config or {})))
+    t = time.perf_counter()
+    sasrec.fit(train, item_embeddings, progress=progress)
+    report["sasrec_fit"] = {"seconds": round(time.perf_counter() - t, 1), "config": sasrec_config or {}}
+
+    rankers: dict[str, Agent] = {
+        "most_popular": most_popular,
+        "sasrec": sasrec,
+        "choice_model": ChoiceModelAgent(learned),
+        "greedy_rating_simulator": GreedyAgent(n_items, preference_model=rating.preference_model),
+        "greedy_learned_simulator": SimulatorGreedyAgent(learned),
+    }
+    ranking = {}
+    for name, agent in rankers.items():
+        result = evaluate_ranking(agent, queries, item_embeddings, history_length=HISTORY_LENGTH, n_bootstrap=200, seed=seed)
+        ranking[name] = {"hr10": result.metrics["HR@10"], "ndcg10": result.metrics["NDCG@10"],
+                         "hr10_interval": list(result.intervals["HR@10"]), "seconds": round(result.seconds, 1)}
+    report["ranking"] = ranking
+
+    slates, curves = slate_choice(queries, item_embeddings, popularity, {"rating": rating, "learned": learned}, sasrec, seed)
+    report["slate_choice"] = slates
+    calibration = {}
+    for name, curve in curves.items():
+        rows = reliability_table(curve["p"], curve["real"])
+        calibration[name] = {"log_loss": slates["popularity"][name]["log_loss"], "ece": expected_calibration_error(rows), "bins": rows}
+    report["calibration"] = calibration
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_reliability(
+            {f"{name} (log-loss {c['log_loss']:.3f})": c["bins"] for name, c in calibration.items()},
+            out / "reliability.png",
+            f"{train.name}: real next item + 9 popularity distractors ({len(queries)} users)",
+        )
+        report["calibration_plot"] = "reliability.png"
+
+    rng = np.random.default_rng(seed)
+    eligible = np.unique(queries.user)  # the held-out users
+    users = np.sort(rng.choice(eligible, size=min(n_sim_users, len(eligible)), replace=False))
+    sessions: dict[str, Any] = {}
+    for sim_name, sim in simulators.items():
+        for agent_name, agent in (("random", RandomAgent(n_items, RandomConfig(seed=seed))), ("sasrec", sasrec), ("most_popular", most_popular)):
+            result = evaluate_simulated(agent, sim, users=users, k=SLATE_SIZE, max_steps=max_steps, seed=seed, n_bootstrap=200)
+            sessions[f"{sim_name}:{agent_name}"] = {
+                "ctr": result.metrics["ctr"], "return": result.metrics["episodic_return"],
+                "session_length": result.metrics["session_length"], "ctr_interval": list(result.intervals["ctr"]),
+            }
+    report["sessions_slate10"] = sessions
+
+    ranked_popular = torch.argsort(-popularity, stable=True)[:n_constant_candidates].tolist()
+    population = GreedyAgent(n_items, preference_model=rating.preference_model).population_scores()
+    ranked_rating = torch.argsort(-population, stable=True)[:n_constant_candidates].tolist()
+    candidates = list(dict.fromkeys(ranked_popular + ranked_rating))
+    constant: dict[str, Any] = {}
+    for sim_name, sim in simulators.items():
+        returns = {item: constant_item_return(sim, users, item, max_steps, seed) for item in candidates}
+        best = max(returns, key=lambda item: returns[item]["return"])
+        popular = evaluate_simulated(most_popular, sim, users=users, k=1, max_steps=max_steps, seed=seed, n_bootstrap=200)
+        constant[sim_name] = {
+            "best_constant_item": int(best),
+            "best_constant_title": train.items.title[best],
+            "best_constant_return": returns[best]["return"],
+            "best_constant_ctr": returns[best]["ctr"],
+            "most_popular_return": popular.metrics["episodic_return"],
+            "most_popular_ctr": popular.metrics["ctr"],
+            "candidates": len(candidates),
+        }
+    report["constant_item_slate1"] = constant
+    report["sim_users"] = int(len(users))
+    report["max_steps"] = max_steps
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_choice_tables(report: dict[str, Any]) -> str:
+    """Markdown tables of the choice section."""
+    lines = ["## Choice (leave-last-out: each user's held-out last item)", ""]
+    weights = report.get("choice_utility") or {}
+    if weights:
+        info = weights.get("info", {})
+        lines += [
+            f"Fitted utility (validation events: {info.get('n_events')}, {info.get('n_slates')} constructed slates, "
+            f"log-loss {_f(info.get('log_loss_start'))} -> {_f(info.get('log_loss'))}): w_choice {_f(weights['choice'])}, "
+            f"w_rating {_f(weights['rating'])}, w_boredom {_f(weights['boredom'])}, no-choice {_f(weights['no_choice'])}",
+            "",
+        ]
+    lines += ["### full ranking", "", "| ranker | HR@10 | NDCG@10 | HR@10 95% interval |", "|---|---|---|---|"]
+    for name, r in report["ranking"].items():
+        lo, hi = r["hr10_interval"]
+        lines.append(f"| {name} | {_f(r['hr10'])} | {_f(r['ndcg10'])} | [{_f(lo)}, {_f(hi)}] |")
+    lines += ["", "### slate choice: P(real next item) on slates of the real item + 9 distractors", "",
+              "| distractors | chance | rating-only user | (given a click) | learned user | (given a click) | learned P(none) | SASRec softmax |",
+              "|---|---|---|---|---|---|---|---|"]
+    for kind, t in report["slate_choice"].items():
+        lines.append(
+            f"| {kind} | {_f(t['chance'], 3)} | {_f(t['rating']['p_real'], 3)} | {_f(t['rating']['p_real_given_click'], 3)} | "
+            f"{_f(t['learned']['p_real'], 3)} | {_f(t['learned']['p_real_given_click'], 3)} | {_f(t['learned']['p_none'], 3)} | "
+            f"{_f(t['sasrec']['p_real'], 3)} |"
+        )
+    lines += ["", "### calibration (popularity slates)", "", "| model | log-loss | ECE |", "|---|---|---|"]
+    for name, c in report["calibration"].items():
+        lines.append(f"| {name} | {_f(c['log_loss'])} | {_f(c['ece'])} |")
+    lines += ["", f"### simulated sessions ({report['sim_users']} held-out users, slates of 10, <= {report['max_steps']} steps)", "",
+              "| simulator | policy | click rate | return | session length |", "|---|---|---|---|---|"]
+    for key, s in report["sessions_slate10"].items():
+        sim_name, agent = key.split(":")
+        lines.append(f"| {sim_name} | {agent} | {_f(s['ctr'], 3)} | {_f(s['return'], 2)} | {_f(s['session_length'], 1)} |")
+    lines += ["", "### constant item vs most-popular (slates of 1)", "",
+              "| simulator | best constant item | its return | most-popular return |", "|---|---|---|---|"]
+    for sim_name, c in report["constant_item_slate1"].items():
+        lines.append(
+            f"| {sim_name} | {c['best_constant_item']} ({c['best_constant_title']}) | {_f(c['best_constant_return'], 2)} | "
+            f"{_f(c['most_popular_return'], 2)} |"
+        )
+    lines.append("")
+    return "\n".join(lines)

@@ -3,6 +3,14 @@
     .venv/bin/python bench/env_step.py                      # ML-1M logged users, CPU (+ CUDA if present)
     .venv/bin/python bench/env_step.py --simulator synthetic  # data-free users with ML-1M sizes
     .venv/bin/python bench/env_step.py --devices cuda --sizes 65536 --sync-sizes --profile 65536
+    .venv/bin/python bench/env_step.py --vs-recsim           # the single env next to RecSim's env
+
+``--vs-recsim`` times the single env (``gymnasium.make(id)``, each id of ``--ids``) and RecSim's
+``interest_evolution`` env (its documented example config: 10 candidates, slates of 2, documents
+resampled every step; ``pip install -e .[bench]`` installs ``recsim-no-tf``) side by side in one
+process: ``--repeats`` rounds, each timing every env for ``--min-seconds`` with random valid actions
+and a reset whenever an episode ends, in turn; it prints the median steps per CPU-second (and per
+wall-second) over the rounds and the ratio to RecSim.
 
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
@@ -141,6 +149,101 @@ def time_sync_env(kwargs: dict[str, Any], n: int, min_seconds: float) -> dict[st
     return _result(n, steps, elapsed, cpu)
 
 
+RECSIM_CONFIG = {"num_candidates": 10, "slate_size": 2, "resample_documents": True, "seed": 0}
+"""RecSim's interest_evolution env as its README and tutorial configure it."""
+
+SINGLE_IDS = ["recarena/Synthetic-v0", "recarena/ML100K-v0"]
+
+
+def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str, float]:
+    """Steps per wall- and CPU-second of ``step(action)`` (``step`` returns whether the episode ended)."""
+    reset()
+    for action in actions[:10]:  # warm-up
+        if step(action):
+            reset()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while True:
+        for _ in range(100):
+            if step(actions[steps % len(actions)]):
+                reset()
+            steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            break
+    return _result(1, steps, elapsed, time.process_time() - cpu_start)
+
+
+def single_env_timer(env_id: str, kwargs: dict[str, Any]):
+    """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps)."""
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        actions: list[Any] = [int(a) for a in rng.integers(space.n, size=4096)]
+    else:
+        actions = [rng.choice(space.nvec[0], size=len(space.nvec), replace=False) for _ in range(4096)]
+
+    def step(action: Any) -> bool:
+        _, _, terminated, truncated, _ = env.step(action)
+        return terminated or truncated
+
+    return lambda seconds: _time_loop(step, env.reset, actions, seconds)
+
+
+def recsim_timer():
+    """A closure timing RecSim's interest_evolution env (``RECSIM_CONFIG``), or None without RecSim."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from recsim.environments import interest_evolution
+    except ImportError:
+        return None
+    env = interest_evolution.create_environment(dict(RECSIM_CONFIG))
+    rng = np.random.default_rng(0)
+    k, n = RECSIM_CONFIG["slate_size"], RECSIM_CONFIG["num_candidates"]
+    actions = [rng.choice(n, size=k, replace=False) for _ in range(4096)]
+
+    def step(action: Any) -> bool:
+        return bool(env.step(action)[2])
+
+    return lambda seconds: _time_loop(step, env.reset, actions, seconds)
+
+
+def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
+    """The single env next to RecSim, rounds interleaved; medians and ratios (see the module docstring)."""
+    timers: dict[str, Any] = {}
+    recsim = recsim_timer()
+    if recsim is None:
+        print("RecSim is not installed (pip install -e .[bench], or pip install recsim-no-tf==0.2.3)")
+    else:
+        timers["RecSim interest_evolution"] = recsim
+    for env_id in args.ids:
+        kwargs: dict[str, Any] = {}
+        if "ML" in env_id:
+            kwargs["simulator_config"] = {"preference": {"epochs": args.preference_epochs}}
+        for slate_size in args.slate_sizes:
+            timers[f"{env_id} k={slate_size}"] = single_env_timer(env_id, {**kwargs, "slate_size": slate_size})
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in timers}
+    for _ in range(args.repeats):
+        for name, timer in timers.items():
+            runs[name].append(timer(args.min_seconds))
+    baseline = "RecSim interest_evolution"
+    results: dict[str, Any] = {}
+    print(f"{'env':<36}{'steps/CPU-s (median)':>22}{'steps/s wall':>14}{'x RecSim (CPU)':>16}  runs (steps/CPU-s)")
+    for name, rounds in runs.items():
+        cpu = float(np.median([r["env_steps_per_cpu_s"] for r in rounds]))
+        wall = float(np.median([r["env_steps_per_s"] for r in rounds]))
+        results[name] = {"steps_per_cpu_s": cpu, "steps_per_s": wall, "runs": rounds}
+        ratio = cpu / results[baseline]["steps_per_cpu_s"] if baseline in results else float("nan")
+        results[name]["ratio_vs_recsim_cpu"] = ratio
+        each = ", ".join(f"{r['env_steps_per_cpu_s']:,.0f}" for r in rounds)
+        print(f"{name:<36}{cpu:>22,.0f}{wall:>14,.0f}{ratio:>15.2f}x  {each}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulator", choices=["logged", "synthetic"], default="logged")
@@ -156,11 +259,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--profile", type=int, default=None, metavar="N",
                         help="also profile 20 steps with N users on each device")
+    parser.add_argument("--vs-recsim", action="store_true",
+                        help="time the single env next to RecSim's interest_evolution env instead")
+    parser.add_argument("--ids", nargs="+", default=SINGLE_IDS, help="single-env ids for --vs-recsim")
+    parser.add_argument("--slate-sizes", type=int, nargs="+", default=[1], help="slate sizes for --vs-recsim")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
     args = parser.parse_args(argv)
 
     threads = configure_torch_threads(args.threads)
     kwargs = env_kwargs(args)
     from recarena import envs  # noqa: F401
+
+    if args.vs_recsim:
+        print(f"single env vs RecSim: torch threads={threads} cpu={platform.processor() or platform.machine()} "
+              f"{args.repeats} rounds of {args.min_seconds:g} s per env")
+        results = single_vs_recsim(args)
+        if args.json is not None:
+            atomic_write_json(args.json, json.loads(json.dumps(results, default=str)))
+        return results
 
     print(
         f"simulator={args.simulator} data={args.data if args.simulator == 'logged' else '-'} "

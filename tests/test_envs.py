@@ -253,6 +253,17 @@ def test_invalid_actions_raise_saying_what_was_expected(slate_size, action, erro
     )
 
 
+@pytest.mark.parametrize(
+    "action", [2**63, 2**64 - 1, 2**64 + 3, 2**70, -(2**70), np.uint64(2**64 - 1), np.array([2**63], dtype=np.uint64)]
+)
+def test_actions_beyond_int64_are_reported_as_the_numbers_given(action):
+    env = make()
+    env.reset(seed=0)
+    given = int(np.asarray(action).reshape(-1)[0])
+    with pytest.raises(ValueError, match=rf"expected item indices in \[0, 100\), got \[?{given}\b"):
+        env.step(action)
+
+
 class NaNSimulator(SyntheticSimulator):
     """A broken simulator that answers NaN/inf: the env must not pass them on."""
 
@@ -437,3 +448,171 @@ def test_movielens_env_construction_is_fast_once_cached():
     start = time.perf_counter()
     gym.make("recarena/ML100K-v0", simulator_config=QUICK_PREFERENCE, slate_size=2)
     assert time.perf_counter() - start < 5.0  # the simulator is shared within the process
+
+
+# ---------------------------------------------------------------------------------- the NumPy step
+
+TRAJECTORY_CASES = {
+    "default": {},
+    "slate3_drift_hazard": dict(
+        slate_size=3,
+        reward="rating",
+        simulator_config={
+            "n_items": 300,
+            "interest": {"drift": 0.1, "boredom_penalty": 0.7, "fatigue_decay": 0.6, "topics": "kmeans", "n_clusters": 7},
+            "choice": {"temperature": 0.7, "no_choice_rating": 2.5},
+            "leave": {"hazard": 0.05},
+        },
+    ),
+    "slate5_dwell": dict(
+        slate_size=5,
+        reward="dwell",
+        observation_keys=("history", "responses"),
+        mask_consumed=False,
+        history_length=10,
+        max_steps=17,
+        simulator_config={"n_topics": 19, "leave": {"like_bonus": 1.0, "initial_patience": 3.0}},
+    ),
+    "click_events": dict(
+        reward="click", history_length=4, simulator_config={"sampler": {"weighting": "events"}, "history_length": 30}
+    ),
+}
+"""Synthetic-v0 options whose rollouts cover every branch of the single env's NumPy step."""
+
+RECORDED_DIGESTS = {
+    "default": ("48e0cdf205fb1d4c", 199, 98.0),
+    "slate3_drift_hazard": ("9207d337ecbb862e", 352, 1334.943),
+    "slate5_dwell": ("55aa9a7e11c76ad2", 350, 269.752),
+    "click_events": ("67d367cce19a7ead", 194, 194.0),
+}
+"""``trajectory_digest(env, seed=5, steps=400)`` of each case, recorded from the batched torch step
+(before the single env stepped in NumPy): the same seed must keep giving the same rollout."""
+
+
+def trajectory_digest(env: gym.Env, seed: int, steps: int) -> tuple[str, int, float]:
+    """(SHA-256 prefix of every observation, reward, flag and info value, clicks, return) of a
+    random-action rollout that resets whenever an episode ends."""
+    import hashlib
+
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                digest.update(key.encode())
+                feed(value[key])
+        else:
+            array = np.asarray(value)
+            digest.update(str(array.dtype).encode())
+            digest.update(array.tobytes())
+
+    rng = np.random.default_rng(seed + 1000)
+    observation, info = env.reset(seed=seed)
+    feed(observation)
+    feed(info)
+    space, clicks, total = env.action_space, 0, 0.0
+    for _ in range(steps):
+        if isinstance(space, gym.spaces.Discrete):
+            action = int(rng.integers(space.n))
+        else:
+            action = rng.choice(space.nvec[0], size=len(space.nvec), replace=False)
+        observation, reward, terminated, truncated, info = env.step(action)
+        feed(observation)
+        feed(np.float64(reward))
+        feed(np.array([terminated, truncated]))
+        feed(info)
+        clicks += info["clicked"]
+        total += reward
+        if terminated or truncated:
+            observation, info = env.reset()
+            feed(observation)
+            feed(info)
+    return digest.hexdigest()[:16], clicks, round(total, 4)
+
+
+@pytest.mark.parametrize("case", sorted(TRAJECTORY_CASES))
+def test_single_env_rollouts_match_those_recorded_before_the_numpy_step(case):
+    env = gym.make("recarena/Synthetic-v0", **TRAJECTORY_CASES[case])
+    assert env.unwrapped._fast is not None  # the NumPy step is the one being checked
+    assert trajectory_digest(env, seed=5, steps=400) == RECORDED_DIGESTS[case]
+
+
+def _batched(env: RecommendationEnv) -> RecommendationEnv:
+    env._fast = None  # step the batch of one through the vector env's torch path
+    return env
+
+
+def _rollout_with_statistics(env: RecommendationEnv, seed: int, steps: int) -> tuple[list, dict]:
+    env.simulator.reset_statistics()
+    trace = rollout(env, seed, steps)
+    trace.append(env.action_masks())
+    return trace, env.simulator.statistics()
+
+
+@pytest.mark.parametrize("case", sorted(TRAJECTORY_CASES))
+def test_numpy_step_equals_the_batched_torch_step(case):
+    kwargs = TRAJECTORY_CASES[case]
+    fast, slow = make(**kwargs), _batched(make(**kwargs))
+    assert fast._fast is not None
+    trace_fast, statistics_fast = _rollout_with_statistics(fast, 3, 300)
+    trace_slow, statistics_slow = _rollout_with_statistics(slow, 3, 300)
+    assert_same(trace_fast, trace_slow)
+    assert statistics_fast == statistics_slow
+    # the state the NumPy step leaves is the vector env's own, tensor for tensor
+    state_fast, state_slow = fast._batch.get_state(), slow._batch.get_state()
+    assert_same(
+        {k: v.numpy() for k, v in state_fast["user_state"].items()} | {"steps": state_fast["steps"].numpy()},
+        {k: v.numpy() for k, v in state_slow["user_state"].items()} | {"steps": state_slow["steps"].numpy()},
+    )
+
+
+def test_numpy_step_rejects_the_same_actions_with_the_same_errors():
+    for slate_size, validate in [(1, True), (3, True), (3, False)]:
+        fast = make(slate_size=slate_size, validate_actions=validate)
+        slow = _batched(make(slate_size=slate_size, validate_actions=validate))
+        for env in (fast, slow):
+            env.reset(seed=0)
+        bad = [-1, 100, 2**63, 2**64 + 1] if slate_size == 1 else [np.array([1, 2, 100]), np.array([-1, 2, 3])]
+        if validate and slate_size > 1:
+            bad.append(np.array([4, 4, 5]))
+        for action in bad:
+            messages = []
+            for env in (fast, slow):
+                with pytest.raises(ValueError) as error:
+                    env.step(action)
+                messages.append(str(error.value))
+            assert messages[0] == messages[1], action
+    duplicates = make(slate_size=3, validate_actions=False)  # as in the vector env: not checked
+    duplicates.reset(seed=0)
+    duplicates.step(np.array([4, 4, 5]))
+
+
+def test_choice_noise_drawn_ahead_equals_one_draw_per_step():
+    """torch's uniforms are one stream however they are batched, and its Gumbel transform of a long
+    tensor equals that of short ones: what lets the NumPy step draw the choice noise ahead."""
+    from recarena.envs.single_user import _gumbel
+
+    ahead = _gumbel(torch.rand(4096, generator=torch.Generator().manual_seed(1)))
+    generator, parts = torch.Generator().manual_seed(1), []
+    for size in [2, 3, 1, 4, 6, 2] * 200:
+        parts.append(_gumbel(torch.rand((1, size), generator=generator)).reshape(-1))
+    per_step = np.concatenate(parts)
+    np.testing.assert_array_equal(ahead[: len(per_step)], per_step)
+
+
+def test_the_batched_path_steps_what_the_numpy_step_does_not_know():
+    assert make(simulator=NaNSimulator(SyntheticConfig()))._fast is None  # overrides step
+    assert make(simulator_config={"leave": {"hazard": 0.5}})._fast is not None
+
+
+@pytest.mark.parametrize("options", [{}, {"slate_size": 3, "reward": "rating"}])
+def test_numpy_step_equals_the_batched_step_on_logged_movielens_users(options):
+    kwargs = dict(simulator_config=QUICK_PREFERENCE, **options)
+    fast = gym.make("recarena/ML100K-v0", **kwargs).unwrapped
+    slow = _batched(gym.make("recarena/ML100K-v0", **kwargs).unwrapped)
+    assert fast._fast is not None
+    trace_fast, statistics_fast = _rollout_with_statistics(fast, 4, 300)
+    trace_slow, statistics_slow = _rollout_with_statistics(slow, 4, 300)
+    assert_same(trace_fast, trace_slow)
+    assert statistics_fast == statistics_slow
+    assert statistics_fast["chosen_from_log"] > 0  # the logged answers were exercised too

@@ -205,6 +205,17 @@ def test_invalid_actions_raise_saying_what_was_expected(slate_size, action, erro
         env.step(action)
 
 
+@pytest.mark.parametrize(
+    "actions", [[2**63, 1, 2, 3], [1, 2, 3, 2**70], np.array([1, 2**64 - 1, 2, 3], dtype=np.uint64)]
+)
+def test_actions_beyond_int64_are_reported_as_the_numbers_given(actions):
+    env = make_vec(4)
+    env.reset(seed=0)
+    given = max(int(a) for a in actions)
+    with pytest.raises(ValueError, match=rf"expected item indices in \[0, 100\), got \[.*\b{given}\b"):
+        env.step(actions)
+
+
 def test_validation_can_be_switched_off():
     env = make_vec(4, slate_size=2, validate_actions=False)
     env.reset(seed=0)

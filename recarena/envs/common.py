@@ -171,22 +171,47 @@ class SlateSpace(spaces.MultiDiscrete):
 
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_INT64 = np.iinfo(np.int64)
 
 
-def as_action_tensor(actions: Any, device: torch.device) -> torch.Tensor:
+def action_array(actions: Any, n_items: int) -> np.ndarray:
+    """Actions (NumPy array, list, Python/NumPy int) as an int64 NumPy array of the same shape.
+
+    Raises ``TypeError`` for non-integer dtypes (floats, NaN, bools, objects) and ``ValueError``,
+    naming the numbers as given, for integers outside int64 (which NumPy would otherwise turn into
+    floats or wrap around to negative numbers).
+    """
+    if isinstance(actions, (bool, np.bool_)):
+        raise TypeError(f"actions must be integer item indices, got the bool {actions!r}")
+    if isinstance(actions, (int, list, tuple)) or (isinstance(actions, np.ndarray) and actions.dtype == object):
+        try:
+            flat = np.asarray(actions, dtype=object).reshape(-1).tolist()
+        except ValueError:  # ragged: let the dtype check below report it
+            flat = []
+        if flat and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in flat):
+            if any(not _INT64.min <= int(v) <= _INT64.max for v in flat):
+                given = flat[0] if isinstance(actions, int) else flat
+                raise ValueError(f"action out of range: expected item indices in [0, {n_items}), got {given}")
+            return np.asarray(actions, dtype=np.int64)
+    array = np.asarray(actions)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"actions must be integer item indices (dtype int64), got dtype {array.dtype}")
+    if array.dtype == np.uint64 and array.size and int(array.max()) > _INT64.max:
+        given = int(array) if array.ndim == 0 else array.tolist()
+        raise ValueError(f"action out of range: expected item indices in [0, {n_items}), got {given}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def as_action_tensor(actions: Any, device: torch.device, n_items: int) -> torch.Tensor:
     """Turn actions (tensor, numpy array, list, Python/NumPy int) into a tensor on ``device``.
 
-    Raises ``TypeError`` for non-integer dtypes (floats, NaN, bools, objects).
+    Raises ``TypeError`` for non-integer dtypes (floats, NaN, bools, objects), and ``ValueError``
+    for integers beyond int64 (see :func:`action_array`).
     """
     if isinstance(actions, torch.Tensor):
         tensor = actions
     else:
-        if isinstance(actions, (bool, np.bool_)):
-            raise TypeError(f"actions must be integer item indices, got the bool {actions!r}")
-        array = np.asarray(actions)
-        if array.dtype.kind not in "iu":
-            raise TypeError(f"actions must be integer item indices (dtype int64), got dtype {array.dtype}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+        tensor = torch.from_numpy(action_array(actions, n_items))
     if tensor.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"actions must be integer item indices (dtype int64), got dtype {tensor.dtype}")
     return tensor.to(device=device, dtype=torch.int64)

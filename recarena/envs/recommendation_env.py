@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from recarena.envs.common import action_array
+from recarena.envs.single_user import SingleUserStep
 from recarena.envs.vector_env import RecommendationVectorEnv
 
 
@@ -19,7 +21,10 @@ class RecommendationEnv(gym.Env):
     A user starts a session from a (real or synthetic) logged history. Each step the agent shows
     a slate of items; the user's simulator (``simulators``: preference model, choice, boredom and
     leave models) responds, possibly consumes one item, and may leave. The env is the batch of one
-    of :class:`recarena.envs.RecommendationVectorEnv`, so both run exactly the same code.
+    of :class:`recarena.envs.RecommendationVectorEnv`, with the same dynamics; on the CPU the stock
+    simulators (synthetic users, logged users with the rating-only choice) step in NumPy
+    (:mod:`recarena.envs.single_user`), reproducing the batched step bit for bit at a fraction of its
+    per-step cost.
 
     ## Action Space
 
@@ -92,6 +97,8 @@ class RecommendationEnv(gym.Env):
         self.n_items = self._batch.n_items
         self.observation_space = self._batch.single_observation_space
         self.action_space = self._batch.single_action_space
+        # On the CPU, the stock simulators step in NumPy (same trajectories, no torch dispatch per op).
+        self._fast = SingleUserStep.create(self._batch)
         self._episode_over = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
@@ -100,16 +107,32 @@ class RecommendationEnv(gym.Env):
         if options:
             raise ValueError(f"RecommendationEnv.reset takes no options, got {sorted(options)}")
         self._batch.np_random = self.np_random  # one random stream: the env's np_random
-        observation, _ = self._batch.reset(seed=None)
         self._episode_over = False
+        if self._fast is not None:
+            return self._fast.reset(), {"action_mask": self._fast.action_mask()}
+        observation, _ = self._batch.reset(seed=None)
         return _row(observation), {"action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         """Show the slate ``action`` to the user; see the class docstring."""
         if self._episode_over:
             raise gym.error.ResetNeeded("the episode is over (or never started): call reset() before step()")
-        slate = self._as_slate(action)
-        observation, reward, terminated, truncated, info = self._batch.step(slate)
+        k = self._batch.slate_size
+        if k == 1 and type(action) is int and 0 <= action < self.n_items:
+            slate = np.array([action], dtype=np.int64)  # the common cases first
+        elif type(action) is np.ndarray and action.dtype == np.int64 and action.shape == (k,):
+            slate = action
+            if self._fast is not None:
+                self._fast.check(slate)
+        else:
+            slate = self._as_slate(action)
+            if self._fast is not None:
+                self._fast.check(slate)
+        if self._fast is not None:
+            observation, reward, terminated, truncated, step_info = self._fast.step(slate)
+            self._episode_over = terminated or truncated
+            return observation, reward, terminated, truncated, step_info
+        observation, reward, terminated, truncated, info = self._batch.step(torch.from_numpy(slate.reshape(1, k)))
         terminated, truncated = bool(terminated[0]), bool(truncated[0])
         self._episode_over = terminated or truncated
         step_info = {
@@ -124,24 +147,28 @@ class RecommendationEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Bool [n_items]: True where the item may be recommended (not yet consumed, if masked)."""
+        if self._fast is not None and not self._batch._needs_reset:
+            return self._fast.action_mask()
         return self._batch.action_masks()[0].cpu().numpy()
 
-    def _as_slate(self, action: Any) -> torch.Tensor:
+    def _as_slate(self, action: Any) -> np.ndarray:
+        """``action`` as int64 [k]; ``TypeError``/``ValueError`` saying what was expected."""
         k = self._batch.slate_size
         if isinstance(action, (bool, np.bool_)):
             raise TypeError(f"action must be an integer item index, got the bool {action!r}")
         if isinstance(action, torch.Tensor):
             action = action.detach().cpu().numpy()
-        array = np.asarray(action)
-        if array.dtype.kind not in "iu":
+        try:
+            array = action_array(action, self.n_items)
+        except TypeError:
             raise TypeError(
-                f"action must be integer item indices (int64), got dtype {array.dtype} ({action!r})"
-            )
+                f"action must be integer item indices (int64), got dtype {np.asarray(action).dtype} ({action!r})"
+            ) from None
         expected = [(), (1,)] if k == 1 else [(k,)]
         if array.shape not in expected:
             what = "a scalar item index" if k == 1 else f"an array of {k} distinct item indices, shape ({k},)"
             raise ValueError(f"action must be {what}, got shape {array.shape}")
-        return torch.from_numpy(array.astype(np.int64).reshape(1, k))
+        return array.reshape(k)
 
     def close(self) -> None:
         self._batch.close()

@@ -266,7 +266,7 @@ class RecommendationVectorEnv(VectorEnv):
         return self._state
 
     def _to_slate(self, actions: Any) -> torch.Tensor:
-        tensor = as_action_tensor(actions, self.device)
+        tensor = as_action_tensor(actions, self.device, self.n_items)
         n, k = self.num_envs, self.slate_size
         if k == 1 and tensor.shape == (n,):
             tensor = tensor.unsqueeze(1)

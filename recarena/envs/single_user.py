@@ -1,0 +1,458 @@
+"""The single env's step without torch dispatch: one user, NumPy views of the batch-of-one state.
+
+:class:`recarena.envs.RecommendationEnv` is the batch of one of
+:class:`recarena.envs.RecommendationVectorEnv`. A torch op on a batch of one costs microseconds of
+dispatch, and a step plus its observation is ~100 of them, so the single env ran ~8x slower per step
+than RecSim's NumPy envs. On the CPU, for the stock composition - a
+:class:`recarena.simulators.composed.ComposedSimulator` with the rating-only
+:class:`recarena.simulators.behaviour.ChoiceModel`, the stock interest, leave and sampler parts and
+a rating lookup known here (synthetic users, logged users with a rating table) -
+:class:`SingleUserStep` runs ``reset``, ``step`` and the observation in NumPy on views of the *same*
+``UserState`` tensors, reproducing them bit for bit:
+
+* the same float32 operations in the same order (the batched matmul of ``InterestModel.fatigue`` on
+  a batch of one is a sequential float32 sum, which ``cumsum`` reproduces);
+* the same random draws from the same torch generator, and everything computed from a draw whose
+  result NumPy would round differently (the Gumbel noise's logarithms, the LLM state's embedding bag
+  and norm) computed by the same torch kernels;
+* the choice noise of several steps drawn in one torch call where nothing else draws between two
+  resets (which reseed the generator): torch's uniforms are one stream however they are batched.
+
+Tests compare rollouts with the batched path's and with rollouts recorded before this module
+existed. Anything else - CUDA, the learned choice model, plug-in parts, a simulator that overrides
+``step`` or ``reset`` - steps the batched path. The vector env's private state (generator, step
+counter) and the simulator's running statistics are this module's to update, as the batched step
+would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from recarena.envs.common import check_slates
+from recarena.envs.observation import MAX_RESPONSE
+from recarena.simulators.behaviour import (
+    LIKE_THRESHOLD,
+    MAX_RATING,
+    MIN_RATING,
+    REWARDS,
+    ChoiceModel,
+    InterestModel,
+    LeaveModel,
+    UserSampler,
+)
+from recarena.simulators.composed import ComposedSimulator
+
+_F32 = np.float32
+_ZERO, _TINY, _MAX_RESPONSE = _F32(0.0), _F32(1e-12), _F32(MAX_RESPONSE)
+_MIN_RATING, _MAX_RATING = _F32(MIN_RATING), _F32(MAX_RATING)
+_ONE = _F32(1.0)
+_COUNTERS = ("_counts", "_user_steps", "_shown")
+"""The running statistics a ComposedSimulator step updates (``statistics()`` reads them)."""
+
+RateFunction = Callable[[int, int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``(user, prefix_length, slate int64 [k]) -> (ratings float32 [k], from_log bool [k])``."""
+
+
+def _numpy_rewards() -> dict[Any, Callable[[bool, bool, np.float32], np.float32]]:
+    """NumPy twins of ``recarena.simulators.behaviour.REWARDS`` keyed by the torch function itself."""
+    zero = _F32(0.0)
+    return {
+        REWARDS["click"]: lambda clicked, liked, response: _F32(clicked),
+        REWARDS["like"]: lambda clicked, liked, response: _F32(liked),
+        REWARDS["rating"]: lambda clicked, liked, response: response if clicked else zero,
+        REWARDS["dwell"]: lambda clicked, liked, response: response / _F32(MAX_RATING) if clicked else zero,
+    }
+
+
+def _overrides(simulator: ComposedSimulator, name: str, base: type) -> bool:
+    """Whether the simulator's class replaces ``base``'s method ``name`` (False if neither has it)."""
+    return getattr(type(simulator), name, None) is not getattr(base, name, None)
+
+
+def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
+    """A NumPy ``rate`` for the simulators whose rating is a table lookup; None for the others."""
+    from recarena.simulators.logged import LoggedUserSimulator
+    from recarena.simulators.synthetic import SyntheticSimulator
+
+    n_items = simulator.n_items
+    if isinstance(simulator, SyntheticSimulator):
+        if _overrides(simulator, "rate", SyntheticSimulator) or _overrides(
+            simulator, "rate_with_prediction", ComposedSimulator
+        ):
+            return None
+        table = simulator.true_ratings.numpy()
+        never = np.zeros(simulator.n_items, dtype=bool)
+
+        def synthetic(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return table[user, slate], never[: len(slate)]
+
+        return synthetic
+
+    if isinstance(simulator, LoggedUserSimulator):
+        if any(_overrides(simulator, name, LoggedUserSimulator) for name in ("rate", "rate_with_prediction")):
+            return None
+        if getattr(simulator, "rating_table", None) is None or getattr(simulator, "preference_model", None) is None:
+            return None
+        table = simulator.rating_table.numpy()
+        model_only = simulator.config.mode == "model-only"
+        keys = simulator.lookup.keys.numpy()
+        positions, logged = simulator.lookup.position.numpy(), simulator.lookup.rating.numpy()
+        last = max(len(keys) - 1, 0)
+
+        def logged_first(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            predicted = table[user, slate]
+            if model_only or len(keys) == 0:
+                return predicted, np.zeros(slate.shape, dtype=bool)
+            query = user * n_items + slate
+            index = np.minimum(keys.searchsorted(query), last)
+            from_log = (keys[index] == query) & (positions[index] >= prefix)
+            return np.where(from_log, logged[index], predicted), from_log
+
+        return logged_first
+    return None
+
+
+class SingleUserStep:
+    """Reset, step and observation of a batch-of-one :class:`RecommendationVectorEnv` in NumPy.
+
+    Built by :meth:`create`, which returns None where the batched path must be used (see the module
+    docstring). It reads and writes the vector env's live state (``UserState`` tensors, step counter)
+    through NumPy views and draws from its torch generator.
+    """
+
+    def __init__(self, env: Any, simulator: ComposedSimulator, rate: RateFunction | None) -> None:
+        self.env = env
+        self.simulator = simulator
+        self.n_items = int(env.n_items)
+        self.slate_size = int(env.slate_size)
+        self.max_steps = int(env.max_steps)
+        self.history_length = int(env.history_length)
+        self.keys = tuple(env.options.observation_keys)
+        self.mask_consumed = bool(env.options.mask_consumed)
+        self.validate = bool(env.options.validate_actions)
+        self._rate = rate
+        self._embeddings = env.item_embeddings
+        self._offsets = torch.zeros(1, dtype=torch.int64)
+        interest = simulator.interest_model.config
+        self._topic_weights = simulator.interest_model.topic_weights.numpy()
+        self._penalise = bool(getattr(simulator, "penalise_response", True))
+        self._boredom = _F32(interest.boredom_penalty)
+        self._decay = _F32(interest.fatigue_decay)
+        self._gain = (_F32(False) * _F32(interest.fatigue_gain), _F32(True) * _F32(interest.fatigue_gain))
+        self._drift = float(interest.drift)
+        self._max_fatigue, self._min_fatigue = _F32(interest.max_fatigue), -_F32(interest.max_fatigue)
+        choice = simulator.choice_model.config
+        self._temperature = _F32(choice.temperature)
+        self._logits = np.zeros(self.slate_size + 1, dtype=np.float32)  # the utilities, then no choice
+        self._logits[-1] = _no_choice_utility(simulator.choice_model)
+        leave = simulator.leave_model.config
+        self._like_bonus, self._dislike_cost = _F32(leave.like_bonus), _F32(leave.dislike_cost)
+        self._no_click_cost, self._max_patience = _F32(leave.no_click_cost), _F32(leave.max_patience)
+        self._hazard = float(leave.hazard)
+        reward = REWARDS[env.options.reward] if env.options.reward is not None else simulator.reward_fn
+        self._reward = _numpy_rewards().get(reward)
+        self._reward_torch = reward if self._reward is None else None
+        self._initial_patience = _F32(leave.initial_patience)
+        sampler = simulator.sampler
+        self._offsets_log, self._items_log = sampler.offsets.numpy(), sampler.item.numpy()
+        self._ratings_log = sampler.rating.numpy()
+        self._eligible, self._lengths = sampler.eligible_users.numpy(), sampler.lengths.numpy()
+        self._n_eligible = len(self._eligible)
+        self.history_length_state = int(simulator.history_length)
+        self._bound: Any = None
+        self._observation: dict[str, np.ndarray] = {}
+        # Choice noise drawn ahead in one torch call (the same uniforms, in the same order, as one
+        # draw per step; torch's Gumbel of a long tensor equals that of short ones). Only when the
+        # choice is the only draw between resets, which reseed the generator: no drift, no hazard.
+        self._gumbel_ahead = self._drift == 0 and self._hazard == 0
+        self._gumbel = np.zeros(0, dtype=np.float32)
+        self._gumbel_left = 0
+
+    @classmethod
+    def create(cls, env: Any) -> SingleUserStep | None:
+        """The NumPy step for ``env`` (a RecommendationVectorEnv with one user), or None."""
+        simulator = env.simulator
+        if env.num_envs != 1 or env.device.type != "cpu" or not isinstance(simulator, ComposedSimulator):
+            return None
+        if _overrides(simulator, "step", ComposedSimulator) or _overrides(simulator, "_respond", ComposedSimulator):
+            return None
+        parts = (
+            (simulator.choice_model, ChoiceModel),
+            (simulator.interest_model, InterestModel),
+            (simulator.leave_model, LeaveModel),
+        )
+        if any(type(part) is not kind for part, kind in parts):
+            return None
+        if getattr(simulator.choice_model, "state_size", 0) or getattr(simulator.choice_model, "warm_interest", False):
+            return None
+        if any(not hasattr(simulator, name) for name in _COUNTERS):
+            return None
+        if simulator.item_embeddings.dtype != torch.float32:
+            return None
+        if simulator.static_shapes or _overrides(simulator, "reset", ComposedSimulator):
+            return None
+        if _overrides(simulator, "_session_start", ComposedSimulator) or type(simulator.sampler) is not UserSampler:
+            return None
+        return cls(env, simulator, _rate_function(simulator))
+
+    # ------------------------------------------------------------------------------- state
+
+    def _bind(self) -> None:
+        """NumPy views of the env's current state tensors (re-taken when the env replaced them)."""
+        state = self.env.user_state
+        self._bound = (state, self.env._steps)
+        self._user, self._prefix = state.user.numpy(), state.prefix_length.numpy()
+        self._history, self._responses = state.history.numpy()[0], state.history_response.numpy()[0]
+        self._consumed, self._interest = state.consumed.numpy()[0], state.interest.numpy()[0]
+        self._patience, self._step = state.patience.numpy(), state.step.numpy()
+        self._env_steps = self.env._steps.numpy()
+        self._counts = self.simulator._counts.numpy()
+
+    def _check_bound(self) -> None:
+        if self._bound is None or self._bound[0] is not self.env.user_state or self._bound[1] is not self.env._steps:
+            self._bind()
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """``RecommendationVectorEnv.reset()`` of the one user: a new session, its first observation.
+
+        The generator is reseeded from the env's ``np_random`` as there, the session drawn as
+        ``UserSampler.sample`` draws it, and the state filled as ``ComposedSimulator.reset`` fills it.
+        """
+        env = self.env
+        env._generator.manual_seed(int(env.np_random.integers(2**63 - 1)))
+        self._gumbel_left = 0  # the choice noise drawn ahead belonged to the old seed
+        self._check_bound()
+        user, prefix = self._sample()
+        start = int(self._offsets_log[user])
+        h = self.history_length_state
+        first = prefix - h
+        events = start + np.arange(max(first, 0), prefix)
+        self._history[:] = -1
+        self._responses[:] = 0.0
+        if len(events):
+            self._history[-len(events):] = self._items_log[events]
+            self._responses[-len(events):] = self._ratings_log[events]
+        self._user[0], self._prefix[0] = user, prefix
+        self._consumed[:] = False
+        self._consumed[self._items_log[start : start + prefix]] = True
+        self._interest[:] = 0.0
+        self._patience[0] = self._initial_patience
+        self._step[0] = 0
+        self._env_steps[0] = 0
+        env._needs_reset = False
+        self._observe()
+        return self.observation()
+
+    def _sample(self) -> tuple[int, int]:
+        """``UserSampler.sample(1, generator)``: its two torch draws, its arithmetic in NumPy."""
+        sampler, generator = self.simulator.sampler, self.env._generator
+        config = sampler.config
+        if config.weighting == "uniform":
+            pick = int(torch.randint(self._n_eligible, (1,), generator=generator)[0])
+        else:
+            pick = int(torch.multinomial(sampler.weights, 1, replacement=True, generator=generator)[0])
+        user = int(self._eligible[pick])
+        high = int(self._lengths[user]) - config.min_future
+        if config.max_prefix is not None:
+            high = min(high, config.max_prefix)
+        low = config.min_prefix
+        draw = torch.rand(1, generator=generator).numpy()[0]
+        return user, low + min(int(draw * _F32(high - low + 1)), max(high - low, 0))
+
+    # ------------------------------------------------------------------------------- observation
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """The current observation (copies: the caller may keep or change them)."""
+        return {key: value.copy() for key, value in self._observation.items()}
+
+    def _observe(self) -> None:
+        """The observation from the state, as ``RecommendationVectorEnv._observe`` builds it.
+
+        :func:`recarena.envs.observation.llm_state` runs on the same torch kernels from the
+        embedding bag on (its reductions' summation orders are torch's own); the elementwise parts
+        before it are exact in NumPy.
+        """
+        h = self.history_length
+        history = self._history[-h:].copy()
+        responses = self._responses[-h:]
+        if not np.isfinite(responses).all():
+            responses = np.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
+        if history.min() >= 0:  # no padding (the where()s below would keep every value)
+            index = history
+        else:
+            valid = history >= 0
+            responses = np.where(valid, responses, _ZERO)
+            index = np.maximum(history, 0)
+        clamped = np.maximum(responses, _ZERO)
+        observation = {"history": history, "responses": np.minimum(clamped, _MAX_RESPONSE)}
+        if "llm_state" in self.keys:
+            weights = np.add(clamped, _ONE, out=clamped)
+            if index is not history:
+                weights[~valid] = 0.0
+            pooled = torch.embedding_bag(
+                self._embeddings, torch.from_numpy(index), self._offsets, False, 0, False,
+                torch.from_numpy(weights), False, None,
+            )[0]
+            norm = torch.linalg.vector_norm(pooled, 2, -1, True)
+            observation["llm_state"] = pooled.div_(norm.clamp_(min=1e-12)).clamp_(-1.0, 1.0).numpy()[0]
+        self._observation = {key: observation[key] for key in self.keys}
+
+    def action_mask(self) -> np.ndarray:
+        """Bool [n_items], as ``RecommendationVectorEnv.action_masks`` row 0 (a new array)."""
+        if self._bound is None:
+            self._bind()
+        if self.mask_consumed:
+            return ~self._consumed
+        return np.ones(self.n_items, dtype=bool)
+
+    # ------------------------------------------------------------------------------- step
+
+    def check(self, slate: np.ndarray) -> None:
+        """Raise as the batched path does unless ``slate`` (int64 [k]) is a valid action."""
+        items = slate.tolist()
+        valid = min(items) >= 0 and max(items) < self.n_items
+        if valid and self.validate and self.slate_size > 1:
+            valid = len(set(items)) == self.slate_size
+        if not valid:
+            if self.validate:
+                check_slates(torch.from_numpy(slate.reshape(1, -1)), self.n_items)  # the batched path's message
+            raise ValueError(f"slate items must lie in [0, {self.n_items}); got some outside")
+
+    def step(self, slate: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """One step of ``ComposedSimulator.step`` and ``RecommendationVectorEnv.step`` for one user."""
+        self._check_bound()
+        k = self.slate_size
+        interest = self._interest
+
+        # 1. respond: rating (log or model) minus the boredom penalty.
+        ratings, from_log = self._ratings(slate)
+        products = self._topic_weights[slate] * interest  # [k, T]: bmm of a batch of one, summed in order
+        fatigue = products.cumsum(axis=1, dtype=np.float32)[:, -1]
+        if self._penalise:
+            response = np.minimum(np.maximum(ratings - self._boredom * fatigue, _MIN_RATING), _MAX_RATING)
+        else:
+            response = ratings
+
+        # 2. choose: Gumbel-max over the utilities and the no-choice option.
+        logits = self._logits
+        logits[:k] = response if self._temperature == 1 else response / self._temperature  # x / 1 == x
+        slot = int((logits + self._choice_noise(k + 1)).argmax())
+        clicked = slot < k
+        if clicked:
+            item, chosen = int(slate[slot]), response[slot]
+            chosen_from_log = bool(from_log[slot])
+        else:
+            item, chosen, chosen_from_log = -1, _F32(0.0), False
+        liked = clicked and bool(chosen >= LIKE_THRESHOLD)
+
+        # 3. update: history, consumed items, fatigue.
+        if clicked:
+            self._history[:-1] = self._history[1:]
+            self._history[-1] = item
+            self._responses[:-1] = self._responses[1:]
+            self._responses[-1] = chosen
+            self._consumed[item] = True
+        topics = self._topic_weights[max(item, 0)]
+        new = interest * self._decay
+        new += topics * self._gain[clicked]
+        if self._drift > 0:
+            noise = torch.randn((1, interest.shape[0]), generator=self.env._generator).numpy()[0]
+            new += _F32(self._drift) * noise
+        np.minimum(np.maximum(new, self._min_fatigue, out=new), self._max_fatigue, out=interest)
+        self._step[0] += 1
+
+        # 4. leave.
+        if clicked:
+            change = self._like_bonus if liked else -self._dislike_cost
+        else:
+            change = -self._no_click_cost
+        patience = min(max(self._patience[0] + change, _ZERO), self._max_patience)
+        self._patience[0] = patience
+        left = bool(patience <= 0)
+        if self._hazard > 0:
+            draw = torch.rand((1,), generator=self.env._generator)
+            left = left | bool(draw < self._hazard)
+
+        reward = self._reward_of(clicked, liked, chosen)
+        counts = self._counts  # clicks, likes, leaves, shown from the log, chosen from the log
+        if clicked:
+            counts[0] += 1
+            counts[1] += liked
+            counts[4] += chosen_from_log
+        if left:
+            counts[2] += 1
+        if from_log.any():
+            counts[3] += int(from_log.sum())
+        self.simulator._user_steps += 1
+        self.simulator._shown += k
+
+        self._env_steps[0] += 1
+        truncated = not left and int(self._env_steps[0]) >= self.max_steps
+        if clicked:
+            self._observe()
+        info = {
+            "action_mask": self.action_mask(),
+            "clicked": clicked,
+            "liked": liked,
+            "from_log": chosen_from_log,
+            "item": item,
+            "response": float(chosen) if math.isfinite(chosen) else _finite_response(chosen),
+        }
+        return self.observation(), reward, left, truncated, info
+
+    def _choice_noise(self, n: int) -> np.ndarray:
+        """Gumbel noise of ``ChoiceModel``'s next ``n`` uniform draws, computed by torch."""
+        if not self._gumbel_ahead:
+            return _gumbel(torch.rand((1, n), generator=self.env._generator))[0]
+        if self._gumbel_left < n:
+            chunk = n * min(max(self.max_steps, 1), 64)
+            self._gumbel = _gumbel(torch.rand(chunk, generator=self.env._generator))
+            self._gumbel_left = chunk
+        start = len(self._gumbel) - self._gumbel_left
+        self._gumbel_left -= n
+        return self._gumbel[start : start + n]
+
+    def _ratings(self, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._rate is not None:
+            ratings, from_log = self._rate(int(self._user[0]), int(self._prefix[0]), slate)
+            return ratings.astype(np.float32, copy=False), from_log
+        tensor = torch.from_numpy(slate.reshape(1, -1))
+        rate = getattr(self.simulator, "rate_with_prediction", None)
+        with torch.no_grad():
+            result = rate(self.env.user_state, tensor) if rate is not None else self.simulator.rate(self.env.user_state, tensor)
+        return result[0].to(torch.float32).numpy()[0], result[1].numpy()[0]
+
+    def _reward_of(self, clicked: bool, liked: bool, response: np.float32) -> float:
+        if self._reward is not None:
+            value = self._reward(clicked, liked, response)
+        else:
+            value = self._reward_torch(
+                torch.tensor([clicked]), torch.tensor([liked]), torch.tensor([response], dtype=torch.float32)
+            ).to(torch.float32).numpy()[0]
+        value = float(value)
+        return value if math.isfinite(value) else 0.0
+
+
+def _gumbel(uniform: torch.Tensor) -> np.ndarray:
+    """``-log(-log(u))`` as ``recarena.simulators.behaviour``'s Gumbel-max computes it, as NumPy."""
+    return uniform.clamp_(min=1e-12, max=1.0 - 1e-7).log_().neg_().log_().neg_().numpy()
+
+
+def _finite_response(value: np.float32) -> float:
+    """What the vector env reports for a non-finite response: NaN -> MAX_RESPONSE, +-inf -> float32 max."""
+    return float(np.nan_to_num(np.asarray([value], dtype=np.float32), nan=MAX_RESPONSE)[0])
+
+
+def _no_choice_utility(choice: ChoiceModel) -> np.float32:
+    """The no-choice utility of the rating-only choice model, computed by the model itself."""
+    probe = torch.zeros(1, 1)
+    if hasattr(choice, "utilities"):
+        _, none = choice.utilities(torch.zeros(1, 0), None, None, probe, probe, response=probe)
+        return _F32(none.reshape(-1)[0].item())
+    return _F32(choice._logits(probe)[0, 1].item())

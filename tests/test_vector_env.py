@@ -42,6 +42,32 @@ def test_make_vec_builds_the_native_env_with_same_step_autoreset():
     assert make_vec(2, autoreset=False).metadata["autoreset_mode"] == AutoresetMode.DISABLED
 
 
+def test_slate_action_space_samples_valid_actions_and_rejects_repeats():
+    """The stock loop ``vec.step(vec.action_space.sample())`` with slates: the batched space keeps the
+    single env's slate semantics (distinct items in every row), for the native and Gymnasium's own
+    vectorisations."""
+    env = make_vec(64, slate_size=5)
+    space = env.action_space
+    assert isinstance(space, gym.spaces.Box) and space.shape == (64, 5)  # what Gymnasium batches MultiDiscrete to
+    space.seed(0)
+    env.reset(seed=0)
+    for _ in range(100):
+        action = space.sample()
+        assert space.contains(action)
+        env.step(action)
+    repeated = space.sample()
+    repeated[7, 3] = repeated[7, 1]
+    assert not space.contains(repeated)
+    assert not space.contains(repeated[:, :4]) and not space.contains(np.full((64, 5), 100))
+    sync = gym.make_vec("recarena/Synthetic-v0", num_envs=3, vectorization_mode="sync", slate_size=4)
+    sync.reset(seed=0)
+    assert sync.action_space == gym.vector.utils.batch_space(sync.single_action_space, 3)
+    for _ in range(30):
+        sync.step(sync.action_space.sample())
+    samples = np.stack([space.sample() for _ in range(50)]).reshape(-1, 5)
+    assert samples.min() == 0 and samples.max() == 99  # the whole catalogue, not a slice of it
+
+
 def test_step_returns_tensors_by_default_and_numpy_on_request():
     env = make_vec(5, slate_size=3)
     observation, info = env.reset(seed=0)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import field, fields
 from typing import Annotated, Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.vector.utils import batch_space
 from pydantic import Field, field_validator
 
 import recarena.simulators as simulators
@@ -168,6 +171,74 @@ class SlateSpace(spaces.MultiDiscrete):
             self.n_items,
             self.slate_size,
         )
+
+
+def distinct_rows(rng: np.random.Generator, rows: int, n_items: int, k: int) -> np.ndarray:
+    """Int64 [rows, k]: each row k distinct items drawn uniformly from [0, n_items), in draw order.
+
+    Vectorised over the rows: the j-th item is a uniform index among the n_items - j items not yet in
+    its row, mapped past the chosen ones (for small k); random sort keys otherwise.
+    """
+    if k > 32:
+        chunk = max(1, (1 << 22) // n_items)  # bound the [chunk, n_items] keys to ~32 MB
+        return np.concatenate(
+            [np.argsort(rng.random((min(chunk, rows - start), n_items)), axis=1)[:, :k] for start in range(0, rows, chunk)]
+        ).astype(np.int64)
+    slates = np.empty((rows, k), dtype=np.int64)
+    for j in range(k):
+        index = rng.integers(0, n_items - j, size=rows)
+        for chosen in np.sort(slates[:, :j], axis=1).T:  # ascending: skip each item already taken
+            index += chosen <= index
+        slates[:, j] = index
+    return slates
+
+
+class SlateBatchSpace(spaces.Box):
+    """The batched :class:`SlateSpace`: ``Box(0, n_items - 1, (N, k), int64)`` whose rows are slates.
+
+    What ``gymnasium.vector.utils.batch_space`` makes of a :class:`SlateSpace` (registered below), so
+    the vector env's ``action_space`` and that of Gymnasium's ``SyncVectorEnv``/``AsyncVectorEnv``
+    over the single env follow the single env's slate semantics: :meth:`sample` draws k distinct
+    items in every row and :meth:`contains` rejects a row with a repeated item. As a ``Box`` (what
+    Gymnasium makes of a batched ``MultiDiscrete``) the rest of Gymnasium treats it as before.
+    """
+
+    def __init__(
+        self, n_items: int, slate_size: int, num_envs: int, seed: int | np.random.Generator | None = None
+    ) -> None:
+        if not 1 <= slate_size <= n_items:
+            raise ValueError(f"slate_size must be in [1, n_items={n_items}], got {slate_size}")
+        super().__init__(low=0, high=n_items - 1, shape=(num_envs, slate_size), dtype=np.int64, seed=seed)
+        self.n_items, self.slate_size, self.num_envs = int(n_items), int(slate_size), int(num_envs)
+
+    def sample(self, mask: None = None, probability: None = None) -> np.ndarray:
+        if mask is not None or probability is not None:
+            raise gym.error.Error(
+                "SlateBatchSpace.sample takes no mask or probability; sample each row from the single "
+                "env's SlateSpace (vector_env.single_action_space) instead"
+            )
+        return distinct_rows(self.np_random, self.num_envs, self.n_items, self.slate_size)
+
+    def contains(self, x: Any) -> bool:
+        if not super().contains(x):
+            return False
+        ordered = np.sort(np.asarray(x), axis=1)
+        return not bool((ordered[:, 1:] == ordered[:, :-1]).any())
+
+    def __repr__(self) -> str:
+        return f"SlateBatchSpace(n_items={self.n_items}, slate_size={self.slate_size}, num_envs={self.num_envs})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, SlateBatchSpace) and (other.n_items, other.slate_size, other.num_envs) == (
+            self.n_items,
+            self.slate_size,
+            self.num_envs,
+        )
+
+
+@batch_space.register(SlateSpace)
+def _batch_slate_space(space: SlateSpace, n: int = 1) -> SlateBatchSpace:
+    return SlateBatchSpace(space.n_items, space.slate_size, n, seed=deepcopy(space.np_random))
 
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)

@@ -355,6 +355,28 @@ def test_adapter_reports_each_users_click():
     assert True in seen and False in seen  # the comparison covered both outcomes
 
 
+def test_adapter_passes_on_every_per_user_info():
+    """SB3's per-env info dicts hold each user's ``clicked``, ``liked``, ``from_log``, ``item`` and
+    ``response``, as the vector env reports them (and as the single env's ``info`` holds them)."""
+    kwargs = dict(num_envs=8, max_steps=4, slate_size=2, reward="rating")
+    adapter, reference = SB3VecEnvAdapter(make_vec(**kwargs)), make_vec(**kwargs)
+    adapter.seed(3)
+    adapter.reset()
+    reference.reset(seed=3)
+    keys = ("clicked", "liked", "from_log", "item", "response")
+    single = gym.make("recarena/Synthetic-v0", slate_size=2)
+    single.reset(seed=0)
+    _, _, _, _, single_info = single.step(np.array([0, 1]))
+    for step in range(6):
+        actions = np.stack([np.arange(8) + 8 * step, np.arange(8) + 50 + 8 * step], axis=1)
+        _, _, dones, infos = adapter.step(actions)
+        _, _, _, _, info = reference.step(torch.as_tensor(actions))
+        for row, row_info in enumerate(infos):
+            assert {key: row_info[key] for key in keys} == {key: info[key][row].item() for key in keys}
+            assert {key: type(row_info[key]) for key in keys} == {key: type(single_info[key]) for key in keys}
+            assert ("terminal_observation" in row_info) == bool(dones[row])
+
+
 def test_adapter_follows_sb3_conventions():
     adapter = SB3VecEnvAdapter(make_vec(4, max_steps=2, simulator_config=NEVER_LEAVE))
     adapter.seed(3)

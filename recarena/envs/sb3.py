@@ -22,6 +22,9 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from recarena.envs.vector_env import RecommendationVectorEnv
 
+USER_INFO_KEYS = ("clicked", "liked", "from_log", "item", "response")
+"""The per-user step info of the vector env that each of SB3's per-env info dicts carries."""
+
 
 def _numpy(value: Any) -> Any:
     if isinstance(value, dict):
@@ -34,8 +37,10 @@ def _numpy(value: Any) -> Any:
 class SB3VecEnvAdapter(VecEnv):
     """Present a :class:`RecommendationVectorEnv` (or a wrapper of one) as an SB3 ``VecEnv``.
 
-    ``env_method("action_masks")`` returns one bool mask [n_items] per env, which is what
-    MaskablePPO asks for. ``seed(s)`` seeds the next ``reset`` (one seed for the whole batch;
+    ``infos[i]`` holds user i's ``clicked``, ``liked``, ``from_log``, ``item`` and ``response`` (as
+    the single env's ``info`` does), plus ``terminal_observation``/``TimeLimit.truncated`` when the
+    user's episode ended. ``env_method("action_masks")`` returns one bool mask [n_items] per env,
+    which is what MaskablePPO asks for. ``seed(s)`` seeds the next ``reset`` (one seed for the whole batch;
     the per-env seeds SB3 passes ``s, s+1, ...`` all derive from ``s``).
     """
 
@@ -78,8 +83,8 @@ class SB3VecEnvAdapter(VecEnv):
         observation = _numpy(observation)
         terminated, truncated = _numpy(terminated), _numpy(truncated)
         dones = terminated | truncated
-        clicked = _numpy(info["clicked"])
-        infos: list[dict[str, Any]] = [{"clicked": bool(clicked[row])} for row in range(self.num_envs)]
+        columns = [_numpy(info[key]).tolist() for key in USER_INFO_KEYS]  # Python bool / int / float
+        infos: list[dict[str, Any]] = [dict(zip(USER_INFO_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
         done_rows = np.flatnonzero(dones)
         if len(done_rows):
             final = _numpy(info["final_obs"])

@@ -167,6 +167,120 @@ def test_no_autoreset_mode_and_partial_reset_mask():
         env.reset(options={"mask": None})
 
 
+def test_next_step_autoreset_follows_gymnasium_s_convention():
+    """``autoreset_mode="NextStep"``: the ending step returns the session's last observation; the next
+    step ignores the row's action and returns the next session's first one, reward 0, not done."""
+    env = make_vec(6, max_steps=4, as_numpy=True, autoreset_mode="NextStep", simulator_config={"leave": {"hazard": 0.3}})
+    assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert make_vec(2, autoreset_mode=AutoresetMode.DISABLED).metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    observation, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    previous_done = np.zeros(6, dtype=bool)
+    restarted = ended = 0
+    for _ in range(40):
+        before = env.get_state()
+        observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert "final_obs" not in info
+        state = env.get_state()
+        for row in np.flatnonzero(previous_done):  # a new session, the action ignored
+            assert reward[row] == 0 and not terminated[row] and not truncated[row]
+            assert info["item"][row] == -1 and not info["clicked"][row]
+            assert state["steps"][row] == 0 and state["user_state"]["step"][row] == 0
+            restarted += 1
+        for row in np.flatnonzero(~previous_done):  # stepped as usual
+            assert state["steps"][row] == before["steps"][row] + 1
+        done = terminated | truncated
+        ended += int(done.sum())
+        # the returned observation is the state's own: the last one of an ended session
+        np.testing.assert_array_equal(observation["history"], env.user_state.history[:, -env.history_length :].numpy())
+        assert np.array_equal(state["autoreset_pending"].numpy(), done)
+        previous_done = done
+    assert restarted > 0 and ended > 0 and env.observation_space.contains(observation)
+    # the same seed gives the same rollout, and the pending restarts resume from a checkpoint
+    twin = make_vec(6, max_steps=4, as_numpy=True, autoreset_mode="NextStep", simulator_config={"leave": {"hazard": 0.3}})
+    twin.reset(seed=1)
+    twin.set_state(env.get_state())
+    actions = env.action_space.sample()
+    for a, b in zip(env.step(actions), twin.step(actions), strict=True):
+        np.testing.assert_equal(a, b)
+    with pytest.raises(ValueError, match="autoreset_mode must be"):
+        make_vec(2, autoreset_mode="next")
+    with pytest.raises(ValueError, match="contradicts"):
+        make_vec(2, autoreset=False, autoreset_mode="NextStep")
+
+
+def _wrapped(name: str, env):
+    from gymnasium.wrappers import vector as wrappers
+
+    flat = lambda e: wrappers.FlattenObservation(e)  # noqa: E731  (Box-only wrappers see a flat Box)
+    return {
+        "RecordEpisodeStatistics": lambda: wrappers.RecordEpisodeStatistics(env),
+        "NormalizeReward": lambda: wrappers.NormalizeReward(env),
+        "ClipReward": lambda: wrappers.ClipReward(env, 0.0, 1.0),
+        "FlattenObservation": lambda: flat(env),
+        "FilterObservation": lambda: wrappers.FilterObservation(env, ["history", "llm_state"]),
+        "TransformObservation": lambda: wrappers.TransformObservation(env, lambda o: {**o, "responses": o["responses"] / 5.0}),
+        "NormalizeObservation": lambda: wrappers.NormalizeObservation(flat(env)),
+        "DtypeObservation": lambda: wrappers.DtypeObservation(flat(env), np.float64),
+        "RescaleObservation": lambda: wrappers.RescaleObservation(flat(env), -1.0, 1.0),
+        "DictInfoToList": lambda: wrappers.DictInfoToList(env),
+    }[name]()
+
+
+GYMNASIUM_WRAPPERS = [
+    ("RecordEpisodeStatistics", "SameStep"),
+    ("NormalizeReward", "SameStep"),
+    ("ClipReward", "SameStep"),
+    ("DictInfoToList", "SameStep"),
+    ("RecordEpisodeStatistics", "NextStep"),
+    ("NormalizeReward", "NextStep"),
+    ("ClipReward", "NextStep"),
+    ("FlattenObservation", "NextStep"),
+    ("FilterObservation", "NextStep"),
+    ("TransformObservation", "NextStep"),
+    ("NormalizeObservation", "NextStep"),
+    ("DtypeObservation", "NextStep"),
+    ("RescaleObservation", "NextStep"),
+    ("DictInfoToList", "NextStep"),
+]
+"""Gymnasium's vector wrappers that apply to this env (observation wrappers need next-step autoreset;
+the Box-only ones take the flattened observation)."""
+
+
+@pytest.mark.parametrize(("wrapper", "mode"), GYMNASIUM_WRAPPERS)
+def test_gymnasium_vector_wrappers_run_the_stock_loop(wrapper, mode):
+    env = _wrapped(wrapper, make_vec(5, max_steps=4, slate_size=2, as_numpy=True, autoreset_mode=mode))
+    observation, info = env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(30):
+        observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(observation) or wrapper == "NormalizeObservation"
+        assert isinstance(reward, np.ndarray) and reward.shape == (5,) and np.isfinite(reward).all()
+    env.close()
+
+
+@pytest.mark.parametrize("mode", ["SameStep", "NextStep"])
+def test_record_episode_statistics_counts_each_session(mode):
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    env = RecordEpisodeStatistics(
+        make_vec(4, max_steps=5, as_numpy=True, autoreset_mode=mode, simulator_config=NEVER_LEAVE, reward="click")
+    )
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    returns, episodes = np.zeros(4), []
+    for _ in range(20 if mode == "SameStep" else 23):  # next-step: one more (restart) step per session
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        returns += reward
+        if "episode" in info:
+            for row in np.flatnonzero(info["_episode"]):
+                episodes.append((info["episode"]["l"][row], info["episode"]["r"][row], returns[row]))
+                returns[row] = 0.0
+    assert len(episodes) == 16  # 4 users x 4 whole sessions of 5 steps
+    for length, recorded, summed in episodes:
+        assert length == 5 and recorded == pytest.approx(summed)
+
+
 def test_same_seed_two_copies_and_get_set_state_resume_exactly():
     a, b = make_vec(6, slate_size=2, max_steps=7), make_vec(6, slate_size=2, max_steps=7)
     a.reset(seed=5)

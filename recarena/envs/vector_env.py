@@ -23,7 +23,7 @@ from recarena.envs.common import (
     reward_function,
 )
 from recarena.envs.observation import MAX_RESPONSE, build_observation, observation_space
-from recarena.simulators.base import LoggedSequences, UserState
+from recarena.simulators.base import LoggedSequences, StepOutcome, UserState
 
 
 class RecommendationVectorEnv(VectorEnv):
@@ -38,12 +38,23 @@ class RecommendationVectorEnv(VectorEnv):
     - ``final_observation``: put the last observation of finished episodes in ``info["final_obs"]``.
     - ``autoreset``: reset finished users inside ``step`` (default). ``False`` disables autoreset;
       then reset rows with ``reset(options={"reset_mask": mask})``.
+    - ``autoreset_mode``: ``AutoresetMode.SAME_STEP`` (``"SameStep"``, the default),
+      ``AutoresetMode.NEXT_STEP`` (``"NextStep"``, Gymnasium's default, which its vector observation
+      wrappers require) or ``AutoresetMode.DISABLED`` (``"Disabled"``, the same as ``autoreset=False``);
+      ``metadata["autoreset_mode"]`` says which.
 
     **Autoreset (same-step).** ``metadata["autoreset_mode"]`` is ``AutoresetMode.SAME_STEP``: when a
     user's episode ends in ``step``, that step returns its reward, ``terminated``/``truncated``, and
     already the *first observation of the user's next session*; the last observation of the ended
     session is in ``info["final_obs"]`` (a batched dict like the observation; only rows where
     ``info["_final_obs"]`` is True are meaningful). The next action of that row acts in the new session.
+
+    **Autoreset (next-step)**, with ``autoreset_mode="NextStep"``: the step in which a user's episode
+    ends returns its last observation (no ``final_obs``); the next step ignores that row's action,
+    starts the user's next session and returns its first observation with reward 0 and
+    ``terminated``/``truncated`` False (and, in ``info``, no click: ``item`` -1). The other rows step
+    as usual. Selecting the rows that step synchronises with the host, which is free on the CPU: this
+    mode is there for Gymnasium's stock vector wrappers (with ``as_numpy=True``), not for CUDA speed.
 
     **Step cost.** ``step`` runs tensor ops only: no per-user Python loop and no host-device copy.
     The one host synchronisation left is action validation (``validate_actions=True``, the
@@ -69,11 +80,13 @@ class RecommendationVectorEnv(VectorEnv):
         as_numpy: bool = False,
         final_observation: bool = True,
         autoreset: bool = True,
+        autoreset_mode: AutoresetMode | str | None = None,
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        mode = _autoreset_mode(autoreset_mode, autoreset)
         if render_mode is not None:
             raise ValueError(f"recarena envs do not render; render_mode must be None, got {render_mode!r}")
         self.options = parse_options(**kwargs)
@@ -88,11 +101,11 @@ class RecommendationVectorEnv(VectorEnv):
         self.max_steps = self.options.max_steps
         self.as_numpy = as_numpy
         self.final_observation = final_observation
-        self.autoreset = autoreset
+        self.autoreset_mode = mode
+        self.autoreset = mode != AutoresetMode.DISABLED
         self.render_mode = None
         self.metadata = dict(self.metadata)
-        if not autoreset:
-            self.metadata["autoreset_mode"] = AutoresetMode.DISABLED
+        self.metadata["autoreset_mode"] = mode
         self._reward_fn = reward_function(self.options.reward)
         self._embeddings = self.simulator.item_embeddings.to(self.device, torch.float32)
         full_space = observation_space(self.n_items, self.history_length, int(self._embeddings.shape[1]))
@@ -107,6 +120,7 @@ class RecommendationVectorEnv(VectorEnv):
         self._state: UserState = self.simulator.init_state(self.num_envs)
         self._steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self._all_rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._restart = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)  # next-step mode
         self._needs_reset = True
 
     # Spaces -------------------------------------------------------------------------------------
@@ -152,6 +166,7 @@ class RecommendationVectorEnv(VectorEnv):
                 raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
         self.simulator.reset(self._state, rows, self._generator)
         self._steps = torch.where(rows, torch.zeros_like(self._steps), self._steps)
+        self._restart = self._restart & ~rows
         self._needs_reset = False
         return self._output(self._observe()), {}
 
@@ -161,9 +176,16 @@ class RecommendationVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         slate = self._to_slate(actions)
         state = self._state
-        outcome = self.simulator.step(state, slate, self._generator)
+        next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
+        if next_step and bool(self._restart.any()):  # these rows start their next session instead
+            restart = self._restart
+            outcome = self._step_rows(torch.nonzero(~restart).squeeze(1), slate)
+            self.simulator.reset(state, restart, self._generator)
+            self._steps = torch.where(restart, torch.zeros_like(self._steps), self._steps + 1)
+        else:
+            outcome = self.simulator.step(state, slate, self._generator)
+            self._steps = self._steps + 1
         reward = torch.nan_to_num(self._reward_fn(outcome).to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        self._steps = self._steps + 1
         terminated = outcome.left.clone()
         truncated = (self._steps >= self.max_steps) & ~terminated
         info: dict[str, Any] = {
@@ -173,7 +195,10 @@ class RecommendationVectorEnv(VectorEnv):
             "item": outcome.item,
             "response": torch.nan_to_num(outcome.response.to(torch.float32), nan=MAX_RESPONSE),
         }
-        if not self.autoreset:
+        if next_step:
+            self._restart = terminated | truncated
+            observation = self._observe()
+        elif not self.autoreset:
             observation = self._observe()
         else:
             done = terminated | truncated
@@ -216,13 +241,13 @@ class RecommendationVectorEnv(VectorEnv):
             "np_random": self.np_random.bit_generator.state,
             "num_envs": self.num_envs,
             "n_items": self.n_items,
-        }
+        } | ({"autoreset_pending": self._restart.clone()} if self.autoreset_mode == AutoresetMode.NEXT_STEP else {})
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state` result so stepping continues exactly where it was taken."""
         expected = {"user_state", "steps", "torch_generator", "np_random", "num_envs", "n_items"}
-        if not isinstance(state, dict) or set(state) != expected:
-            raise CheckpointError(f"env state must be a dict with keys {sorted(expected)}")
+        if not isinstance(state, dict) or set(state) - {"autoreset_pending"} != expected:
+            raise CheckpointError(f"env state must be a dict with keys {sorted(expected)} (and 'autoreset_pending')")
         if state["num_envs"] != self.num_envs or state["n_items"] != self.n_items:
             raise CheckpointError(
                 f"env state is for num_envs={state['num_envs']}, n_items={state['n_items']}; "
@@ -246,6 +271,14 @@ class RecommendationVectorEnv(VectorEnv):
         self._steps = torch.as_tensor(state["steps"], dtype=torch.int64).to(self.device).clone()
         self._generator.set_state(torch.as_tensor(state["torch_generator"]).cpu())
         self.np_random.bit_generator.state = state["np_random"]
+        pending = state.get("autoreset_pending")
+        if pending is None:
+            self._restart = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        else:
+            pending = torch.as_tensor(pending)
+            if pending.dtype != torch.bool or pending.shape != (self.num_envs,):
+                raise CheckpointError(f"env state autoreset_pending: expected bool ({self.num_envs},)")
+            self._restart = pending.to(self.device).clone()
         self._needs_reset = False
 
     # Helpers ------------------------------------------------------------------------------------
@@ -264,6 +297,29 @@ class RecommendationVectorEnv(VectorEnv):
     def user_state(self) -> UserState:
         """The live simulator state of the N users (not a copy)."""
         return self._state
+
+    def _step_rows(self, rows: torch.Tensor, slate: torch.Tensor) -> StepOutcome:
+        """Step only the users ``rows`` (int64 [M]); the others' outcome is "nothing happened"."""
+        state = self._state
+        outcome = StepOutcome(
+            **{
+                f.name: torch.full(
+                    (self.num_envs,), -1 if f.name in ("chosen_slot", "item") else 0, dtype=dtype, device=self.device
+                )
+                for f in fields(StepOutcome)
+                for dtype in [_OUTCOME_DTYPES.get(f.name, torch.float32)]
+            }
+        )
+        if rows.numel() == 0:
+            return outcome
+        part = UserState(**{f.name: getattr(state, f.name).index_select(0, rows) for f in fields(UserState)})
+        stepped = self.simulator.step(part, slate.index_select(0, rows), self._generator)
+        for f in fields(UserState):
+            getattr(state, f.name).index_copy_(0, rows, getattr(part, f.name))
+        for f in fields(StepOutcome):
+            value = getattr(stepped, f.name)
+            getattr(outcome, f.name).index_copy_(0, rows, value.to(getattr(outcome, f.name).dtype))
+        return outcome
 
     def _to_slate(self, actions: Any) -> torch.Tensor:
         tensor = as_action_tensor(actions, self.device, self.n_items)
@@ -327,6 +383,33 @@ class RecommendationVectorEnv(VectorEnv):
     def __repr__(self) -> str:
         name = self.spec.id if self.spec is not None else "RecommendationVectorEnv"
         return f"RecommendationVectorEnv({name}, num_envs={self.num_envs}, device={self.device})"
+
+
+_OUTCOME_DTYPES = {
+    "chosen_slot": torch.int64,
+    "item": torch.int64,
+    "response": torch.float32,
+    "clicked": torch.bool,
+    "liked": torch.bool,
+    "from_log": torch.bool,
+    "reward": torch.float32,
+    "left": torch.bool,
+}
+
+
+def _autoreset_mode(mode: AutoresetMode | str | None, autoreset: bool) -> AutoresetMode:
+    """The autoreset mode the two options ask for (``autoreset=False`` is ``DISABLED``)."""
+    if mode is None:
+        return AutoresetMode.SAME_STEP if autoreset else AutoresetMode.DISABLED
+    if not isinstance(mode, AutoresetMode):
+        try:
+            mode = AutoresetMode(mode)
+        except ValueError:
+            valid = [m.value for m in AutoresetMode]
+            raise ValueError(f"autoreset_mode must be an AutoresetMode or one of {valid}, got {mode!r}") from None
+    if not autoreset and mode != AutoresetMode.DISABLED:
+        raise ValueError(f"autoreset=False contradicts autoreset_mode={mode.value!r}; give one of the two")
+    return mode
 
 
 def _column(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

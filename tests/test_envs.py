@@ -101,7 +101,7 @@ def test_spaces_follow_options():
 
 
 def test_bad_options_raise_config_errors():
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match="unknown env option"):
         make(slate=3)
     with pytest.raises(ConfigError, match="reward"):
         make(reward="money")
@@ -113,6 +113,74 @@ def test_bad_options_raise_config_errors():
         make(history_length=50, simulator_config={"history_length": 10})
     with pytest.raises(ConfigError, match="unknown simulator"):
         make(simulator="nonexistent")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(max_steps=0), r"^max_steps: must be >= 1, got 0$"),
+        (dict(max_steps=2**70), r"^max_steps: must be <= 9223372036854775807, got 1180591620717411303424$"),
+        (dict(slate_size=np.uint64(2**64 - 1)), r"^slate_size: must be <= 9223372036854775807, got 18446744073709551615$"),
+        (dict(slate=3), r"^unknown env option\(s\) \['slate'\] \(did you mean 'slate_size'\?\); the options are"),
+        (dict(simulator_config={"leave": {"hazard": 2}}), r"^simulator_config\.leave\.hazard: must be <= 1\.0, got 2$"),
+        (dict(simulator_config={"best_item": 500}), r"^simulator_config: best_item must be in \[0, 100\), got 500$"),
+        (dict(simulator_config={"choice": {"temp": 1.0}}), r"^unknown config key\(s\) \['simulator_config\.choice\.temp'\]"),
+        (
+            dict(history_length=30, simulator_config={"history_length": 10}),
+            r"^history_length: 30 exceeds the simulator's history length \(simulator_config\.history_length = 10\)",
+        ),
+        (dict(device="tpu"), r"^device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'$"),
+        (dict(reward="money"), r"^reward: must be None or one of \['click', 'dwell', 'like', 'rating'\], got 'money'$"),
+    ],
+)
+def test_option_errors_name_the_keyword_argument_as_given(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        gym.make("recarena/Synthetic-v0", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(num_envs=0), r"^num_envs: must be >= 1, got 0$"),
+        (dict(num_envs=2**64), r"^num_envs: must be <= 9223372036854775807, got 18446744073709551616$"),
+        (dict(num_envs="4"), r"^num_envs: expected an integer, got '4'$"),
+        (dict(num_envs=2, as_numpy="yes"), r"^as_numpy: expected true or false, got 'yes'$"),
+        (dict(num_envs=2, autoreset_mode="next"), r"^autoreset_mode: must be an AutoresetMode or one of"),
+    ],
+)
+def test_vector_option_errors_name_the_keyword_argument_as_given(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        gym.make_vec("recarena/Synthetic-v0", vectorization_mode="vector_entry_point", **kwargs)
+
+
+def test_option_errors_come_before_any_data_is_loaded(monkeypatch):
+    """A bad option of a MovieLens id fails at once, not after loading the log and fitting models."""
+    import recarena.data.logs
+    import recarena.simulators.preference_store as store
+    from recarena.envs import common
+
+    def loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before the options were checked")
+
+    for module, name in ((store, "_split"), (store, "load_logs"), (recarena.data.logs, "load_logs")):
+        monkeypatch.setattr(module, name, loading)
+    monkeypatch.setattr(common, "_SIMULATORS", {})  # nothing built earlier in this process
+    cases = [
+        dict(max_steps=0),
+        dict(slate_size=2**64),
+        dict(device="tpu"),
+        dict(simulator_config={"leave": {"hazard": 2}}),
+        dict(simulator_config={"preference": {"epochs": 0}}),
+        dict(history_length=30, simulator_config={"history_length": 10}),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(dict(device="cuda"))  # "CUDA is not available here", before the data
+    for env_id in ("recarena/ML100K-v0", "recarena/ML1M-v1"):
+        for kwargs in cases:
+            with pytest.raises(ConfigError, match=next(iter(kwargs)).split("_config")[0]):
+                gym.make(env_id, **kwargs)
+        with pytest.raises(ConfigError, match="num_envs"):
+            gym.make_vec(env_id, num_envs=0, vectorization_mode="vector_entry_point")
 
 
 # ---------------------------------------------------------------------------------- dynamics

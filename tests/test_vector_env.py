@@ -203,7 +203,7 @@ def test_next_step_autoreset_follows_gymnasium_s_convention():
     actions = env.action_space.sample()
     for a, b in zip(env.step(actions), twin.step(actions), strict=True):
         np.testing.assert_equal(a, b)
-    with pytest.raises(ValueError, match="autoreset_mode must be"):
+    with pytest.raises(ValueError, match="autoreset_mode: must be"):
         make_vec(2, autoreset_mode="next")
     with pytest.raises(ValueError, match="contradicts"):
         make_vec(2, autoreset=False, autoreset_mode="NextStep")

@@ -8,9 +8,11 @@ env run exactly the same code.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import field, fields
+from difflib import get_close_matches
 from typing import Annotated, Any
 
 import gymnasium as gym
@@ -29,6 +31,8 @@ from recarena.simulators.preference_store import clear_split_cache, logged_simul
 from recarena.simulators.registry import get as simulator_class
 
 OBSERVATION_KEYS = ("history", "responses", "llm_state")
+INT64_MAX = 2**63 - 1
+"""Counters and indices are int64 tensors: a larger integer option is refused, as given."""
 
 
 def reward_function(name: str | None) -> Callable[[StepOutcome], torch.Tensor]:
@@ -50,10 +54,10 @@ class EnvOptions:
     simulator: Any = "synthetic"  # registry name (str) or a ready Simulator instance
     data: str | None = None  # data source passed to simulators.make (e.g. "ml-1m"); None = simulator default
     simulator_config: dict[str, Any] = field(default_factory=dict)
-    slate_size: Annotated[int, Field(ge=1)] = 1
-    max_steps: Annotated[int, Field(ge=1)] = 50  # session cap: reaching it truncates the episode
+    slate_size: Annotated[int, Field(ge=1, le=INT64_MAX)] = 1
+    max_steps: Annotated[int, Field(ge=1, le=INT64_MAX)] = 50  # session cap: reaching it truncates the episode
     reward: str | None = None  # None = the simulator's configured reward; else a simulators.REWARDS name
-    history_length: Annotated[int, Field(ge=1)] | None = None  # observation window; None = the simulator's
+    history_length: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None  # observation window; None = the simulator's
     observation_keys: tuple[str, ...] = OBSERVATION_KEYS
     mask_consumed: bool = True  # action mask marks already-consumed items as unavailable
     validate_actions: bool = True
@@ -63,31 +67,88 @@ class EnvOptions:
     @classmethod
     def _name_or_simulator(cls, simulator: Any) -> Any:
         if not isinstance(simulator, (str, Simulator)):
-            raise ValueError(f"simulator must be a registry name or a Simulator, got {simulator!r}")
+            raise ValueError(f"must be a registry name or a Simulator, got {simulator!r}")
         return simulator
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, device: str) -> str:
+        from recarena.core.seeding import resolve_device
+
+        if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+            raise ValueError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        try:
+            resolve_device(device)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        return device
 
     @field_validator("reward")
     @classmethod
     def _known_reward(cls, reward: str | None) -> str | None:
         if reward is not None and reward not in REWARDS:
-            raise ValueError(f"reward must be None or one of {sorted(REWARDS)}, got {reward!r}")
+            raise ValueError(f"must be None or one of {sorted(REWARDS)}, got {reward!r}")
         return reward
 
     @field_validator("observation_keys")
     @classmethod
     def _known_distinct_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         if not keys or any(k not in OBSERVATION_KEYS for k in keys) or len(set(keys)) != len(keys):
-            raise ValueError(f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}")
+            raise ValueError(f"must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}")
         return keys
 
 
 def parse_options(**kwargs: Any) -> EnvOptions:
-    """Validate env keyword arguments into :class:`EnvOptions` (unknown keys are errors)."""
+    """Validate env keyword arguments into :class:`EnvOptions`; see :func:`check_options`."""
+    return check_options(kwargs)
+
+
+def check_options(
+    kwargs: Mapping[str, Any], prefix: str = "", simulator_prefix: str | None = None
+) -> EnvOptions:
+    """Validate env options, before any data is loaded or model fitted, into :class:`EnvOptions`.
+
+    Checks the options themselves (unknown names, with a suggestion; types and ranges), the device
+    (``"cuda"`` without CUDA), the ``simulator_config`` against the named simulator's config class
+    and ``history_length`` against that config's window: what would otherwise fail only after
+    the data were loaded. Errors are :class:`ConfigError` naming the key as the caller knows it:
+    ``prefix + name`` (``gymnasium.make`` keyword arguments: no prefix, e.g. ``"max_steps: must be
+    >= 1, got 0"``; a run config's env section: ``prefix="env."``), simulator options after
+    ``simulator_prefix`` (default ``prefix + "simulator_config."``).
+    """
+    kwargs = dict(kwargs)
+    names = [f.name for f in fields(EnvOptions)]
+    unknown = sorted(set(kwargs) - set(names), key=str)
+    if unknown:
+        hints = [f"'{prefix}{close[0]}'" for key in unknown if (close := get_close_matches(str(key), names, n=1))]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"unknown env option(s) {[prefix + str(k) for k in unknown]}{hint}; the options are {names}")
+    kwargs = {key: value.item() if isinstance(value, np.generic) else value for key, value in kwargs.items()}
     if kwargs.get("simulator_config") is None:
         kwargs.pop("simulator_config", None)
     if "observation_keys" in kwargs and isinstance(kwargs["observation_keys"], (list, tuple)):
         kwargs["observation_keys"] = list(kwargs["observation_keys"])
-    return from_dict(EnvOptions, kwargs)
+    options = from_dict(EnvOptions, kwargs, prefix=prefix)
+    if isinstance(options.simulator, str):
+        simulator_prefix = f"{prefix}simulator_config." if simulator_prefix is None else simulator_prefix
+        typed = from_dict(simulator_class(options.simulator).config_class, simulator_config(options), prefix=simulator_prefix)
+        window = getattr(typed, "history_length", None)
+        if isinstance(window, int) and options.history_length is not None and options.history_length > window:
+            raise ConfigError(
+                f"{prefix}history_length: {options.history_length} exceeds the simulator's history length "
+                f"({simulator_prefix}history_length = {window}); raise that instead"
+            )
+    return options
+
+
+def simulator_config(options: EnvOptions) -> dict[str, Any]:
+    """The config the named simulator is built with: ``simulator_config``, plus the env's
+    ``history_length`` where that config has a window and does not set it."""
+    config = dict(options.simulator_config)
+    if options.history_length is not None and "history_length" not in config:
+        if any(f.name == "history_length" for f in fields(simulator_class(options.simulator).config_class)):
+            config["history_length"] = options.history_length
+    return config
 
 
 _SIMULATORS: dict[str, Simulator] = {}
@@ -110,10 +171,7 @@ def build_simulator(options: EnvOptions) -> Simulator:
     if isinstance(options.simulator, Simulator):
         return options.simulator
 
-    config = dict(options.simulator_config)
-    if options.history_length is not None and "history_length" not in config:
-        if any(f.name == "history_length" for f in fields(simulator_class(options.simulator).config_class)):
-            config["history_length"] = options.history_length
+    config = simulator_config(options)
     data_key = source_key(options.data) if isinstance(options.data, str) else options.data
     key = json.dumps([options.simulator, data_key, options.device, config], sort_keys=True, default=str)
     if key not in _SIMULATORS:

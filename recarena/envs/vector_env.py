@@ -12,8 +12,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recarena.core.errors import CheckpointError
+from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.common import (
+    INT64_MAX,
     SlateSpace,
     as_action_tensor,
     build_simulator,
@@ -84,8 +85,11 @@ class RecommendationVectorEnv(VectorEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        # Every option is checked before the simulator is built (data loaded, models fitted).
+        num_envs = _check_count(num_envs)
+        for name, flag in (("as_numpy", as_numpy), ("final_observation", final_observation), ("autoreset", autoreset)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ConfigError(f"{name}: expected true or false, got {flag!r}")
         mode = _autoreset_mode(autoreset_mode, autoreset)
         if render_mode is not None:
             raise ValueError(f"recarena envs do not render; render_mode must be None, got {render_mode!r}")
@@ -96,11 +100,11 @@ class RecommendationVectorEnv(VectorEnv):
         self.n_items = int(self.simulator.n_items)
         self.slate_size = self.options.slate_size
         if self.slate_size > self.n_items:
-            raise ValueError(f"slate_size={self.slate_size} exceeds the number of items ({self.n_items})")
+            raise ConfigError(f"slate_size: {self.slate_size} exceeds the number of items ({self.n_items})")
         self.history_length = resolve_history_length(self.options, self.simulator)
         self.max_steps = self.options.max_steps
-        self.as_numpy = as_numpy
-        self.final_observation = final_observation
+        self.as_numpy = bool(as_numpy)
+        self.final_observation = bool(final_observation)
         self.autoreset_mode = mode
         self.autoreset = mode != AutoresetMode.DISABLED
         self.render_mode = None
@@ -397,6 +401,21 @@ _OUTCOME_DTYPES = {
 }
 
 
+def _check_count(num_envs: Any) -> int:
+    """``num_envs`` as an int in [1, INT64_MAX], or a ConfigError naming it and the value given."""
+    if isinstance(num_envs, np.integer):
+        num_envs = num_envs.item()
+    if isinstance(num_envs, float) and num_envs.is_integer():
+        num_envs = int(num_envs)
+    if not isinstance(num_envs, int) or isinstance(num_envs, bool):
+        raise ConfigError(f"num_envs: expected an integer, got {num_envs!r}")
+    if num_envs < 1:
+        raise ConfigError(f"num_envs: must be >= 1, got {num_envs}")
+    if num_envs > INT64_MAX:
+        raise ConfigError(f"num_envs: must be <= {INT64_MAX}, got {num_envs}")
+    return num_envs
+
+
 def _autoreset_mode(mode: AutoresetMode | str | None, autoreset: bool) -> AutoresetMode:
     """The autoreset mode the two options ask for (``autoreset=False`` is ``DISABLED``)."""
     if mode is None:
@@ -406,9 +425,9 @@ def _autoreset_mode(mode: AutoresetMode | str | None, autoreset: bool) -> Autore
             mode = AutoresetMode(mode)
         except ValueError:
             valid = [m.value for m in AutoresetMode]
-            raise ValueError(f"autoreset_mode must be an AutoresetMode or one of {valid}, got {mode!r}") from None
+            raise ConfigError(f"autoreset_mode: must be an AutoresetMode or one of {valid}, got {mode!r}") from None
     if not autoreset and mode != AutoresetMode.DISABLED:
-        raise ValueError(f"autoreset=False contradicts autoreset_mode={mode.value!r}; give one of the two")
+        raise ConfigError(f"autoreset_mode: autoreset=False contradicts autoreset_mode={mode.value!r}; give one of the two")
     return mode
 
 

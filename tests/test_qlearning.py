@@ -79,7 +79,7 @@ def fraction_best(agent, seed: int = 123) -> float:
 
 @pytest.mark.parametrize("key", list(AGENTS))
 def test_agent_finds_the_obvious_best_item(key):
-    agent = build(key)
+    agent = build(key, log_interval=500)
     assert fraction_best(agent) < 0.5  # untrained: no idea
     logger = RecordingLogger()
     agent.learn(best_item_env(), 3000, logger)
@@ -120,20 +120,26 @@ def test_same_seed_gives_identical_parameters(key):
 
 @pytest.mark.parametrize("key", list(VARIANTS))
 def test_resumed_training_matches_uninterrupted_training(key, tmp_path):
+    """Agent and env state restored mid-session (as train.py does) continue exactly."""
+    env = best_item_env()
     uninterrupted = build(key)
-    uninterrupted.learn(best_item_env(), 160)  # tabular: still warming up at this boundary
-    uninterrupted.learn(best_item_env(), 320)
+    uninterrupted.learn(env, 168)  # tabular: still warming up at this boundary; users mid-session
+    uninterrupted.learn(env, 320)
 
+    env = best_item_env()
     interrupted = build(key)
-    interrupted.learn(best_item_env(), 160)
+    interrupted.learn(env, 168)
     tensors, metadata = interrupted.checkpoint_state()
-    resumed = build(key)
+    env_state = env.get_state()
+    resumed, fresh = build(key), best_item_env()
     resumed.restore_checkpoint_state(tensors, metadata)
-    resumed.learn(best_item_env(), 320)
+    fresh.reset(seed=999)  # another state, overwritten by the checkpoint's
+    fresh.set_state(env_state)
+    resumed.learn(fresh, 320)
 
     a, b = parameters(uninterrupted), parameters(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert uninterrupted.steps_done == resumed.steps_done == 480
+    assert uninterrupted.steps_done == resumed.steps_done == 496
 
 
 @pytest.mark.parametrize("key", list(VARIANTS))

@@ -303,7 +303,7 @@ def test_sb3_session_charts_match_the_native_definitions() -> None:
     agent = SimpleNamespace(num_envs=2, n_items=3, log_every=4, item_table=np.eye(3))
     agent._stats = SB3Agent._new_stats(agent)
     callback = _EpisodeStats(agent, SimpleNamespace(log_scalar=lambda tag, value, step: logged.update({tag: value})))
-    callback.model = SimpleNamespace(num_timesteps=0)
+    callback.model = SimpleNamespace(num_timesteps=0, logger=SimpleNamespace(dump=lambda step: None))
     callback._on_training_start()
     # Two users, two vector steps: 3 clicks in 4 user-steps; user 0 leaves after 2 steps with return 2.
     for rewards, clicked, dones in (([1.0, 0.0], [True, False], [False, False]),

@@ -67,16 +67,44 @@ class NullLogger:
 class TrainableAgent(Agent):
     """An agent that learns by interacting with a recarena vector environment.
 
-    train.py drives it in chunks: ``learn(env, steps, logger)`` continues training for ``steps``
-    more environment steps (a step = one user-step of the batched env), then train.py evaluates,
-    logs and checkpoints. ``checkpoint_state``/``restore_checkpoint_state`` capture everything
-    needed to continue exactly (weights, optimiser, replay/rollout buffers, counters, generator
-    states), so a resumed CPU run ends with the same weights as an uninterrupted one.
+    The contract between train.py and every trainable agent (tested family by family in
+    ``tests/test_training_contract.py``):
+
+    * **Steps.** A step is one user-step: a vector-env step of N users is N steps.
+      :attr:`steps_done` counts every step the agent has trained on, across ``learn`` calls and
+      restored from checkpoints; train.py reads its progress from it and nothing else.
+    * **Chunks continue.** ``learn(env, steps, logger)`` trains until ``steps_done`` has grown by at
+      least ``steps``, rounded up to the agent's unit (:meth:`step_unit`: a vector step of N users,
+      or a whole rollout for PPO), and leaves the env where it stopped: the next call continues the
+      same sessions from the agent's current observation. Chunk boundaries change nothing, so two
+      calls of ``n * unit`` steps end with exactly the weights of one call of ``2 * n * unit`` (on
+      CPU), and train.py's ``checkpoint_every`` does not change what is learned. Only an env the
+      agent has not stepped yet (one that needs a reset) is reset, with a seed derived from the
+      agent's.
+    * **Logging.** Scalars (``charts/``, ``losses/``, ``sim/``) are logged at the first step at or
+      past each multiple of :attr:`log_every` user-steps (train.py sets it from
+      ``train.log_every``), whatever the chunks.
+    * **Checkpoints.** ``checkpoint_state``/``restore_checkpoint_state`` capture everything needed
+      to continue exactly (weights, optimiser, replay/rollout buffers, counters, generator states,
+      the current observation), so a resumed CPU run ends with the same weights as an uninterrupted one.
     """
+
+    log_every: int = 1_000
+    """User-steps between log points (train.py passes ``train.log_every`` to the constructor)."""
+
+    @property
+    @abstractmethod
+    def steps_done(self) -> int:
+        """User-steps trained so far (every user of every vector step counts)."""
+
+    def step_unit(self, num_envs: int) -> int:
+        """User-steps ``learn`` advances in at a time on an env of ``num_envs`` users (default: one vector step)."""
+        return int(num_envs)
 
     @abstractmethod
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
-        """Train for ``steps`` more environment steps on ``env`` (an ``envs`` vector env)."""
+        """Train for ``steps`` more user-steps (rounded up to :meth:`step_unit`) on ``env``, continuing
+        where the previous call left it."""
 
     @abstractmethod
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -85,3 +113,15 @@ class TrainableAgent(Agent):
     @abstractmethod
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """Restore a state produced by :meth:`checkpoint_state`."""
+
+
+def next_log_point(step: int, log_every: int) -> int:
+    """The first multiple of ``log_every`` after ``step``: the step at or past which the next log is due."""
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    return (step // log_every + 1) * log_every
+
+
+def env_needs_reset(env: Any) -> bool:
+    """True for a vector env that has not been reset yet (stepping it would fail)."""
+    return bool(getattr(env, "_needs_reset", False))

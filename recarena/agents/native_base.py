@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recarena.agents.base import Observation, TrainableAgent
+from recarena.agents.base import Observation, TrainableAgent, env_needs_reset
 from recarena.agents.item_scorer import autocast
 from recarena.agents.serialization import (
     generator_state,
@@ -42,9 +42,11 @@ class NativeAgent(TrainableAgent):
 
     def __init__(self, n_items: int, config: Any, *, item_embeddings: torch.Tensor | None = None,
                  slate_size: int | None = None, env: Any = None, device: str | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, log_every: int | None = None) -> None:
         """``env`` (train.py passes it) supplies the item encodings and slate size where they are not
-        given; ``device``/``seed`` from the run override the config's, so seeding stays in one place."""
+        given; ``device``/``seed`` from the run override the config's, so seeding stays in one place.
+        ``log_every`` (train.py passes ``train.log_every``): user-steps between log points; None
+        keeps the agent's own default (:meth:`default_log_every`)."""
         if env is not None:
             item_embeddings = env.item_embeddings if item_embeddings is None else item_embeddings
             slate_size = env.slate_size if slate_size is None else slate_size
@@ -63,6 +65,32 @@ class NativeAgent(TrainableAgent):
             self.build(item_embeddings)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.config.seed)
+        self.log_every = int(log_every) if log_every is not None else self.default_log_every()
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+    global_step: int
+
+    @property
+    def steps_done(self) -> int:
+        """User-steps trained so far (``global_step``)."""
+        return int(self.global_step)
+
+    def default_log_every(self) -> int:
+        """The log cadence when none is given (outside train.py)."""
+        return 1
+
+    def log_due(self, last_log: int) -> bool:
+        """Whether ``global_step`` has reached a multiple of ``log_every`` past ``last_log``."""
+        return self.global_step // self.log_every > last_log // self.log_every
+
+    def start_sessions(self, env: Any) -> bool:
+        """Reset ``env`` (seeded by the config) when the agent has no current observation or the env was
+        never reset; True when it did. Otherwise ``learn`` continues the sessions where they were."""
+        if self.observation is not None and not env_needs_reset(env):
+            return False
+        self.observation, _ = env.reset(seed=self.config.seed)
+        return True
 
     def build(self, item_embeddings: torch.Tensor) -> None:
         """Create the networks and optimiser (called once, under the config's seed)."""

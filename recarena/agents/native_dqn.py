@@ -4,7 +4,7 @@ Reads top to bottom like a CleanRL script, but is driven in chunks by train.py t
 ``TrainableAgent`` interface (``learn`` / ``checkpoint_state`` / ``restore_checkpoint_state``).
 Nothing inside the loop leaves the device: observations, actions, rewards, the replay buffer and the
 masks are tensors, and there is no per-user Python work. Scalars are synchronised to the host only
-every ``log_interval`` environment steps.
+at log points (every ``log_every`` user-steps: train.py's ``train.log_every``, else ``log_interval``).
 
 **Q head.** ``Q(s, a) = encode(s) . e_a + b_a`` (``recarena.agents.item_scorer.ItemScorer``): the item
 representations start from the LLM encodings of the item texts, so scoring a catalogue of 1e5 items
@@ -63,7 +63,7 @@ class NativeDQNConfig:
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the Q network (the first steps are slow while it compiles)
-    log_interval: Annotated[int, Field(ge=1)] = 5_000  # env steps between scalar logs (each log syncs the device once)
+    log_interval: Annotated[int, Field(ge=1)] = 5_000  # user-steps between scalar logs outside train.py (train.py uses train.log_every); each log syncs the device once
     seed: int = 0
     device: str = "cpu"
 
@@ -165,12 +165,14 @@ class NativeDQNAgent(NativeAgent):
 
     # ----------------------------------------------------------------------------- learning
 
+    def default_log_every(self) -> int:
+        return self.config.log_interval
+
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
-        """Collect ``steps`` env steps (rounded up to whole vector steps), training as it goes."""
+        """Collect ``steps`` user-steps (rounded up to whole vector steps), training as it goes."""
         config, n = self.config, env.num_envs
         self.check_env(env)
-        if self.observation is None:
-            self.observation, _ = env.reset(seed=config.seed)
+        self.start_sessions(env)
         if self.buffer is None:
             self.buffer = ReplayBuffer(config.buffer_size, self.observation, self.slate_size, self.device)
         if self.stats is None:
@@ -201,7 +203,7 @@ class NativeDQNAgent(NativeAgent):
                 if self.global_step - self.last_target_sync >= config.target_update_interval:
                     self._sync_target()
                     self.last_target_sync = self.global_step
-            if self.global_step - self.last_log >= config.log_interval:
+            if self.log_due(self.last_log):
                 self._log(logger)
 
     def _train_step(self) -> None:

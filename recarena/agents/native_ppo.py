@@ -153,6 +153,9 @@ class NativePPOAgent(NativeAgent):
         self.observation: Observation | None = None
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0
+        self.last_log = 0
+        self._loss_sum = torch.zeros(6, device=self.device)  # mean losses of the updates since the last log, summed
+        self._updates_since_log = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
         self._workspace = Workspace()  # the fused policy head's buffers, reused across minibatches
         self._rollout_workspace = Workspace()  # the hierarchical head's gather buffer while acting
@@ -218,20 +221,29 @@ class NativePPOAgent(NativeAgent):
 
     # ----------------------------------------------------------------------------- learning
 
+    def step_unit(self, num_envs: int) -> int:
+        """One rollout: ``num_steps`` vector steps of ``num_envs`` users."""
+        return self.config.num_steps * int(num_envs)
+
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
-        """Run whole rollouts until at least ``steps`` more env steps are done, updating after each."""
+        """Run whole rollouts until at least ``steps`` more user-steps are done, updating after each;
+        log when a multiple of ``log_every`` is reached (default: after every rollout)."""
         config, n = self.config, env.num_envs
         self.check_env(env)
-        if self.observation is None:
-            self.observation, _ = env.reset(seed=config.seed)
+        if self.start_sessions(env) or self.stats is None:
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, config.next_item_min_rating)
         end = self.global_step + steps
         while self.global_step < end:
             batch = self._collect(env)
-            losses = self._update(batch)
-            self._log(logger, losses)
+            self._loss_sum += self._update(batch)
+            self._updates_since_log += 1
+            if self.log_due(self.last_log):
+                self._log(logger, self._loss_sum / self._updates_since_log)
+                self._loss_sum.zero_()
+                self._updates_since_log = 0
+                self.last_log = self.global_step
 
     def _collect(self, env: Any) -> dict[str, Any]:
         """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
@@ -371,7 +383,7 @@ class NativePPOAgent(NativeAgent):
 
     def _log(self, logger: ScalarLogger, losses: torch.Tensor) -> None:
         step = self.global_step
-        self.stats.log(logger, step)  # one device sync per rollout for the stats, one for the losses
+        self.stats.log(logger, step)  # one device sync per log point for the stats, one for the losses
         policy, value, entropy_value, approx_kl, clip_fraction, next_item = losses.tolist()
         logger.log_scalar("losses/policy_loss", policy, step)
         logger.log_scalar("losses/value_loss", value, step)
@@ -384,7 +396,13 @@ class NativePPOAgent(NativeAgent):
     # ----------------------------------------------------------------------------- persistence
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return self._pack_checkpoint({"global_step": self.global_step})
+        return self._pack_checkpoint({"global_step": self.global_step, "last_log": self.last_log,
+                                      "loss_sum": self._loss_sum, "updates_since_log": self._updates_since_log})
 
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-        self.global_step = self._unpack_checkpoint(tensors, metadata)["global_step"]
+        state = self._unpack_checkpoint(tensors, metadata)
+        self.global_step = state["global_step"]
+        # Checkpoints written before log_every logged after every rollout: start a fresh window.
+        self.last_log = state.get("last_log", self.global_step)
+        self._loss_sum = state["loss_sum"].to(self.device).clone() if "loss_sum" in state else torch.zeros(6, device=self.device)
+        self._updates_since_log = state.get("updates_since_log", 0)

@@ -18,23 +18,24 @@ scikit-learn's: it draws from the agent's explicit ``torch.Generator`` (so a see
 ``checkpoint_state`` captures it), runs on the env's device with no NumPy round trip, and does not
 start its own thread pool on small shared machines.
 
-Training and resumption. ``learn(env, steps, logger)`` resets ``env`` with a seed derived from
-``config.seed`` and the number of earlier ``learn`` calls, then runs ``ceil(steps / N)`` env steps.
-Sessions therefore end at chunk boundaries (the cut transition still bootstraps, it is not treated
-as terminal), and a run resumed from ``checkpoint_state`` after any chunk repeats the uninterrupted
-run exactly on CPU without needing the env's own state.
+Training and resumption. ``learn(env, steps, logger)`` runs ``ceil(steps / N)`` env steps and
+leaves the env where it stopped: the next call continues the same sessions from the agent's
+current observation (only an env the agent has not stepped is reset, with a seed derived from
+``config.seed``), so chunk boundaries change nothing. ``checkpoint_state`` holds the current
+observation and each user's running return; with the env's own state (train.py checkpoints both)
+a resumed run repeats the uninterrupted one exactly on CPU. Scalars are logged at each multiple of
+``log_every`` user-steps (train.py's ``train.log_every``; ``log_interval`` outside train.py).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from recarena.agents.base import Observation, ScalarLogger, TrainableAgent
+from recarena.agents.base import NullLogger, Observation, ScalarLogger, TrainableAgent, env_needs_reset
 from recarena.agents.baselines import _exclude_history
 from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, logged_sequences_of, next_item_loss
 from recarena.agents.serialization import (
@@ -66,7 +67,8 @@ class _ExplorationConfig:
     """In :meth:`scores`, score items in the observed history -inf (acting while learning uses the
     env's action mask instead)."""
     log_interval: Annotated[int, Field(ge=1)] = 2_000
-    """User-steps between scalar logs."""
+    """User-steps between scalar logs when the agent is used outside train.py (train.py logs every
+    ``train.log_every``)."""
     next_item_coef: Annotated[float, Field(ge=0)] = 0.0
     """> 0: after each TD update, also step ``learning_rate * next_item_coef`` along the gradient of
     the softmax cross-entropy of real users' next logged items under Q (the native agents'
@@ -91,6 +93,11 @@ def _env_item_embeddings(env: Any) -> torch.Tensor:
     return torch.as_tensor(embeddings, dtype=torch.float32)
 
 
+def _empty_window() -> dict[str, float]:
+    """Sums over one logging window: ended sessions and their return, TD updates and their mean squared error."""
+    return {"episodes": 0, "return": 0.0, "updates": 0, "td_loss": 0.0}
+
+
 OUTSIDE_CANDIDATES = -1.0e4
 """Score offset of the items outside a Q agent's candidate set (plus their log-popularity): far
 below any Q value, which stays within about max reward / (1 - gamma)."""
@@ -113,15 +120,22 @@ class _OnlineQAgent(TrainableAgent):
 
     config: Any
 
-    def __init__(self, n_items: int, config: Any) -> None:
+    def __init__(self, n_items: int, config: Any, log_every: int | None = None) -> None:
         if not isinstance(n_items, int) or n_items < 1:
             raise ConfigError(f"n_items must be a positive integer, got {n_items!r}")
         self.n_items = n_items
         self.config = config
         self.generator = torch_generator(config.seed)
-        self.steps_done = 0
-        self.learn_calls = 0
+        self.log_every = int(log_every) if log_every is not None else int(config.log_interval)
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        self._steps_done = 0
+        self.env_resets = 0  # resets of an env the agent had not stepped (seeds the next one)
         self.episodes_done = 0
+        self.last_log = 0
+        self._window = _empty_window()  # sums since the last log point
+        self.observation: Observation | None = None  # the env's current observation between learn() calls
+        self._returns = torch.zeros(0)  # each user's return so far in the current session
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
         # With ``config.candidates``: which items are candidates, and the scores of the others.
         self.candidate_mask: torch.Tensor | None = None
@@ -250,8 +264,27 @@ class _OnlineQAgent(TrainableAgent):
                 f"has slate_size={env.slate_size}. It can still act with k > 1 at evaluation."
             )
 
+    @property
+    def steps_done(self) -> int:
+        """User-steps trained so far (every user of every env step)."""
+        return self._steps_done
+
+    def _start_sessions(self, env: Any) -> dict[str, torch.Tensor]:
+        """The observation to continue from: the agent's current one, or (for an env it has not stepped
+        yet) a reset with a seed derived from ``config.seed`` and the number of earlier resets."""
+        n = int(env.num_envs)
+        if self.observation is not None and not env_needs_reset(env) and self._returns.shape[0] == n:
+            device = getattr(env, "device", None)  # restored from a checkpoint onto the CPU
+            return {k: v.to(device) for k, v in self.observation.items()} if device is not None else self.observation
+        reset_seed = (self.config.seed * 1_000_003 + self.env_resets) % (2**31 - 1)
+        self.env_resets += 1
+        self._returns = torch.zeros(n)
+        observation, _ = env.reset(seed=reset_seed)
+        return observation
+
     def learn(self, env: Any, steps: int, logger: ScalarLogger | None = None) -> None:
-        """Train for ``steps`` more user-steps (``ceil(steps / env.num_envs)`` env steps) on ``env``."""
+        """Train for ``steps`` more user-steps (``ceil(steps / env.num_envs)`` env steps) on ``env``,
+        continuing its sessions where the previous call left them."""
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         self._check_env(env)
@@ -260,15 +293,11 @@ class _OnlineQAgent(TrainableAgent):
         self._prepare(env)
         if self.config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, self.config.next_item_min_rating)
-        reset_seed = (self.config.seed * 1_000_003 + self.learn_calls) % (2**31 - 1)
-        self.learn_calls += 1
-        observation, _ = env.reset(seed=reset_seed)
+        logger = logger or NullLogger()
+        observation = self._start_sessions(env)
         n = int(env.num_envs)
-        returns = torch.zeros(n)
-        finished: list[float] = []
-        td_errors: list[float] = []
-        last_log = self.steps_done
-        for _ in range(math.ceil(steps / n)):
+        end = self._steps_done + steps
+        while self._steps_done < end:
             states = _llm_state(observation)
             mask = torch.as_tensor(env.action_masks())
             with torch.no_grad():
@@ -291,29 +320,32 @@ class _OnlineQAgent(TrainableAgent):
                 states, actions.to(states.device), reward.to(states.device), next_states,
                 terminated.to(states.device), next_mask,
             )
+            window = self._window
             if td is not None:
-                td_errors.append(float(td.square().mean()))
-            self.steps_done += n
-            returns += reward.cpu()
+                window["td_loss"] += float(td.square().mean())
+                window["updates"] += 1
+            self._steps_done += n
+            self._returns += reward.cpu()
             done_cpu = done.cpu()
             if bool(done_cpu.any()):
-                finished.extend(returns[done_cpu].tolist())
+                window["return"] += float(self._returns[done_cpu].sum())
+                window["episodes"] += int(done_cpu.sum())
                 self.episodes_done += int(done_cpu.sum())
-                returns[done_cpu] = 0.0
+                self._returns[done_cpu] = 0.0
             observation = next_observation
-            if logger is not None and self.steps_done - last_log >= self.config.log_interval:
-                self._log(logger, finished, td_errors)
-                finished, td_errors, last_log = [], [], self.steps_done
-        if logger is not None and (finished or td_errors):
-            self._log(logger, finished, td_errors)
+            self.observation = observation
+            if self._steps_done // self.log_every > self.last_log // self.log_every:
+                self._log(logger)
 
-    def _log(self, logger: ScalarLogger, finished: list[float], td_errors: list[float]) -> None:
-        step = self.steps_done
-        if finished:
-            logger.log_scalar("charts/episodic_return", sum(finished) / len(finished), step)
-        if td_errors:
-            logger.log_scalar("losses/td_loss", sum(td_errors) / len(td_errors), step)
+    def _log(self, logger: ScalarLogger) -> None:
+        step, window = self._steps_done, self._window
+        if window["episodes"]:
+            logger.log_scalar("charts/episodic_return", window["return"] / window["episodes"], step)
+        if window["updates"]:
+            logger.log_scalar("losses/td_loss", window["td_loss"] / window["updates"], step)
         logger.log_scalar("charts/epsilon", self.epsilon(), step)
+        self._window = _empty_window()
+        self.last_log = step
 
     # -- persistence -------------------------------------------------------------------------------
     def _parameter_tensors(self) -> dict[str, torch.Tensor]:
@@ -328,8 +360,11 @@ class _OnlineQAgent(TrainableAgent):
         if self.candidate_mask is not None:
             tensors["candidate_mask"] = self.candidate_mask.clone()
             tensors["outside_scores"] = self.outside_scores.clone()
-        metadata = {"n_items": self.n_items, "steps_done": self.steps_done, "learn_calls": self.learn_calls,
-                    "episodes_done": self.episodes_done}
+        if self.observation is not None:
+            tensors.update({f"observation.{k}": torch.as_tensor(v).detach().cpu().clone() for k, v in self.observation.items()})
+            tensors["returns"] = self._returns.clone()
+        metadata = {"n_items": self.n_items, "steps_done": self._steps_done, "env_resets": self.env_resets,
+                    "episodes_done": self.episodes_done, "last_log": self.last_log, "window": dict(self._window)}
         return tensors, metadata
 
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -351,9 +386,17 @@ class _OnlineQAgent(TrainableAgent):
         else:
             self.candidate_mask = self.outside_scores = None
         set_generator_state(self.generator, tensors["generator"])
-        self.steps_done = int(metadata["steps_done"])
-        self.learn_calls = int(metadata["learn_calls"])
+        self._steps_done = int(metadata["steps_done"])
+        self.env_resets = int(metadata.get("env_resets", metadata.get("learn_calls", 0)))  # learn_calls: older files
         self.episodes_done = int(metadata.get("episodes_done", 0))
+        self.last_log = int(metadata.get("last_log", self._steps_done))
+        window = metadata.get("window")
+        self._window = {**_empty_window(), **window} if isinstance(window, dict) else _empty_window()
+        observation = {k[len("observation."):]: v.clone() for k, v in tensors.items() if k.startswith("observation.")}
+        if observation and "returns" in tensors:  # written before learn() continued sessions: none kept
+            self.observation, self._returns = observation, tensors["returns"].to(torch.float32).clone()
+        else:
+            self.observation, self._returns = None, torch.zeros(0)
 
     def save(self, directory: str | Path) -> None:
         """Write the full training state (so a loaded agent also resumes training exactly)."""
@@ -392,8 +435,8 @@ class TabularQAgent(_OnlineQAgent):
     name: ClassVar[str] = "tabular_q"
     config_class: ClassVar[type] = TabularQConfig
 
-    def __init__(self, n_items: int, config: TabularQConfig | None = None) -> None:
-        super().__init__(n_items, config or TabularQConfig())
+    def __init__(self, n_items: int, config: TabularQConfig | None = None, log_every: int | None = None) -> None:
+        super().__init__(n_items, config or TabularQConfig(), log_every)
         self.centroids: torch.Tensor | None = None
         self.q_table = torch.full((self.config.n_states, n_items), float(self.config.initial_q))
         self.visits = torch.zeros(self.config.n_states, dtype=torch.int64)
@@ -512,9 +555,10 @@ class LinearQAgent(_OnlineQAgent):
     config_class: ClassVar[type] = LinearQConfig
 
     def __init__(
-        self, n_items: int, config: LinearQConfig | None = None, item_embeddings: torch.Tensor | None = None
+        self, n_items: int, config: LinearQConfig | None = None, item_embeddings: torch.Tensor | None = None,
+        log_every: int | None = None,
     ) -> None:
-        super().__init__(n_items, config or LinearQConfig())
+        super().__init__(n_items, config or LinearQConfig(), log_every)
         self.item_embeddings: torch.Tensor | None = None
         if item_embeddings is not None:
             self._set_item_embeddings(torch.as_tensor(item_embeddings, dtype=torch.float32))

@@ -45,7 +45,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from recarena.agents.base import NullLogger, Observation, ScalarLogger, TrainableAgent
+from recarena.agents.base import (
+    NullLogger,
+    Observation,
+    ScalarLogger,
+    TrainableAgent,
+    env_needs_reset,
+    next_log_point,
+)
 from recarena.agents.features import HistoryFeaturesExtractor
 from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 from recarena.agents.serialization import load_agent_files, save_agent_files
@@ -278,24 +285,29 @@ _SB3_TAGS = {
 
 
 class _ForwardWriter(KVWriter):
-    """Forwards SB3's ``train/*`` values to a ScalarLogger under ``losses/*`` (at most once per ``every`` steps)."""
+    """Forwards SB3's ``train/*`` (and ``rollout/exploration_rate``...) values to a ScalarLogger under
+    ``losses/*`` / ``charts/*``: each tag at most once per window of ``every`` steps.
+
+    The agent's episode callback dumps SB3's logger at each multiple of ``every``, so values SB3 has
+    recorded by then are logged there; SB3's own dumps (after each PPO update, at DQN episode ends)
+    add what was recorded later in the window.
+    """
 
     def __init__(self, every: int, tags: dict[str, str]) -> None:
         self.target: ScalarLogger = NullLogger()
         self.every = every
         self.tags = tags
-        self.next_step = 0
+        self.next_step: dict[str, int] = {}
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        if step < self.next_step:
-            return
-        wrote = False
         for key, value in key_values.items():
-            if key in self.tags and isinstance(value, (int, float, np.floating, np.integer)):
-                self.target.log_scalar(self.tags[key], float(value), step)
-                wrote = wrote or key.startswith("train/")
-        if wrote:
-            self.next_step = step + self.every
+            if key not in self.tags or not isinstance(value, (int, float, np.floating, np.integer)):
+                continue
+            tag = self.tags[key]
+            if step < self.next_step.get(tag, self.every):  # the first log point closes the first window
+                continue
+            self.target.log_scalar(tag, float(value), step)
+            self.next_step[tag] = next_log_point(step, self.every)
 
     def close(self) -> None:
         pass
@@ -356,7 +368,8 @@ class _EpisodeStats(BaseCallback):
         step = self.model.num_timesteps
         if step >= stats["next_log"]:
             self._log(step)
-            stats["next_log"] = (step // self.agent.log_every + 1) * self.agent.log_every
+            stats["next_log"] = next_log_point(step, self.agent.log_every)
+            self.model.logger.dump(step)  # SB3's losses recorded so far, at this log point too
         return True
 
     def _log(self, step: int) -> None:
@@ -498,8 +511,16 @@ class SB3Agent(TrainableAgent):
     def _scores(self, policy: Any, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def step_unit(self, num_envs: int) -> int:
+        """SB3 collects whole rollouts: ``train_freq`` (DQN) or ``n_steps`` (PPO) vector steps."""
+        return self._rollout_steps() * int(num_envs)
+
+    def _rollout_steps(self) -> int:
+        raise NotImplementedError
+
     def learn(self, env: Any, steps: int, logger: ScalarLogger | None = None) -> None:
-        """Train for ``steps`` more user-steps on ``env`` (a RecommendationVectorEnv), logging to ``logger``."""
+        """Train for ``steps`` more user-steps (rounded up to :meth:`step_unit`) on ``env`` (a
+        RecommendationVectorEnv), continuing its sessions, logging to ``logger``."""
         if steps <= 0:
             return
         self._attach(env)
@@ -528,9 +549,12 @@ class SB3Agent(TrainableAgent):
         venv: VecEnv = env if isinstance(env, VecEnv) else SB3VecEnvAdapter(env)
         if list(venv.observation_space.spaces) != self.policy_keys:
             venv = _SelectKeys(venv, self.policy_keys)
-        if self.model._last_obs is None:
-            venv.seed(self.seed)  # SB3 resets the env on the first learn(): make that reset seeded
-        self.model.set_env(venv, force_reset=False)
+        fresh = self.model._last_obs is None or env_needs_reset(env)
+        if fresh:
+            venv.seed(self.seed)  # SB3 resets the env on the next learn(): make that reset seeded
+        # Otherwise (the env this agent stepped, or one restored with it from a checkpoint) SB3
+        # continues the sessions from its last observation.
+        self.model.set_env(venv, force_reset=fresh)
         self._env = env
         if self.config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, self.config.next_item_min_rating)
@@ -649,7 +673,7 @@ class SB3Agent(TrainableAgent):
                 "current_progress_remaining": float(model._current_progress_remaining),
             },
             "stats": self._stats,
-            "writer_next_step": int(self._writer.next_step),
+            "writer_next_step": dict(self._writer.next_step),
             "next_item_generator": self.next_item_generator.get_state(),
         }
         state.update(self._extra_state())
@@ -678,7 +702,9 @@ class SB3Agent(TrainableAgent):
         self._stats = state["stats"]
         if not isinstance(self._stats["window"], dict):  # written before ctr counted every step
             self._stats["window"] = _empty_window()
-        self._writer.next_step = state["writer_next_step"]
+        next_step = state["writer_next_step"]
+        # An int in checkpoints written when every tag shared one next step.
+        self._writer.next_step = dict(next_step) if isinstance(next_step, dict) else dict.fromkeys(self._writer.tags.values(), int(next_step))
         self.next_item_generator.set_state(state["next_item_generator"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -732,6 +758,9 @@ class DQNAgent(SB3Agent):
 
     def _gradient_steps_per_update(self) -> int:
         return self.config.gradient_steps
+
+    def _rollout_steps(self) -> int:
+        return self.config.train_freq
 
     def _attach(self, env: Any) -> None:
         super()._attach(env)
@@ -813,6 +842,9 @@ class PPOAgent(SB3Agent):
     def _gradient_steps_per_update(self) -> int:
         rollout = self.config.n_steps * self.num_envs
         return self.config.n_epochs * math.ceil(rollout / self.config.batch_size)
+
+    def _rollout_steps(self) -> int:
+        return self.config.n_steps
 
 
 class MaskablePPOAgent(PPOAgent):

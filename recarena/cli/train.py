@@ -76,6 +76,8 @@ def build_agent(config: RunConfig, env: Any, device: str) -> TrainableAgent:
         "log_every": config.train.log_every,
     }
     accepted = inspect.signature(cls.__init__).parameters
+    if "log_every" not in accepted:
+        raise ConfigError(f"agent '{config.agent.name}' takes no log_every: it cannot honour train.log_every")
     context = {key: value for key, value in context.items() if key in accepted}
     agent = make_agent(config.agent.name, env.n_items, config.agent.config, **context)
     assert isinstance(agent, TrainableAgent)
@@ -156,7 +158,21 @@ def restore_checkpoint(run: RunDirectory, agent: TrainableAgent, env: Any, ident
     if metadata["env"] is not None:
         env_tensors = {k[len("env/"):]: v for k, v in tensors.items() if k.startswith("env/")}
         env.set_state(unflatten_state(env_tensors, metadata["env"]))
-    return dict(metadata["progress"])
+    progress = dict(metadata["progress"])
+    if agent.steps_done != progress["steps_done"]:
+        # Checkpoints of native agents written before train.py counted steps by the agent: the loop's
+        # count lagged by part of a rollout. The agent's is the true one.
+        print(f"train.py: warning: {path}: the loop counted {progress['steps_done']} steps, the agent "
+              f"{agent.steps_done}; continuing from the agent's count", file=sys.stderr)
+        progress["steps_done"] = agent.steps_done
+    return progress
+
+
+def chunk_target(steps_done: int, checkpoint_every: int, total_steps: int) -> int:
+    """Where the chunk that starts at ``steps_done`` ends: the next multiple of ``checkpoint_every``, at
+    most ``total_steps``. Targets are absolute, so an agent that overshoots a target (PPO trains in
+    whole rollouts) does not shift the later ones, and ``checkpoint_every`` does not change what is learned."""
+    return min((steps_done // checkpoint_every + 1) * checkpoint_every, total_steps)
 
 
 class ProgressBar:
@@ -236,10 +252,12 @@ def train(
             _log_eval(run, logger, evaluate(agent, env, config), 0)
             progress["last_eval"] = 0
         while progress["steps_done"] < train_cfg.total_steps:
-            chunk = min(train_cfg.checkpoint_every, train_cfg.total_steps - progress["steps_done"])
-            agent.learn(env, chunk, logger)
-            done = int(getattr(agent, "steps_done", progress["steps_done"] + chunk))
-            progress["steps_done"] = max(done, progress["steps_done"] + 1)
+            target = chunk_target(progress["steps_done"], train_cfg.checkpoint_every, train_cfg.total_steps)
+            agent.learn(env, target - progress["steps_done"], logger)
+            done = agent.steps_done
+            if done < target:
+                raise RuntimeError(f"{type(agent).__name__}.learn stopped at step {done}, before {target}")
+            progress["steps_done"] = done
             finished = progress["steps_done"] >= train_cfg.total_steps
             due = train_cfg.eval_every > 0 and progress["steps_done"] - progress["last_eval"] >= train_cfg.eval_every
             if due or finished:

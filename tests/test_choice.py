@@ -294,3 +294,26 @@ def test_the_choice_model_is_cached_and_refitted_when_the_training_log_changes(t
     write_ratings_folder(folder, cycle_sequences(n_users=30, seed=1))
     second = preference_store.ensure_choice_model(str(folder), config)
     assert second != first and len(fits) == 2
+
+
+def test_the_response_boredom_penalty_is_fitted_on_validation_ratings():
+    """Validation ratings that fall 0.5 points per unit of fatigue give a fitted penalty of 0.5."""
+    split = leave_last_out(popularity_log())
+    options = {"history_length": 6, "sampler": {"min_prefix": 2}}
+    components = {"item_embeddings": torch.eye(30), "preference_model": TableModel(torch.full((80, 30), 4.0))}
+    probe = simulators.make("logged", split, choice={"sequence": QUICK_SEQUENCE}, components=components, **options)
+    state = probe.start_from(torch.as_tensor(split.valid.user), torch.Generator().manual_seed(0))
+    fatigue = probe.interest_model.fatigue(state.interest, torch.as_tensor(split.valid.item).unsqueeze(1)).squeeze(1)
+    assert float(fatigue.std()) > 0.1
+    split.valid.rating[:] = (4.0 - 0.5 * fatigue).numpy()
+    sim = simulators.make("logged", split, choice={"sequence": QUICK_SEQUENCE}, components=components, **options)
+    assert abs(sim.response_penalty - 0.5) < 1e-4 and sim.choice_fit["response_penalty"] == sim.response_penalty
+    kept = simulators.make(
+        "logged", split, choice={"sequence": QUICK_SEQUENCE, "response_boredom": "config"}, components=components, **options
+    )
+    assert kept.response_penalty is None  # interest.boredom_penalty answers
+
+
+def test_the_learned_simulator_can_be_built_under_no_grad():
+    with torch.no_grad():
+        assert learned_simulator().choice_fit["info"]["log_loss"] < learned_simulator().choice_fit["info"]["log_loss_start"]

@@ -67,6 +67,12 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
     parser.add_argument("--judge-model", default="smollm2")
     parser.add_argument("--distill-weight", type=float, default=0.5)
     parser.add_argument("--no-simulation", action="store_true", help="skip the simulated-session comparison")
+    parser.add_argument(
+        "--no-choice", action="store_true",
+        help="skip the choice section (learned vs rating-only simulated users, SASRec, most-popular; leave-last-out)",
+    )
+    parser.add_argument("--choice-users", type=int, default=1024, help="held-out users simulated in the choice section")
+    parser.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec baseline epochs (default: its config's)")
     parser.add_argument("--cache-dir", default=None, help="embedding/judgement cache (default $RECARENA_CACHE)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument(
@@ -121,6 +127,16 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         user_text_embeddings=user_text,
         simulate=not args.no_simulation,
     )
+    if not args.no_choice:
+        from recarena.evaluation.choice_fidelity import choice_report_for_source
+
+        sasrec = {"device": base["device"], "seed": args.seed}
+        if args.sasrec_epochs is not None:
+            sasrec["epochs"] = args.sasrec_epochs
+        report["choice"] = choice_report_for_source(
+            args.data, Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
+            n_sim_users=args.choice_users,
+        )
     report["command"] = prog + " " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -139,6 +155,10 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     tables = format_tables(report)
+    if "choice" in report:
+        from recarena.evaluation.choice_fidelity import format_choice_tables
+
+        tables += "\n" + format_choice_tables(report["choice"])
     header = (
         f"# Fidelity report: {report['dataset']}\n\n`{report['command']}`\n\n{report['date']}, "
         f"{report['machine']['platform']}, {threads} torch thread(s), device {base['device']}, "

@@ -84,10 +84,11 @@ class SimulatorGreedyAgent(Agent):
 
     name = "simulator_greedy"
 
-    def __init__(self, simulator: ComposedSimulator, chunk: int = 256) -> None:
+    def __init__(self, simulator: ComposedSimulator, chunk: int = 256, reward: str | None = None) -> None:
         self.simulator = simulator
         self.n_items = simulator.n_items
         self.chunk = chunk
+        self.reward = reward  # None: the simulator's own reward
 
     @torch.no_grad()
     def scores(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -99,7 +100,7 @@ class SimulatorGreedyAgent(Agent):
                 observation["user"][rows_t], observation["history"][rows_t], observation["responses"][rows_t]
             )
             items = torch.arange(sim.n_items, device=sim.device).expand(len(rows), -1)
-            value = sim.expected_reward(state, items)
+            value = sim.expected_reward(state, items, reward=self.reward)
             # break ties between items of equal value (e.g. reward 0) by the click probability
             out.append(value + 1e-6 * sim.expected_reward(state, items, reward="click"))
         return torch.cat(out)
@@ -301,6 +302,7 @@ def run_choice_report(
         "choice_model": ChoiceModelAgent(learned),
         "greedy_rating_simulator": GreedyAgent(n_items, preference_model=rating.preference_model),
         "greedy_learned_simulator": SimulatorGreedyAgent(learned),
+        "greedy_learned_simulator_click_reward": SimulatorGreedyAgent(learned, reward="click"),
     }
     ranking = {}
     for name, agent in rankers.items():
@@ -321,7 +323,7 @@ def run_choice_report(
         plot_reliability(
             {f"{name} (log-loss {c['log_loss']:.3f})": c["bins"] for name, c in calibration.items()},
             out / "reliability.png",
-            f"{train.name}: real next item + 9 popularity distractors ({len(queries)} users)",
+            f"{split.full.name}: real next item + 9 popularity distractors ({len(queries)} users)",
         )
         report["calibration_plot"] = "reliability.png"
 
@@ -378,7 +380,8 @@ def format_choice_tables(report: dict[str, Any]) -> str:
         lines += [
             f"Fitted utility (validation events: {info.get('n_events')}, {info.get('n_slates')} constructed slates, "
             f"log-loss {_f(info.get('log_loss_start'))} -> {_f(info.get('log_loss'))}): w_choice {_f(weights['choice'])}, "
-            f"w_rating {_f(weights['rating'])}, w_boredom {_f(weights['boredom'])}, no-choice {_f(weights['no_choice'])}",
+            f"w_rating {_f(weights['rating'])}, w_boredom {_f(weights['boredom'])}, no-choice {_f(weights['no_choice'])}; "
+            f"fitted response boredom penalty {_f(weights.get('response_penalty'))}",
             "",
         ]
     lines += ["### full ranking", "", "| ranker | HR@10 | NDCG@10 | HR@10 95% interval |", "|---|---|---|---|"]
@@ -411,3 +414,32 @@ def format_choice_tables(report: dict[str, Any]) -> str:
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def choice_report_for_source(
+    data: str,
+    out: Path | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    sasrec_config: dict[str, Any] | None = None,
+    n_sim_users: int = 1024,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`run_choice_report` for a ``load_logs`` source: the env ids' own simulators (``logged``,
+    learned choice, and ``logged-rating``) on its leave-last-out split, with the preference and
+    next-item models from the on-disk cache (fitted there once, on the training part)."""
+    import recarena.simulators as simulators
+    from recarena.simulators.preference_store import logged_simulator_arguments
+
+    split, learned_config = logged_simulator_arguments(data, {})
+    _, rating_config = logged_simulator_arguments(data, {"choice": {"model": "rating"}})
+    built = {
+        "rating": simulators.make("logged-rating", split, device=device, **rating_config),
+        "learned": simulators.make("logged", split, device=device, **learned_config),
+    }
+    report = run_choice_report(
+        split, built, built["learned"].item_embeddings.cpu(), sasrec_config=sasrec_config,
+        n_sim_users=n_sim_users, seed=seed, out=out, progress=progress,
+    )
+    report["models"] = {"preference_path": learned_config.get("preference_path"), "choice_path": learned_config.get("choice_path")}
+    return report

@@ -253,6 +253,7 @@ def simulated_session_statistics(
         split,
         device=model.device,
         components={"preference_model": model, "item_embeddings": item_embeddings},
+        choice={"model": "rating"},  # the users of env -v0; the learned choice has its own section
     )
     generator = torch_generator(seed, model.device)
     state = simulator.init_state(n_sessions)
@@ -287,6 +288,7 @@ def simulated_session_statistics(
         "left_before_cap": float(1.0 - active.float().mean()),
         "chosen_from_log_share": float(from_log / max(sum(len(c) for c in consumed), 1)),
         "policy": f"popularity sampling, slate {slate_size}",
+        "choice": "rating-only (env -v0 users)",
         "max_steps": max_steps,
     }
 

@@ -123,8 +123,9 @@ def fit_mnl(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = -mnl_log_likelihood(weights * mask, no_choice, features, available, chosen)
-        loss.backward()
+        with torch.enable_grad():  # callers may hold no_grad
+            loss = -mnl_log_likelihood(weights * mask, no_choice, features, available, chosen)
+            loss.backward()
         return loss
 
     start = float(closure().detach())

@@ -92,6 +92,8 @@ class ComposedSimulator(Simulator):
 
     penalise_response = True
     """Whether boredom lowers the response (off for implicit-feedback users, whose response is the click)."""
+    response_penalty: float | None = None
+    """Rating points lost per unit of fatigue in the response; None: ``interest.boredom_penalty``."""
 
     # ------------------------------------------------------------------ the Simulator interface
 
@@ -347,7 +349,8 @@ class ComposedSimulator(Simulator):
         ratings = ratings.to(torch.float32)
         if not self.penalise_response:
             return ratings
-        return respond(ratings, self.interest_model.config.boredom_penalty * fatigue)
+        penalty = self.interest_model.config.boredom_penalty if self.response_penalty is None else self.response_penalty
+        return respond(ratings, penalty * fatigue)
 
     @torch.no_grad()
     def choice_probabilities(self, state: UserState, slate: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,10 @@ class LoggedChoiceConfig(ChoiceConfig):
     """The next-item network and its fitting (``recarena.simulators.sequence.NextItemConfig``)."""
     fit: UtilityFitConfig = field(default_factory=UtilityFitConfig)
     """How the likelihood of the utility weights is constructed from validation events."""
+    response_boredom: Literal["fitted", "config"] = "fitted"
+    """Learned model: the boredom penalty of the response (rating points per unit of fatigue).
+    ``fitted``: the least-squares slope of (logged rating - predicted rating) on the item's fatigue
+    at the validation events, as a penalty (clipped at 0); ``config``: ``interest.boredom_penalty``."""
 
 
 @config_dataclass
@@ -248,9 +252,11 @@ class LoggedUserSimulator(ComposedSimulator):
         if valid is not None:
             fit_log, users, items = log, *validation_events(log, valid)
             prefix = log.sequence_lengths()[users]
+            first = valid.user_offsets[:-1][valid.sequence_lengths() > 0]
+            ratings = valid.rating[first]
         else:  # no validation part: hold out each user's last training event for the choice fit
             fit_log, held = hold_out_last(log)
-            users, items = held.user.astype(np.int64), held.item.astype(np.int64)
+            users, items, ratings = held.user.astype(np.int64), held.item.astype(np.int64), held.rating
             prefix = log.sequence_lengths()[users] - 1
         if model is None:
             if config.choice_path is not None:
@@ -262,10 +268,32 @@ class LoggedUserSimulator(ComposedSimulator):
             raise ConfigError(f"the choice model scores {model.n_items} items, the log has {self.n_items}")
         self.next_item_model = model.to(self.device)
         self.choice_model = LearnedChoice(self.next_item_model, UtilityWeights(), use_rating=self.uses_ratings)
+        if self.uses_ratings and config.choice.response_boredom == "fitted":
+            self.response_penalty = self.fit_response_penalty(users, prefix, items, ratings)
         popularity = torch.as_tensor(fit_log.item_counts(), dtype=torch.float32) + 1.0
         weights = self.fit_choice_utility(users, prefix, items, popularity, config.choice.fit)
         self.choice_model.weights = weights
         self.choice_fit = weights.to_dict()
+        self.choice_fit["response_penalty"] = self.response_penalty
+
+    @torch.no_grad()
+    def fit_response_penalty(self, users: np.ndarray, prefix: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> float:
+        """Boredom penalty of the response fitted on validation events: minus the least-squares slope
+        of (logged rating - predicted rating) on the item's fatigue, clipped at 0."""
+        keep = np.isfinite(ratings)
+        if keep.sum() < 2:
+            return float(self.config.interest.boredom_penalty)
+        u = torch.as_tensor(users[keep], dtype=torch.int64, device=self.device)
+        state = self.start_from(u, torch_generator(0, self.device), prefix=torch.as_tensor(prefix[keep]))
+        item = torch.as_tensor(items[keep], dtype=torch.int64, device=self.device).unsqueeze(1)
+        fatigue = self.interest_model.fatigue(state.interest, item).squeeze(1).double().cpu()
+        residual = torch.as_tensor(ratings[keep], dtype=torch.float64) - self.predicted_ratings(state.user, item).squeeze(1).double().cpu()
+        centred = fatigue - fatigue.mean()
+        variance = float((centred * centred).sum())
+        if variance <= 0:
+            return float(self.config.interest.boredom_penalty)
+        slope = float((centred * (residual - residual.mean())).sum()) / variance
+        return max(0.0, -slope)
 
     @torch.no_grad()
     def choice_features(

@@ -459,6 +459,7 @@ def _consumed_mask(log: InteractionLog, users: np.ndarray) -> torch.Tensor:
     return mask
 
 
+@torch.enable_grad()  # callers may hold no_grad (e.g. a simulator built inside an evaluation)
 def fit_next_item_model(
     train: InteractionLog,
     item_embeddings: torch.Tensor,

@@ -166,6 +166,17 @@ def test_load_yaml_errors_name_the_file(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_yaml(listy)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml: the config file is empty"):
+        load_yaml(empty)
+
+
+def test_atomic_write_json_is_strict_json(tmp_path):
+    target = tmp_path / "r.json"
+    io.atomic_write_json(target, {"nan": float("nan"), "inf": [np.float32("inf"), 1.5], "n": np.int64(3)})
+    assert json.loads(target.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "nan": None, "inf": [None, 1.5], "n": 3}
 
 
 def test_atomic_write_replaces_whole_file_and_cleans_up_on_failure(tmp_path):

@@ -233,7 +233,7 @@ def test_older_run_directories_are_resolved_with_the_env_rule(trained_run: Path,
     edit_yaml(run / "config.yaml", lambda c: c["env"].update(history_length=7))
     assert read_run(run).history_length == 7
     edit_yaml(run / "config.yaml", lambda c: c["env"].update(history_length=30))
-    with pytest.raises(CheckpointError, match=r"config\.yaml: history_length=30 exceeds the simulator's"):
+    with pytest.raises(CheckpointError, match=r"config\.yaml: history_length(=|: )30 exceeds the simulator's"):
         read_run(run)
 
 
@@ -290,6 +290,15 @@ def _rmtree(path: Path) -> Path:
     return path
 
 
+def _flip_last_weight_byte(run: Path) -> Path:
+    """One bit of the last tensor's data: safetensors reads it fine, the scores would change."""
+    weights = run / "agent" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    return run
+
+
 BROKEN_RUNS = {
     "missing": (lambda run, root: root / "missing", "run directory not found"),
     "empty": (lambda run, root: (root / "empty").mkdir() or root / "empty", "missing config.yaml and metadata.json"),
@@ -300,6 +309,7 @@ BROKEN_RUNS = {
                        "config.yaml: not a valid run config"),
     "no agent": (lambda run, root: _rmtree(run / "agent").parent, "no saved agent (agent/agent.json)"),
     "corrupt agent": (lambda run, root: (run / "agent" / "agent.json").write_text("{") and run, "agent.json: not valid JSON"),
+    "flipped weights": (lambda run, root: _flip_last_weight_byte(run), "agent/weights.safetensors: corrupt (SHA-256"),
     "other item set": (lambda run, root: edit_json(run / "metadata.json",
                                                    lambda m: m["simulator"].update(item_set_fingerprint="0123456789abcdef"))
                        or run, "different item set"),
@@ -342,3 +352,77 @@ def test_bad_flags_are_argparse_errors(flags, capsys) -> None:
         evaluate.main(["--baseline", "random", "--data", "X", *flags])
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ one clear line, strict JSON
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[evaluate]")]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: "), err
+    return lines[0]
+
+
+def test_data_without_held_out_events_is_one_line(tmp_path: Path, capsys) -> None:
+    """Every user has one event: no split can hold one out."""
+    folder = tmp_path / "one_each"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,100\n2,2,3.0,200\n3,1,5.0,300\n")
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Movie 1 (1995),Drama\n2,Movie 2 (1995),Comedy\n")
+    for protocols in ("ranking", "replay", "simulated"):
+        code = evaluate.main(["--baseline", "most_popular", "--data", str(folder), "--out", str(tmp_path / "out"),
+                              "--protocols", protocols, *FAST])
+        assert code == 2
+        assert "hold out no events to evaluate on" in _one_error_line(capsys.readouterr().err) or protocols != "ranking"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_cuda_is_one_line(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = evaluate.main(["--baseline", "random", "--data", str(data_dir), "--out", str(tmp_path / "out"),
+                          "--device", "cuda", *FAST])
+    assert code == 2
+    assert "CUDA is not available here" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_read_only_out_directory_is_one_line(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Simulated (tests run as root, where chmod does not stop writes); earlier reports stay as they were."""
+    import errno
+    import tempfile
+
+    out = tmp_path / "out"
+    args = ["--baseline", "random", "--data", str(data_dir), "--out", str(out), "--protocols", "ranking", *FAST]
+    assert evaluate.main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def read_only(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+        raise OSError(errno.EROFS, "Read-only file system", str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert evaluate.main(args) == 2
+    assert f"{out}: Read-only file system" in _one_error_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_report_json_is_strict_json(tmp_path: Path) -> None:
+    """A figure that could not be computed is null in report.json, never a bare NaN."""
+    from recarena.evaluation.report import write_report
+
+    results = {
+        "config": {"data": "tiny"},
+        "candidates": {"a": {"source": "baseline a", "simulated": {
+            "n_sessions": 0, "users": "held-out users", "k": 10, "max_steps": 5,
+            "metrics": {"episodic_return": float("nan"), "ctr": 0.5}, "intervals": {"ctr": [float("-inf"), 1.0]}}}},
+    }
+    write_report(results, tmp_path, 10)
+    text = (tmp_path / "report.json").read_text()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    report = json.loads(text, parse_constant=refuse)
+    simulated = report["candidates"]["a"]["simulated"]
+    assert simulated["metrics"] == {"episodic_return": None, "ctr": 0.5}
+    assert simulated["intervals"]["ctr"] == [None, 1.0]

@@ -12,6 +12,7 @@ from recarena.agents.item_scorer import MASKED_SCORE, ItemScorer, history_mask, 
 from recarena.agents.native_dqn import NativeDQNAgent, NativeDQNConfig, random_slates
 from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig, slate_log_prob
 from recarena.agents.registry import available_agents, load_agent, make_agent
+from recarena.agents.serialization import write_manifest
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.vector_env import RecommendationVectorEnv
 
@@ -206,6 +207,7 @@ def test_an_agent_trained_on_a_gpu_loads_where_there_is_none(make, tmp_path, mon
     meta = json.loads(meta_path.read_text())
     meta["config"]["device"] = "cuda"  # as train.py --device cuda writes it
     meta_path.write_text(json.dumps(meta))
+    write_manifest(tmp_path / "agent")  # the edit stands for a real save on a GPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loaded = load_agent(tmp_path / "agent")
     assert loaded.device == torch.device("cpu")

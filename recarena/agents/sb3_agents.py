@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -614,15 +615,20 @@ class SB3Agent(TrainableAgent):
         if "item_embeddings" not in tensors:
             raise CheckpointError(f"{directory}: saved agent has no item_embeddings")
         n_items = int(extra["n_items"])
-        agent = cls(
-            n_items,
-            config,
-            item_embeddings=tensors["item_embeddings"],
-            observation_space=cls._space_from_record(n_items, extra["observation_space"]),
-            num_envs=1,
-            seed=int(extra.get("seed", 0)),
-            device=device,
-        )
+        with warnings.catch_warnings():
+            # Loaded for one user per step (a rollout buffer sized for the training users could take
+            # gigabytes), SB3's PPO warns that n_steps x 1 is not a multiple of batch_size: advice
+            # about training, and nothing is trained here, so exactly that warning is silenced.
+            warnings.filterwarnings("ignore", message=r"You have specified a mini-batch size of", category=UserWarning)
+            agent = cls(
+                n_items,
+                config,
+                item_embeddings=tensors["item_embeddings"],
+                observation_space=cls._space_from_record(n_items, extra["observation_space"]),
+                num_envs=1,
+                seed=int(extra.get("seed", 0)),
+                device=device,
+            )
         weights = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         agent._load_policy(weights, directory)
         return agent

@@ -1,8 +1,11 @@
 """Saving and loading agents: tensors in safetensors, everything else in JSON, written atomically.
 
 An agent directory holds ``agent.json`` (the registered agent name, a format version, the typed
-config as plain data and small JSON-able extras) and ``weights.safetensors`` (every tensor). Nothing
-is pickled, so loading an agent never runs code from its files.
+config as plain data and small JSON-able extras), ``weights.safetensors`` (every tensor) and
+``manifest.json`` (the size and SHA-256 of both, as a checkpoint's manifest: written last, checked
+on every load, so a flipped byte is a :class:`CheckpointError` naming the file, never different
+scores). Nothing is pickled, so loading an agent never runs code from its files. Directories
+written before the manifest (``format_version`` 1) still load, unverified.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from recarena.core.checkpoint import file_checksums, verify_checksums
 from recarena.core.config import to_dict
 from recarena.core.errors import CheckpointError
 from recarena.core.io import atomic_write, atomic_write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the directory has a ``manifest.json``; 1 (still read): it has none."""
 METADATA_FILE = "agent.json"
 WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+_CHECKED_FILES = (WEIGHTS_FILE, METADATA_FILE)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
@@ -50,8 +57,8 @@ def save_agent_files(
 ) -> Path:
     """Write an agent (``name``, typed ``config``, ``tensors``, JSON ``extra``) into ``directory``.
 
-    The weights are written before the metadata, so a directory whose ``agent.json`` exists always
-    has the weights that go with it.
+    The weights are written first, then the metadata, then the manifest of both: a directory whose
+    files do not go together (a save cut short) fails its checksums on load.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,7 +67,43 @@ def save_agent_files(
         directory / METADATA_FILE,
         {"agent": name, "format_version": FORMAT_VERSION, "config": to_dict(config), "extra": extra or {}},
     )
+    write_manifest(directory)
     return directory
+
+
+def write_manifest(directory: str | Path) -> Path:
+    """(Re)write ``manifest.json`` of an agent directory from its current ``agent.json`` and weights."""
+    directory = Path(directory)
+    return atomic_write_json(directory / MANIFEST_FILE,
+                             {"format_version": FORMAT_VERSION, "files": file_checksums(directory, _CHECKED_FILES)})
+
+
+def verify_agent_files(directory: str | Path) -> None:
+    """Check ``agent.json`` and ``weights.safetensors`` against ``manifest.json`` (sizes and SHA-256).
+
+    A directory of format version 1 (written before manifests) has nothing to check against; any
+    later one must have its manifest. Problems are :class:`CheckpointError`\\ s naming the file.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        version = _format_version(directory / METADATA_FILE)
+        if version == 1:
+            return
+        raise CheckpointError(f"{manifest_path}: missing; the agent's files cannot be verified (save the agent again)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{manifest_path}: corrupt manifest ({error})") from error
+    verify_checksums(directory, files, _CHECKED_FILES, manifest_path)
+
+
+def _format_version(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format_version")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
 
 
 def read_agent_metadata(directory: str | Path) -> dict[str, Any]:
@@ -75,7 +118,7 @@ def read_agent_metadata(directory: str | Path) -> dict[str, Any]:
     missing = [key for key in ("agent", "format_version", "config", "extra") if key not in metadata]
     if not isinstance(metadata, dict) or missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
-    if metadata["format_version"] != FORMAT_VERSION:
+    if metadata["format_version"] not in (1, FORMAT_VERSION):
         raise CheckpointError(
             f"{path}: format version {metadata['format_version']} is not supported (expected {FORMAT_VERSION})"
         )
@@ -85,8 +128,10 @@ def read_agent_metadata(directory: str | Path) -> dict[str, Any]:
 def load_agent_files(
     directory: str | Path, expected_name: str
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(config data, tensors, extra) of an agent saved under ``expected_name`` in ``directory``."""
+    """(config data, tensors, extra) of an agent saved under ``expected_name`` in ``directory``,
+    verified against its manifest first."""
     metadata = read_agent_metadata(directory)
+    verify_agent_files(directory)
     if metadata["agent"] != expected_name:
         raise CheckpointError(
             f"{directory}: holds a '{metadata['agent']}' agent, not a '{expected_name}' agent"

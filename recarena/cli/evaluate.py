@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = data.load_logs(data_source)
     splits = {"leave-last-out": data.leave_last_out(log), "temporal": data.temporal_split(log)}
     splits["validation"] = data.validation_split(splits["leave-last-out"])
+    _check_held_out(data_source, log, splits, args)
     for candidate in runs:
         sources.check_run_matches(candidate.run, log, splits["leave-last-out"])
     item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
@@ -220,6 +221,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _check_held_out(data_source: str, log: Any, splits: dict[str, Any], args: argparse.Namespace) -> None:
+    """Refuse, in one line, data whose splits hold out no event for the protocols asked for."""
+    from recarena.core.errors import ConfigError
+
+    needed = list(args.splits) if "ranking" in args.protocols else []
+    if "replay" in args.protocols or "ope" in args.protocols:
+        needed.append("temporal")
+    if "simulated" in args.protocols:
+        needed.append("leave-last-out")
+    empty = [name for name in dict.fromkeys(needed) if splits[name].test.n_events == 0]
+    if empty:
+        plural = "s hold" if len(empty) > 1 else " holds"
+        raise ConfigError(
+            f"{data_source}: the {' and '.join(empty)} split{plural} out no events to evaluate on "
+            f"({log.n_events} events of {log.n_users} users: too little data); use more data, or other --splits/--protocols"
+        )
+
+
 def _session_cap(requested: int | None, specs: list[Any]) -> int:
     """``--sim-steps``, else the runs' ``env.max_steps`` (they must agree), else 50."""
     from recarena.core.errors import ConfigError
@@ -236,13 +255,16 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser(prog).parse_args(argv)
-    from recarena.core.errors import RecarenaError
+    from recarena.core.errors import RecarenaError, describe_os_error
 
     started = time.perf_counter()
     try:
         results = run(args)
     except RecarenaError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only --out...: files are written atomically, the old ones stay
+        print(f"{prog}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     from recarena.evaluation.report import table
 

@@ -27,19 +27,12 @@ import numpy as np
 import torch
 
 from recarena.agents.base import TrainableAgent
-from recarena.core.checkpoint import (
-    check_identity,
-    flatten_state,
-    latest_checkpoint,
-    read_checkpoint,
-    unflatten_state,
-    write_checkpoint,
-)
+from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state, write_checkpoint
 from recarena.core.config import apply_overrides, to_dict
-from recarena.core.errors import CheckpointError, ConfigError, RecarenaError
+from recarena.core.errors import CheckpointError, ConfigError, RecarenaError, describe_os_error
 from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
 from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
-from recarena.training.run import RunDirectory, default_run_name, run_metadata
+from recarena.training.run import ResumePoint, RunDirectory, default_run_name, run_metadata
 from recarena.training.tensorboard import TensorBoardLogger
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -142,27 +135,32 @@ def save_checkpoint(run: RunDirectory, agent: TrainableAgent, env: Any, identity
     return write_checkpoint(run.checkpoints, progress["steps_done"], tensors, metadata, keep=keep)
 
 
-def restore_checkpoint(run: RunDirectory, agent: TrainableAgent, env: Any, identity: dict[str, Any]) -> dict[str, Any]:
-    """Restore the latest checkpoint of ``run`` into ``agent`` and ``env``; returns the loop progress."""
-    path = latest_checkpoint(run.checkpoints)
-    if path is None:
-        return {"steps_done": 0, "last_eval": -1}
-    tensors, metadata, _ = read_checkpoint(path)
+def checkpoint_progress(point: ResumePoint) -> dict[str, Any]:
+    """The loop progress a train.py checkpoint records (refuses other checkpoints)."""
     for key in ("identity", "progress", "agent", "env"):
-        if key not in metadata:
-            raise CheckpointError(f"{path}: metadata lacks '{key}'; not a train.py checkpoint")
-    check_identity(identity, metadata["identity"], path)
+        if key not in point.metadata:
+            raise CheckpointError(f"{point.path}: metadata lacks '{key}'; not a train.py checkpoint")
+    progress = point.metadata["progress"]
+    if not isinstance(progress, dict) or not isinstance(progress.get("steps_done"), int):
+        raise CheckpointError(f"{point.path}: metadata.json: progress.steps_done is not a step count")
+    return dict(progress)
+
+
+def restore_checkpoint(point: ResumePoint, agent: TrainableAgent, env: Any, identity: dict[str, Any]) -> dict[str, Any]:
+    """Restore the checkpoint ``point`` into ``agent`` and ``env``; returns the loop progress."""
+    progress = checkpoint_progress(point)
+    tensors, metadata = point.tensors, point.metadata
+    check_identity(identity, metadata["identity"], point.path)
     agent.restore_checkpoint_state(
         {k[len("agent/"):]: v for k, v in tensors.items() if k.startswith("agent/")}, metadata["agent"]
     )
     if metadata["env"] is not None:
         env_tensors = {k[len("env/"):]: v for k, v in tensors.items() if k.startswith("env/")}
         env.set_state(unflatten_state(env_tensors, metadata["env"]))
-    progress = dict(metadata["progress"])
     if agent.steps_done != progress["steps_done"]:
         # Checkpoints of native agents written before train.py counted steps by the agent: the loop's
         # count lagged by part of a rollout. The agent's is the true one.
-        print(f"train.py: warning: {path}: the loop counted {progress['steps_done']} steps, the agent "
+        print(f"train.py: warning: {point.path}: the loop counted {progress['steps_done']} steps, the agent "
               f"{agent.steps_done}; continuing from the agent's count", file=sys.stderr)
         progress["steps_done"] = agent.steps_done
     return progress
@@ -213,12 +211,21 @@ def train(
     resume: bool = False,
     progress_bar: bool = True,
     listeners: list[Callable[[str, float, int], None]] | None = None,
+    checkpoint: str | None = None,
 ) -> RunDirectory:
-    """Train ``config`` into ``run_dir`` (a new directory, or an existing one with ``resume=True``)."""
+    """Train ``config`` into ``run_dir`` (a new directory, or an existing one with ``resume=True``,
+    continued from ``checkpoint`` if given, else as :meth:`RunDirectory.resume_point` chooses)."""
     train_cfg = config.train
     configure_torch_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)
     device = str(resolve_device(train_cfg.device))
+    point = None
+    if resume:  # the run and its checkpoint first: refuse before any data is loaded
+        run = RunDirectory.open(run_dir)  # type: ignore[arg-type]
+        point = run.resume_point(checkpoint)
+        if point is not None and point.notice:
+            print(f"train.py: warning: {point.notice}", file=sys.stderr)
+        check_total_steps(run, config, checkpoint_progress(point)["steps_done"] if point is not None else 0)
     env = build_env(config, device)
     agent = build_agent(config, env, device)
 
@@ -227,7 +234,6 @@ def train(
     simulator_record = simulator_fingerprints(env.simulator)
     identity = run_identity(config, env, simulator_record)
     if resume:
-        run = RunDirectory.open(run_dir)  # type: ignore[arg-type]
         recorded = run.read_metadata().get("simulator", {})
         for key in ("data_fingerprint", "item_set_fingerprint"):
             if recorded.get(key) != simulator_record.get(key):
@@ -235,7 +241,11 @@ def train(
                     f"{run.path}: {key} is {recorded.get(key)!r} in the run, {simulator_record.get(key)!r} "
                     f"for the data loaded now; the run's data has changed"
                 )
-        progress = restore_checkpoint(run, agent, env, identity)
+        if point is not None:
+            progress = restore_checkpoint(point, agent, env, identity)
+        else:
+            print(f"train.py: warning: {run.path} has no checkpoint yet; training starts from step 0", file=sys.stderr)
+            progress = {"steps_done": 0, "last_eval": -1}
         run.write_config(config)  # --total-steps and other train.* changes made on resume
     else:
         if run_dir is None:
@@ -273,6 +283,19 @@ def train(
     return run
 
 
+def check_total_steps(run: RunDirectory, config: RunConfig, steps_done: int) -> None:
+    """Refuse a ``train.total_steps`` changed on resume to below the steps the run has trained
+    (``config.yaml`` is left as it was). An unchanged one is fine: the run is finished."""
+    recorded = run.read_config().get("train", {})
+    recorded_total = recorded.get("total_steps") if isinstance(recorded, dict) else None
+    requested = config.train.total_steps
+    if requested < steps_done and requested != recorded_total:
+        raise ConfigError(
+            f"--total-steps {requested} is below the {steps_done} steps {run.path} has already trained; "
+            f"give at least {steps_done} to train on (or {recorded_total} as recorded), or start a new run"
+        )
+
+
 def _log_eval(run: RunDirectory, logger: TensorBoardLogger, values: dict[str, float], step: int) -> None:
     for name, value in values.items():
         logger.log_scalar(f"eval/{name}", value, step)
@@ -295,6 +318,9 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argpars
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<agent>_<data>_s<seed>_<time>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--checkpoint", metavar="NAME",
+                        help="with --resume: continue from this checkpoint (checkpoints/step_<N>) instead of the "
+                             "latest, e.g. the intact one an error names when the latest is corrupt")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
@@ -317,6 +343,8 @@ _RESUMABLE_OVERRIDES = ("train.total_steps", "train.device", "train.eval_every",
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
     """(config, run directory, resuming?) from the command line."""
     overrides = _cli_overrides(args)
+    if args.checkpoint is not None and args.resume is None:
+        raise ConfigError("--checkpoint picks the checkpoint of a run to continue: give it with --resume RUN_DIR")
     if args.resume is not None:
         if args.config is not None or args.run_dir is not None:
             raise ConfigError("--resume takes the config and directory of the run; drop --config/--run-dir")
@@ -338,9 +366,12 @@ def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     args = parse_args(argv, prog)
     try:
         config, run_dir, resuming = resolve(args)
-        run = train(config, run_dir, resume=resuming, progress_bar=not args.no_progress)
+        run = train(config, run_dir, resume=resuming, progress_bar=not args.no_progress, checkpoint=args.checkpoint)
     except RecarenaError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only run directory...: what was written before is intact
+        print(f"{prog}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     print(f"run directory: {run.path}\n  tensorboard --logdir {run.path.parent}")
     return 0

@@ -124,6 +124,34 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_checksums(directory: str | Path, names: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256": ..., "bytes": ...}}`` of the files ``names`` in ``directory`` (a manifest's ``files``)."""
+    directory = Path(directory)
+    return {name: {"sha256": _sha256(directory / name), "bytes": (directory / name).stat().st_size} for name in names}
+
+
+def verify_checksums(directory: str | Path, files: Any, names: tuple[str, ...] | list[str], manifest_path: str | Path) -> None:
+    """Check each of ``names`` in ``directory`` against the sizes and SHA-256 of ``files`` (from the
+    manifest ``manifest_path``); a missing, unlisted, truncated or altered file is a :class:`CheckpointError`
+    naming it."""
+    directory = Path(directory)
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{manifest_path}: corrupt manifest ('files' is not a mapping)")
+    for name in names:
+        file = directory / name
+        expected = files.get(name)
+        if not isinstance(expected, dict):
+            raise CheckpointError(f"{manifest_path}: does not list {name}")
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        size = file.stat().st_size
+        if size != expected.get("bytes"):
+            raise CheckpointError(f"{file}: corrupt (size {size} bytes, manifest says {expected.get('bytes')})")
+        actual = _sha256(file)
+        if actual != expected.get("sha256"):
+            raise CheckpointError(f"{file}: corrupt (SHA-256 {actual[:12]}..., manifest says {str(expected.get('sha256'))[:12]}...)")
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -163,14 +191,7 @@ def write_checkpoint(
         plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         save_file(plain, str(tmp / STATE_FILE))
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "step": int(step),
-            "files": {
-                name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in (STATE_FILE, METADATA_FILE)
-            },
-        }
+        manifest = {"format_version": FORMAT_VERSION, "step": int(step), "files": file_checksums(tmp, (STATE_FILE, METADATA_FILE))}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         for name in (STATE_FILE, METADATA_FILE, MANIFEST_FILE):
             with open(tmp / name, "rb") as handle:
@@ -196,6 +217,21 @@ def _prune(root: Path, keep: int) -> None:
     for old in existing[:-keep]:
         if latest is None or old != latest:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step in a checkpoint directory's name (``step_<N>``), or None for other names."""
+    name = Path(path).name
+    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else None
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[Path]:
+    """Every checkpoint directory (``step_<N>``, complete or not) under ``checkpoints_dir``, oldest first."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p) or 0)
 
 
 def latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
@@ -226,19 +262,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{manifest_path}: corrupt manifest ({error})") from error
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{manifest_path}: format version {version} is not supported (expected {FORMAT_VERSION})")
-    for name in (STATE_FILE, METADATA_FILE):
-        file = path / name
-        if name not in files:
-            raise CheckpointError(f"{manifest_path}: does not list {name}")
-        if not file.is_file():
-            raise CheckpointError(f"{file}: missing")
-        expected = files[name]
-        size = file.stat().st_size
-        if size != expected.get("bytes"):
-            raise CheckpointError(f"{file}: corrupt (size {size} bytes, manifest says {expected.get('bytes')})")
-        actual = _sha256(file)
-        if actual != expected.get("sha256"):
-            raise CheckpointError(f"{file}: corrupt (SHA-256 {actual[:12]}..., manifest says {str(expected.get('sha256'))[:12]}...)")
+    verify_checksums(path, files, (STATE_FILE, METADATA_FILE), manifest_path)
     try:
         tensors = load_file(str(path / STATE_FILE))
     except (SafetensorError, OSError, ValueError) as error:

@@ -25,6 +25,9 @@ from recarena.core.errors import ConfigError
 
 T = TypeVar("T")
 
+INT64_MAX = 2**63 - 1
+"""The largest integer a config accepts where a field sets no bound of its own (torch and NumPy hold 64 bits)."""
+
 CONFIG = pydantic.ConfigDict(extra="forbid")
 """Settings of every config class: lax, so that a section takes a mapping (:func:`_tighten` does the rest)."""
 
@@ -39,7 +42,13 @@ def _tighten(schema: Any) -> Any:
     kind = schema.get("type")
     if kind == "int" and not schema.get("strict"):
         whole = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v  # noqa: E731
-        return core_schema.no_info_before_validator_function(whole, {**schema, "strict": True})
+        bounded = {**schema, "strict": True}
+        # Every integer is a 64-bit one downstream (torch, NumPy): one past it is refused here, as given.
+        if "le" not in schema and "lt" not in schema:
+            bounded["lt"] = INT64_MAX + 1
+        if "ge" not in schema and "gt" not in schema:
+            bounded["ge"] = -INT64_MAX - 1
+        return core_schema.no_info_before_validator_function(whole, bounded)
     if kind in ("float", "bool", "str"):
         schema["strict"] = True
     if kind == "dataclass-args":
@@ -146,7 +155,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the config file is empty (expected a mapping with data, simulator, env, agent "
+                          f"and train sections; see configs/)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -50,6 +51,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (Python or NumPy) replaced by None, so it is strict JSON.
+
+    A figure that could not be computed (e.g. a metric over no sessions) is ``null`` in the files
+    recarena writes, never the bare ``NaN`` that strict JSON parsers refuse.
+    """
+    if isinstance(obj, float):  # includes numpy.float64
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(value) for value in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # a NumPy/torch scalar
+        return finite_json(obj.item())
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically (non-finite floats become ``null``:
+    :func:`finite_json`; ``allow_nan=False`` makes any that slipped through an error, not invalid JSON)."""
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(path, text + "\n")

@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from recarena.core.errors import ConfigError, DeviceUnavailableError
+
 DEFAULT_TORCH_THREADS = 1
 
 
@@ -58,8 +60,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda|cuda:N`` to a torch device; ``auto`` picks CUDA when available."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was requested but CUDA is not available here")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{device}'")
-    return torch.device(device)
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{device}'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise DeviceUnavailableError(
+            f"device '{device}' was requested but CUDA is not available here ({build}); use --device cpu or auto"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{device}' ({error})") from error

@@ -3,7 +3,9 @@ evaluation scalars written back to each run's TensorBoard under ``eval/``.
 
 ``results`` is plain data: ``{"config": {...}, "candidates": {label: {"source": ..., "ranking":
 {split: RankingResult.to_dict()}, "replay": ..., "ope": ..., "simulated": ...}}, "ope_validation":
-...}``. Plots use matplotlib's Agg backend (no display needed).
+...}``. Plots use matplotlib's Agg backend (no display needed). ``report.json`` is strict JSON: a
+figure that could not be computed (NaN, e.g. a mean over no sessions) is written as ``null``
+(``recarena.core.io.atomic_write_json``).
 """
 
 from __future__ import annotations

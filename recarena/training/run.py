@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from recarena.core.checkpoint import latest_checkpoint
+from recarena.core.checkpoint import (
+    LATEST_FILE,
+    checkpoint_step,
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+)
 from recarena.core.config import from_dict, to_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.io import atomic_write_json, atomic_write_text
@@ -155,6 +161,18 @@ class RunRecord:
             raise
         except (ConfigError, OSError, ValueError, KeyError, RuntimeError) as error:
             raise CheckpointError(f"{self.agent_dir}: could not load the agent ({error})") from error
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A verified checkpoint to continue a run from (:meth:`RunDirectory.resume_point`)."""
+
+    path: Path
+    step: int
+    tensors: dict[str, Any]
+    metadata: dict[str, Any]
+    notice: str | None = None
+    """Said to the user when the checkpoint is not the one ``checkpoints/latest`` names."""
 
 
 class RunDirectory:
@@ -309,6 +327,80 @@ class RunDirectory:
                 f"(continue it with train.py --resume {self.path})"
             )
         return self.agent
+
+    def resume_point(self, checkpoint: str | None = None) -> ResumePoint | None:
+        """The checkpoint ``train.py --resume`` continues from, read and verified; None for a run
+        that has none yet (killed before its first checkpoint: it starts again from step 0).
+
+        * ``checkpoint`` (``--checkpoint NAME``): that checkpoint (a ``step_<N>`` name or a path).
+        * Otherwise the one ``checkpoints/latest`` names. If that one is missing or corrupt this
+          refuses, naming the newest earlier checkpoint that verifies (resume from it with
+          ``--checkpoint``): a damaged file is worth a look before training goes on.
+        * Without ``checkpoints/latest`` (a kill between the first checkpoint and its pointer), the
+          newest checkpoint that verifies, with a notice; refused if none verifies, or if the run
+          has progress (a saved agent, or an evaluation after step 0) but no checkpoint at all.
+        """
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if len(path.parts) == 1:
+                path = self.checkpoints / path
+            if not path.is_dir():
+                names = [p.name for p in list_checkpoints(self.checkpoints)]
+                raise CheckpointError(f"{path}: no such checkpoint (this run has {names or 'none'})")
+            tensors, metadata, step = read_checkpoint(path)
+            return ResumePoint(path, step, tensors, metadata)
+        pointer = self.checkpoints / LATEST_FILE
+        if pointer.is_file():
+            try:
+                path = latest_checkpoint(self.checkpoints) or pointer  # (the pointer is a file: never None)
+                tensors, metadata, step = read_checkpoint(path)
+            except CheckpointError as error:
+                intact = self._newest_intact(before=self._pointer_target(pointer))
+                advice = (f"the previous checkpoint {intact.name} is intact: continue from it with "
+                          f"--resume {self.path} --checkpoint {intact.name}" if intact is not None
+                          else "no earlier checkpoint is intact either; train the run again")
+                raise CheckpointError(f"{error}; {advice}") from error
+            return ResumePoint(path, step, tensors, metadata)
+        problems: list[str] = []
+        for path in reversed(list_checkpoints(self.checkpoints)):
+            try:
+                tensors, metadata, step = read_checkpoint(path)
+            except CheckpointError as error:
+                problems.append(str(error))
+                continue
+            skipped = f" (skipped: {'; '.join(problems)})" if problems else ""
+            return ResumePoint(path, step, tensors, metadata,
+                               notice=f"{pointer} is missing; resuming from the newest intact checkpoint, {path.name}{skipped}")
+        if problems:
+            raise CheckpointError(f"{self.path}: no checkpoint to resume from verifies: {'; '.join(problems)}")
+        evaluation = self.read_eval()
+        progressed = (self.agent / AGENT_FILE).is_file() or (
+            evaluation is not None and isinstance(evaluation.get("step"), int) and evaluation["step"] > 0)
+        if progressed:
+            raise CheckpointError(
+                f"{self.path}: the run has trained (see {EVAL_FILE} / {AGENT_DIR}/) but has no checkpoint to resume from; "
+                f"refusing to start it again over its results (train into a new --run-dir)"
+            )
+        return None
+
+    def _pointer_target(self, pointer: Path) -> int | None:
+        try:
+            return checkpoint_step(pointer.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _newest_intact(self, before: int | None) -> Path | None:
+        """The newest checkpoint (older than step ``before``, when given) that reads and verifies."""
+        for path in reversed(list_checkpoints(self.checkpoints)):
+            step = checkpoint_step(path)
+            if before is not None and step is not None and step >= before:
+                continue
+            try:
+                read_checkpoint(path)
+            except CheckpointError:
+                continue
+            return path
+        return None
 
     # ------------------------------------------------------------------ writing
 

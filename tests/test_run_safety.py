@@ -30,7 +30,7 @@ SIMULATOR = {"n_items": 20, "n_users": 50, "events_per_user": 10, "best_item": 3
 AGENTS = {
     "linear_q": {"form": "bilinear"},
     "native_ppo": {"hidden_dim": 16, "num_steps": 4},
-    "ppo": {"n_steps": 8, "batch_size": 48, "net_arch": [16], "features": {"embed_dim": 8}},
+    "ppo": {"n_steps": 8, "batch_size": 32, "net_arch": [16], "features": {"embed_dim": 8}},
 }
 
 
@@ -220,7 +220,7 @@ def test_agent_directories_from_before_manifests_still_load(straight: Path, tmp_
 
 def test_loading_an_sb3_ppo_agent_warns_nothing(tmp_path: Path) -> None:
     env = RecommendationVectorEnv(num_envs=8, simulator="synthetic", simulator_config=dict(SIMULATOR), max_steps=10)
-    agent = make_agent("ppo", env.n_items, AGENTS["ppo"], env=env)  # 8 x 8 = 64 per rollout, batches of 48
+    agent = make_agent("ppo", env.n_items, AGENTS["ppo"], env=env)  # 8 x 8 = 64 per rollout; loaded: 8 x 1
     agent.learn(env, 64)
     agent.save(tmp_path / "agent")
     with warnings.catch_warnings(record=True) as caught:

@@ -671,10 +671,14 @@ def test_choice_noise_drawn_ahead_equals_one_draw_per_step():
 def test_the_batched_path_steps_what_the_numpy_step_does_not_know():
     assert make(simulator=NaNSimulator(SyntheticConfig()))._fast is None  # overrides step
     assert make(simulator_config={"leave": {"hazard": 0.5}})._fast is not None
+    # torch's bmm sums k x T products in topic order below 400 of them only (then a BLAS kernel)
+    assert make(slate_size=79, simulator_config={"n_topics": 5})._fast is not None
+    assert make(slate_size=80, simulator_config={"n_topics": 5})._fast is None
 
 
-@pytest.mark.parametrize("options", [{}, {"slate_size": 3, "reward": "rating"}])
+@pytest.mark.parametrize("options", [{}, {"slate_size": 3, "reward": "rating"}, {"slate_size": 21}])
 def test_numpy_step_equals_the_batched_step_on_logged_movielens_users(options):
+    """Multi-genre items (19 genres), logged answers, up to 21 x 19 = 399 fatigue products."""
     kwargs = dict(simulator_config=QUICK_PREFERENCE, **options)
     fast = gym.make("recarena/ML100K-v0", **kwargs).unwrapped
     slow = _batched(gym.make("recarena/ML100K-v0", **kwargs).unwrapped)

@@ -52,6 +52,9 @@ _F32 = np.float32
 _ZERO, _TINY, _MAX_RESPONSE = _F32(0.0), _F32(1e-12), _F32(MAX_RESPONSE)
 _MIN_RATING, _MAX_RATING = _F32(MIN_RATING), _F32(MAX_RATING)
 _ONE = _F32(1.0)
+_BMM_NAIVE_LIMIT = 400
+"""torch's CPU bmm sums a [1, k, T] by [1, T, 1] product in plain topic order while k * T < 400 (a
+BLAS kernel takes over from there, with its own order): the NumPy step reproduces only the former."""
 _COUNTERS = ("_counts", "_user_steps", "_shown")
 """The running statistics a ComposedSimulator step updates (``statistics()`` reads them)."""
 
@@ -101,17 +104,22 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
             return None
         table = simulator.rating_table.numpy()
         model_only = simulator.config.mode == "model-only"
-        keys = simulator.lookup.keys.numpy()
-        positions, logged = simulator.lookup.position.numpy(), simulator.lookup.rating.numpy()
-        last = max(len(keys) - 1, 0)
+        # A sentinel key past every (user, item) key: searchsorted's answer is always an index.
+        keys = np.append(simulator.lookup.keys.numpy(), np.iinfo(np.int64).max)
+        positions = np.append(simulator.lookup.position.numpy(), 0)
+        logged = np.append(simulator.lookup.rating.numpy(), np.float32(0.0))
+        nothing = np.zeros(n_items, dtype=bool)
 
         def logged_first(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             predicted = table[user, slate]
-            if model_only or len(keys) == 0:
-                return predicted, np.zeros(slate.shape, dtype=bool)
-            query = user * n_items + slate
-            index = np.minimum(keys.searchsorted(query), last)
-            from_log = (keys[index] == query) & (positions[index] >= prefix)
+            if model_only:
+                return predicted, nothing[: len(slate)]
+            query = slate + user * n_items
+            index = keys.searchsorted(query)
+            from_log = keys[index] == query
+            if not from_log.any():
+                return predicted, from_log
+            from_log &= positions[index] >= prefix
             return np.where(from_log, logged[index], predicted), from_log
 
         return logged_first
@@ -141,6 +149,9 @@ class SingleUserStep:
         self._offsets = torch.zeros(1, dtype=torch.int64)
         interest = simulator.interest_model.config
         self._topic_weights = simulator.interest_model.topic_weights.numpy()
+        self._topics_of = [
+            [(int(t), _F32(row[t])) for t in np.flatnonzero(row)] for row in self._topic_weights
+        ]  # each item's (topic, nonzero weight), in topic order
         self._penalise = bool(getattr(simulator, "penalise_response", True))
         self._boredom = _F32(interest.boredom_penalty)
         self._decay = _F32(interest.fatigue_decay)
@@ -167,6 +178,7 @@ class SingleUserStep:
         self.history_length_state = int(simulator.history_length)
         self._bound: Any = None
         self._observation: dict[str, np.ndarray] = {}
+        self._clean = False
         # Choice noise drawn ahead in one torch call (the same uniforms, in the same order, as one
         # draw per step; torch's Gumbel of a long tensor equals that of short ones). Only when the
         # choice is the only draw between resets, which reseed the generator: no drift, no hazard.
@@ -195,6 +207,8 @@ class SingleUserStep:
             return None
         if simulator.item_embeddings.dtype != torch.float32:
             return None
+        if simulator.n_topics * env.slate_size >= _BMM_NAIVE_LIMIT:  # torch's bmm sums in another order
+            return None
         if simulator.static_shapes or _overrides(simulator, "reset", ComposedSimulator):
             return None
         if _overrides(simulator, "_session_start", ComposedSimulator) or type(simulator.sampler) is not UserSampler:
@@ -207,6 +221,7 @@ class SingleUserStep:
         """NumPy views of the env's current state tensors (re-taken when the env replaced them)."""
         state = self.env.user_state
         self._bound = (state, self.env._steps)
+        self._clean = False
         self._user, self._prefix = state.user.numpy(), state.prefix_length.numpy()
         self._history, self._responses = state.history.numpy()[0], state.history_response.numpy()[0]
         self._consumed, self._interest = state.consumed.numpy()[0], state.interest.numpy()[0]
@@ -246,6 +261,7 @@ class SingleUserStep:
         self._step[0] = 0
         self._env_steps[0] = 0
         env._needs_reset = False
+        self._clean = False
         self._observe()
         return self.observation()
 
@@ -281,14 +297,17 @@ class SingleUserStep:
         h = self.history_length
         history = self._history[-h:].copy()
         responses = self._responses[-h:]
-        if not np.isfinite(responses).all():
-            responses = np.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
-        if history.min() >= 0:  # no padding (the where()s below would keep every value)
-            index = history
-        else:
-            valid = history >= 0
-            responses = np.where(valid, responses, _ZERO)
-            index = np.maximum(history, 0)
+        index = history
+        if not self._clean:  # else: known to hold no padding and finite responses (see step)
+            finite = bool(np.isfinite(responses).all())
+            if not finite:
+                responses = np.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
+            if history.min() < 0:  # padding: the where()s of the builder
+                valid = history >= 0
+                responses = np.where(valid, responses, _ZERO)
+                index = np.maximum(history, 0)
+            # Only a click changes the window: it drops padding and adds a response step() checks.
+            self._clean = finite and index is history
         clamped = np.maximum(responses, _ZERO)
         observation = {"history": history, "responses": np.minimum(clamped, _MAX_RESPONSE)}
         if "llm_state" in self.keys:
@@ -332,8 +351,7 @@ class SingleUserStep:
 
         # 1. respond: rating (log or model) minus the boredom penalty.
         ratings, from_log = self._ratings(slate)
-        products = self._topic_weights[slate] * interest  # [k, T]: bmm of a batch of one, summed in order
-        fatigue = products.cumsum(axis=1, dtype=np.float32)[:, -1]
+        fatigue = self._fatigue(slate, interest)
         if self._penalise:
             response = np.minimum(np.maximum(ratings - self._boredom * fatigue, _MIN_RATING), _MAX_RATING)
         else:
@@ -358,6 +376,8 @@ class SingleUserStep:
             self._responses[:-1] = self._responses[1:]
             self._responses[-1] = chosen
             self._consumed[item] = True
+            if not math.isfinite(chosen):
+                self._clean = False
         topics = self._topic_weights[max(item, 0)]
         new = interest * self._decay
         new += topics * self._gain[clicked]
@@ -405,6 +425,21 @@ class SingleUserStep:
             "response": float(chosen) if math.isfinite(chosen) else _finite_response(chosen),
         }
         return self.observation(), reward, left, truncated, info
+
+    def _fatigue(self, slate: np.ndarray, interest: np.ndarray) -> np.ndarray:
+        """``InterestModel.fatigue`` of a batch of one: torch's bmm of [1, k, T] by [1, T, 1] (below
+        400 multiply-adds) sums each item's products in topic order in float32, starting from 0.
+
+        Only the item's nonzero topic weights are summed: a zero weight's product is a zero, and
+        adding a zero to the running sum (never -0: it starts at +0) leaves it unchanged.
+        """
+        fatigue = np.empty(len(slate), dtype=np.float32)
+        for j, item in enumerate(slate.tolist()):
+            total = _ZERO
+            for topic, weight in self._topics_of[item]:
+                total = total + weight * interest[topic]
+            fatigue[j] = total
+        return fatigue
 
     def _choice_noise(self, n: int) -> np.ndarray:
         """Gumbel noise of ``ChoiceModel``'s next ``n`` uniform draws, computed by torch."""

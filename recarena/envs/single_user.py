@@ -28,6 +28,7 @@ would.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,19 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
     return None
 
 
+_TABLES: weakref.WeakKeyDictionary[ComposedSimulator, tuple[list, RateFunction | None]] = weakref.WeakKeyDictionary()
+"""Per simulator (shared by every env built on it): each item's nonzero topic weights, the rate function."""
+
+
+def _tables(simulator: ComposedSimulator) -> tuple[list[list[tuple[int, np.float32]]], RateFunction | None]:
+    """Each item's (topic, nonzero weight) pairs in topic order, and the NumPy rate, built once per simulator."""
+    if simulator not in _TABLES:
+        weights = simulator.interest_model.topic_weights.numpy()
+        topics_of = [[(int(t), _F32(row[t])) for t in np.flatnonzero(row)] for row in weights]
+        _TABLES[simulator] = (topics_of, _rate_function(simulator))
+    return _TABLES[simulator]
+
+
 class SingleUserStep:
     """Reset, step and observation of a batch-of-one :class:`RecommendationVectorEnv` in NumPy.
 
@@ -134,7 +148,7 @@ class SingleUserStep:
     through NumPy views and draws from its torch generator.
     """
 
-    def __init__(self, env: Any, simulator: ComposedSimulator, rate: RateFunction | None) -> None:
+    def __init__(self, env: Any, simulator: ComposedSimulator) -> None:
         self.env = env
         self.simulator = simulator
         self.n_items = int(env.n_items)
@@ -144,14 +158,11 @@ class SingleUserStep:
         self.keys = tuple(env.options.observation_keys)
         self.mask_consumed = bool(env.options.mask_consumed)
         self.validate = bool(env.options.validate_actions)
-        self._rate = rate
+        self._topics_of, self._rate = _tables(simulator)
         self._embeddings = env.item_embeddings
         self._offsets = torch.zeros(1, dtype=torch.int64)
         interest = simulator.interest_model.config
         self._topic_weights = simulator.interest_model.topic_weights.numpy()
-        self._topics_of = [
-            [(int(t), _F32(row[t])) for t in np.flatnonzero(row)] for row in self._topic_weights
-        ]  # each item's (topic, nonzero weight), in topic order
         self._penalise = bool(getattr(simulator, "penalise_response", True))
         self._boredom = _F32(interest.boredom_penalty)
         self._decay = _F32(interest.fatigue_decay)
@@ -213,7 +224,7 @@ class SingleUserStep:
             return None
         if _overrides(simulator, "_session_start", ComposedSimulator) or type(simulator.sampler) is not UserSampler:
             return None
-        return cls(env, simulator, _rate_function(simulator))
+        return cls(env, simulator)
 
     # ------------------------------------------------------------------------------- state
 

@@ -634,6 +634,24 @@ def test_numpy_step_equals_the_batched_torch_step(case):
     )
 
 
+def test_a_deep_copy_of_the_single_env_steps_on_its_own_state():
+    import copy
+
+    env = make(simulator_config=NEVER_LEAVE, max_steps=500)
+    env.reset(seed=0)
+    for item in range(5):
+        env.step(item)
+    twin = copy.deepcopy(env)
+    for item in range(5, 40):
+        assert_same(env.step(item), twin.step(item))
+    state, twin_state = env._batch.get_state(), twin._batch.get_state()
+    assert_same(
+        {k: v.numpy() for k, v in state["user_state"].items()},
+        {k: v.numpy() for k, v in twin_state["user_state"].items()},
+    )
+    assert env.simulator.statistics() == twin.simulator.statistics()
+
+
 def test_numpy_step_rejects_the_same_actions_with_the_same_errors():
     for slate_size, validate in [(1, True), (3, True), (3, False)]:
         fast = make(slate_size=slate_size, validate_actions=validate)

@@ -127,6 +127,12 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
     return None
 
 
+_UNCOPIED = frozenset(
+    {"_bound", "_user", "_prefix", "_history", "_responses", "_consumed", "_interest", "_patience", "_step",
+     "_env_steps", "_counts", "_topics_of", "_rate", "_reward", "_reward_torch"}
+)
+"""What a copy of a SingleUserStep does not copy (see ``__getstate__``)."""
+
 _TABLES: weakref.WeakKeyDictionary[ComposedSimulator, tuple[list, RateFunction | None]] = weakref.WeakKeyDictionary()
 """Per simulator (shared by every env built on it): each item's nonzero topic weights, the rate function."""
 
@@ -177,9 +183,7 @@ class SingleUserStep:
         self._like_bonus, self._dislike_cost = _F32(leave.like_bonus), _F32(leave.dislike_cost)
         self._no_click_cost, self._max_patience = _F32(leave.no_click_cost), _F32(leave.max_patience)
         self._hazard = float(leave.hazard)
-        reward = REWARDS[env.options.reward] if env.options.reward is not None else simulator.reward_fn
-        self._reward = _numpy_rewards().get(reward)
-        self._reward_torch = reward if self._reward is None else None
+        self._set_reward()
         self._initial_patience = _F32(leave.initial_patience)
         sampler = simulator.sampler
         self._offsets_log, self._items_log = sampler.offsets.numpy(), sampler.item.numpy()
@@ -196,6 +200,23 @@ class SingleUserStep:
         self._gumbel_ahead = self._drift == 0 and self._hazard == 0
         self._gumbel = np.zeros(0, dtype=np.float32)
         self._gumbel_left = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the NumPy views (a copy's views must be of the copy's tensors: taken again on use)
+        and the per-simulator tables and reward functions (rebuilt from the simulator)."""
+        state = {key: value for key, value in self.__dict__.items() if key not in _UNCOPIED}
+        state["_bound"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._topics_of, self._rate = _tables(self.simulator)
+        self._set_reward()
+
+    def _set_reward(self) -> None:
+        reward = REWARDS[self.env.options.reward] if self.env.options.reward is not None else self.simulator.reward_fn
+        self._reward = _numpy_rewards().get(reward)
+        self._reward_torch = reward if self._reward is None else None
 
     @classmethod
     def create(cls, env: Any) -> SingleUserStep | None:

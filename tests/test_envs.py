@@ -155,15 +155,19 @@ def test_vector_option_errors_name_the_keyword_argument_as_given(kwargs, message
 
 def test_option_errors_come_before_any_data_is_loaded(monkeypatch):
     """A bad option of a MovieLens id fails at once, not after loading the log and fitting models."""
+    import sys
+
     import recarena.data.logs
-    import recarena.simulators.preference_store as store
+    import recarena.simulators.preference_store  # noqa: F401  (its from-imports are patched below too)
     from recarena.envs import common
 
     def loading(*args, **kwargs):
         raise AssertionError("the data was loaded before the options were checked")
 
-    for module, name in ((store, "_split"), (store, "load_logs"), (recarena.data.logs, "load_logs")):
-        monkeypatch.setattr(module, name, loading)
+    for name, module in list(sys.modules.items()):  # load_logs and every name it was imported under
+        if name.startswith("recarena.") and getattr(module, "load_logs", None) is recarena.data.logs.load_logs:
+            monkeypatch.setattr(module, "load_logs", loading)
+    monkeypatch.setattr(recarena.simulators.preference_store, "_split", loading)  # the named-data entry
     monkeypatch.setattr(common, "_SIMULATORS", {})  # nothing built earlier in this process
     cases = [
         dict(max_steps=0),

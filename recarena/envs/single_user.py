@@ -17,6 +17,8 @@ a rating lookup known here (synthetic users, logged users with a rating table) -
   and norm) computed by the same torch kernels;
 * the choice noise of several steps drawn in one torch call where nothing else draws between two
   resets (which reseed the generator): torch's uniforms are one stream however they are batched.
+  The generator therefore runs ahead of the session's draws until the next reset: the batch's
+  ``get_state()`` taken mid-session (the single env offers none) would not resume the same choices.
 
 Tests compare rollouts with the batched path's and with rollouts recorded before this module
 existed. Anything else - CUDA, the learned choice model, plug-in parts, a simulator that overrides
@@ -205,7 +207,7 @@ class SingleUserStep:
         """Without the NumPy views (a copy's views must be of the copy's tensors: taken again on use)
         and the per-simulator tables and reward functions (rebuilt from the simulator)."""
         state = {key: value for key, value in self.__dict__.items() if key not in _UNCOPIED}
-        state["_bound"] = None
+        state["_bound"] = "copied"  # the generator was copied too: the noise drawn ahead stays valid
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -262,7 +264,10 @@ class SingleUserStep:
         self._counts = self.simulator._counts.numpy()
 
     def _check_bound(self) -> None:
-        if self._bound is None or self._bound[0] is not self.env.user_state or self._bound[1] is not self.env._steps:
+        bound = self._bound
+        if bound is None or bound == "copied" or bound[0] is not self.env.user_state or bound[1] is not self.env._steps:
+            if bound is not None and bound != "copied":  # set from outside, with its generator state:
+                self._gumbel_left = 0  # the noise drawn ahead is not what it would draw
             self._bind()
 
     def reset(self) -> dict[str, np.ndarray]:
@@ -356,8 +361,7 @@ class SingleUserStep:
 
     def action_mask(self) -> np.ndarray:
         """Bool [n_items], as ``RecommendationVectorEnv.action_masks`` row 0 (a new array)."""
-        if self._bound is None:
-            self._bind()
+        self._check_bound()
         if self.mask_consumed:
             return ~self._consumed
         return np.ones(self.n_items, dtype=bool)

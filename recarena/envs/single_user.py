@@ -11,7 +11,7 @@ a rating lookup known here (synthetic users, logged users with a rating table) -
 ``UserState`` tensors, reproducing them bit for bit:
 
 * the same float32 operations in the same order (the batched matmul of ``InterestModel.fatigue`` on
-  a batch of one is a sequential float32 sum, which ``cumsum`` reproduces);
+  a batch of one is a sequential float32 sum over the topics, reproduced item by item);
 * the same random draws from the same torch generator, and everything computed from a draw whose
   result NumPy would round differently (the Gumbel noise's logarithms, the LLM state's embedding bag
   and norm) computed by the same torch kernels;
@@ -52,7 +52,7 @@ from recarena.simulators.behaviour import (
 from recarena.simulators.composed import ComposedSimulator
 
 _F32 = np.float32
-_ZERO, _TINY, _MAX_RESPONSE = _F32(0.0), _F32(1e-12), _F32(MAX_RESPONSE)
+_ZERO, _MAX_RESPONSE = _F32(0.0), _F32(MAX_RESPONSE)
 _MIN_RATING, _MAX_RATING = _F32(MIN_RATING), _F32(MAX_RATING)
 _ONE = _F32(1.0)
 _BMM_NAIVE_LIMIT = 400

@@ -79,7 +79,7 @@ def test_every_shipped_config_validates() -> None:
     assert "quickstart" in names
     for path in files:
         config = load_run_config(path)
-        assert config.data.source in ("ml-100k", "ml-1m")
+        assert config.data.path in ("ml-100k", "ml-1m") or path.stem == "implicit_quickstart"
         assert config.agent.config  # defaults filled in
 
 
@@ -333,7 +333,7 @@ def test_gpu_configs_train_on_cpu_at_ci_size(name: str, tmp_path: Path) -> None:
     shipped = load_run_config(config_path)
     assert shipped.env.num_envs == 65536 and shipped.train.device == "auto"
     overrides = [
-        "data.source=null", "simulator.name=synthetic", "env.num_envs=32", "train.total_steps=2048",
+        "data.path=null", "simulator.name=synthetic", "env.num_envs=32", "train.total_steps=2048",
         "train.checkpoint_every=1024", "train.eval_every=1024", "train.eval_sessions=16", "train.log_every=256",
         *GPU_CONFIG_AT_CI_SIZE[name],
     ]

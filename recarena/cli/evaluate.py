@@ -54,7 +54,10 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="train.py run directories to evaluate")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
                         help="a baseline to evaluate (repeatable): random, most_popular, greedy, sasrec")
-    parser.add_argument("--data", help="load_logs source (ml-100k, ml-1m or a path); default: the runs' data")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="the logs to evaluate on: a bundled name (ml-100k, ml-1m), a log file or folder, a YAML/JSON "
+                             "data spec file or an inline mapping '{path: ..., columns: {...}}' (as train.py --data); "
+                             "default: the runs' data")
     parser.add_argument("--out", default="eval_report", help="output directory for report.json, report.md and plots")
     parser.add_argument("--k", type=_positive_int, default=10, help="cut-off K of HR@K/NDCG@K and the slate size")
     parser.add_argument("--protocols", type=_choices(PROTOCOLS), default=list(PROTOCOLS),
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import recarena.simulators as simulators
     from recarena.core.errors import ConfigError
     from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
+    from recarena.data.spec import data_argument, data_spec
     from recarena.evaluation import histories, metrics, report, sources
     from recarena.evaluation.ope_logs import evaluate_ope
     from recarena.evaluation.ope_validation import validate_estimators
@@ -116,15 +120,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Runs first, so bad run directories fail before any expensive work.
     runs = [sources.load_run(run_dir, device=str(device)) for run_dir in args.runs]
-    data_source = args.data or runs[0].run.data_source
-    if data_source is None:
-        raise ConfigError(f"{runs[0].run.path}: its config.yaml names no data source (data.source); pass --data")
-
-    _log(f"loading {data_source}")
-    log = data.load_logs(data_source)
+    spec = data_spec(data_argument(args.data)) if args.data else data_spec(runs[0].run.data_source)
+    if spec.path is None:
+        raise ConfigError(f"{runs[0].run.path}: its config.yaml names no data (data.path); pass --data")
+    data_source = spec.to_value()
+    _log(f"loading {spec.path}" + ("" if isinstance(data_source, str) else f" ({', '.join(list(data_source)[1:])} given)"))
+    log = spec.load()
     splits = {"leave-last-out": data.leave_last_out(log), "temporal": data.temporal_split(log)}
     splits["validation"] = data.validation_split(splits["leave-last-out"])
-    _check_held_out(data_source, log, splits, args)
+    _check_held_out(spec.path, log, splits, args)
     for candidate in runs:
         sources.check_run_matches(candidate.run, log, splits["leave-last-out"])
     item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
@@ -134,14 +138,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     candidates: list[sources.Candidate] = []
     preference_model = None
     # Simulated return runs on the simulator the runs were trained on (their config.yaml), when they record one.
-    need_preference = "greedy" in [sources.BASELINES[b] for b in args.baseline] or "simulated" in args.protocols
-    run_specs = {str(c.run.path): c.run.simulator for c in runs} if need_preference else {}
+    greedy = "greedy" in [sources.BASELINES[b] for b in args.baseline]
+    if greedy and not log.has_ratings:
+        raise ConfigError(f"--baseline greedy ranks items by the preference model's predicted rating, which needs "
+                          f"ratings; {spec.path} has none (implicit feedback)")
+    need_simulator = greedy or "simulated" in args.protocols
+    run_specs = {str(c.run.path): c.run.simulator for c in runs} if need_simulator else {}
     sim_spec = sources.common_simulator_spec(run_specs)
     sim_steps = _session_cap(args.sim_steps, list(run_specs.values()))
+    if need_simulator and sim_spec is not None and sim_spec.name != "logged":
+        raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
+                          f"greedy baseline need the 'logged' one (drop 'simulated' from --protocols)")
+    # Implicit logs: the simulated users are the choice model alone (reward = click), no preference model.
+    need_preference = greedy or ("simulated" in args.protocols
+                                 and sources.simulator_uses_ratings(sim_spec.options if sim_spec else {}, log))
     if need_preference and sim_spec is not None:
-        if sim_spec.name != "logged":
-            raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
-                              f"greedy baseline need the 'logged' one (drop 'simulated' from --protocols)")
         _log("loading the preference model of the runs' simulator")
         preference_model = sources.simulator_preference_model(sim_spec, data_source, splits["leave-last-out"], item_embeddings,
                                                               args.item_encoder, options.get("preference"))
@@ -160,6 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     simulator = None
     if "simulated" in args.protocols:
         sim_options = sim_spec.options if sim_spec is not None else {}
+        if sim_spec is not None:  # the next-item model the runs' simulator fitted and cached, where it did
+            sim_options = sources.with_cached_choice_model(sim_options, data_source, args.item_encoder)
         simulator = simulators.make("logged", splits["leave-last-out"], device=device, **sim_options,
                                     components={"preference_model": preference_model, "item_embeddings": item_embeddings})
     common = {"batch_size": args.batch_size, "device": device}
@@ -204,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             n_true=max(4 * args.ope_validation_events, 100_000), n_bootstrap=min(args.bootstrap, 200), seed=args.seed,
         )
     results["config"] = {
-        "data": data_source, "n_users": log.n_users, "n_items": log.n_items,
+        "data": spec.path, "data_spec": data_source, "n_users": log.n_users, "n_items": log.n_items,
         "item_set_fingerprint": log.item_set_fingerprint(), "data_fingerprint": log.fingerprint(),
         "protocols": args.protocols, "splits": args.splits, "k": args.k, "seed": args.seed,
         "max_users": args.max_users, "item_encoder": args.item_encoder, "device": str(device),

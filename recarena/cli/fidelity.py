@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from recarena.core.config import parse_override
+from recarena.core.errors import ConfigError, RecarenaError
 from recarena.core.io import atomic_write_json, atomic_write_text
 from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
-from recarena.data.logs import load_logs
+from recarena.data.spec import DataSpec, data_argument, data_spec
 from recarena.evaluation.fidelity import (
     COLD_THRESHOLD,
     MIN_USER_RATINGS,
@@ -39,7 +40,9 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
         prog=prog, description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--data", required=True, help="dataset name (ml-100k, ml-1m) or path for recarena.data.load_logs"
+        "--data", required=True, metavar="SPEC",
+        help="the logs: a bundled name (ml-100k, ml-1m), a log file or folder, a YAML/JSON data spec file or an "
+             "inline mapping '{path: ..., columns: {...}}' (as train.py --data); they need ratings",
     )
     parser.add_argument("--out", required=True, help="output directory for report.json and report.md")
     parser.add_argument("--split", default="user-last", choices=["user-last", "leave-last-out", "temporal"])
@@ -81,6 +84,23 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
     return parser
 
 
+def _load(data: str, prog: str) -> tuple[DataSpec, Any]:
+    """The data spec and its log; a bad spec, a bad file or a log without ratings is a one-line error (exit 2)."""
+    try:
+        spec = data_spec(data_argument(data))
+        log = spec.load()
+        if not log.has_ratings:
+            raise ConfigError(
+                f"{spec.path}: the log has no ratings (implicit feedback); the fidelity report compares "
+                "rating predictions and rating-based users with held-out ratings, so it needs a log with ratings "
+                "(evaluate.py scores policies on implicit logs)"
+            )
+    except RecarenaError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return spec, log
+
+
 def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict[str, Any]:
     args = build_parser(prog).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,7 +125,7 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
     preference_config(base)  # validate before the slow parts
 
     started = time.perf_counter()
-    log = load_logs(args.data)
+    spec, log = _load(args.data, prog)
     encoder = EncoderConfig(model=args.encoder, device=base["device"], progress=True)
     item_embeddings = encode_items(log.items, encoder, args.cache_dir)
     split_train = make_split(log, args.split).train
@@ -134,7 +154,7 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         if args.sasrec_epochs is not None:
             sasrec["epochs"] = args.sasrec_epochs
         report["choice"] = choice_report_for_source(
-            args.data, Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
+            spec.to_value(), Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
             n_sim_users=args.choice_users,
         )
     report["command"] = prog + " " + " ".join(

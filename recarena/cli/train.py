@@ -31,6 +31,7 @@ from recarena.core.checkpoint import check_identity, flatten_state, unflatten_st
 from recarena.core.config import apply_overrides, to_dict
 from recarena.core.errors import CheckpointError, ConfigError, RecarenaError, describe_os_error
 from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
+from recarena.data.spec import data_argument
 from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
 from recarena.training.run import ResumePoint, RunDirectory, default_run_name, run_metadata
 from recarena.training.tensorboard import TensorBoardLogger
@@ -249,7 +250,8 @@ def train(
         run.write_config(config)  # --total-steps and other train.* changes made on resume
     else:
         if run_dir is None:
-            run_dir = Path(train_cfg.runs_root) / default_run_name(config.agent.name, config.data.source, train_cfg.seed)
+            data_name = config.data.name if config.data.path is not None else None
+            run_dir = Path(train_cfg.runs_root) / default_run_name(config.agent.name, data_name, train_cfg.seed)
         metadata = run_metadata(env.simulator, {"device": device}, history_length=env.history_length)
         run = RunDirectory.create(run_dir, config, metadata)
         progress = {"steps_done": 0, "last_eval": -1}
@@ -311,6 +313,10 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argpars
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="YAML run config (configs/<agent>_<data>.yaml)")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="the logs to train on, replacing the config's data section: a bundled name (ml-100k, "
+                             "ml-1m), a log file or folder, a YAML/JSON data spec file, or an inline mapping "
+                             "'{path: events.csv, columns: {user: uid, item: sku, timestamp: ts}}' (README: Your own logs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set agent.config.learning_rate=3e-4 (repeatable)")
     parser.add_argument("--total-steps", type=int, help="user-steps to train for (train.total_steps)")
@@ -346,8 +352,8 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
     if args.checkpoint is not None and args.resume is None:
         raise ConfigError("--checkpoint picks the checkpoint of a run to continue: give it with --resume RUN_DIR")
     if args.resume is not None:
-        if args.config is not None or args.run_dir is not None:
-            raise ConfigError("--resume takes the config and directory of the run; drop --config/--run-dir")
+        if args.config is not None or args.run_dir is not None or args.data is not None:
+            raise ConfigError("--resume takes the config, data and directory of the run; drop --config/--data/--run-dir")
         fixed = [o for o in overrides if o.split("=", 1)[0].strip() not in _RESUMABLE_OVERRIDES]
         if fixed:
             raise ConfigError(
@@ -359,7 +365,8 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
         return config, args.resume, True
     if args.config is None:
         raise ConfigError("give --config FILE (see configs/) or --resume RUN_DIR")
-    return load_run_config(args.config, overrides), args.run_dir, False
+    data = data_argument(args.data) if args.data is not None else None
+    return load_run_config(args.config, overrides, data=data), args.run_dir, False
 
 
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:

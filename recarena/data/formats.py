@@ -10,12 +10,14 @@ take a column mapping.
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from recarena.core.errors import ConfigError, DataFormatError
 from recarena.data.interactions import ItemMetadata
@@ -82,11 +84,12 @@ class ReadOptions:
 
     columns: Mapping[str, str] | None = None
     item_file: Path | None = None
-    item_columns: Mapping[str, str] | None = None
+    item_columns: Mapping[str, str | Sequence[str]] | None = None
     delimiter: str | None = None
     genre_separator: str = "|"
     encoding: str | None = None
     item_delimiter: str | None = None
+    timestamp_format: str | None = None
 
 
 @dataclass
@@ -145,7 +148,11 @@ def make_items(table: Table, genre_sep: str | None, problems: Problems) -> Items
         if match := _TITLE_YEAR.match(title):
             title, years[row] = match.group(1), years[row] or int(match.group(2))
         titles.append(title.strip())
-    text = list(columns["text"]) if "text" in columns else [""] * n
+    parts = [columns[role] for role in columns if role == "text" or role.startswith("text:")]
+    text = [
+        ". ".join(dict.fromkeys(p.strip() for p in row if p.strip() and p.strip() != title))
+        for title, *row in zip(titles, *parts, strict=True)
+    ] if parts else [""] * n
     metadata = ItemMetadata(titles, np.array(years, dtype=np.int32), genres, text)
     return Items(table.path, np.asarray(columns["item"], dtype=object), metadata)
 
@@ -177,7 +184,8 @@ def _read_movielens(format: str) -> Reader:
         for kind, spec in specs.items():
             file = folder / spec.file.format(stem=stem)
             if not spec.optional_file or file.exists():
-                table = read_text(file, spec, problems, options.encoding)
+                timestamps = options.timestamp_format if kind == "events" else None
+                table = read_text(file, spec, problems, options.encoding, timestamps)
                 found[kind] = make_items(table, spec.genre_sep, problems) if kind == "items" else table
         return Sources(name, found["events"], found.get("items"), found.get("users"))
 
@@ -185,24 +193,73 @@ def _read_movielens(format: str) -> Reader:
 
 
 def _check_mapping(
-    name: str, mapping: Mapping[str, str], valid: tuple[str, ...], required: tuple[str, ...]
+    name: str, mapping: Mapping[str, str | Sequence[str]], valid: tuple[str, ...], required: tuple[str, ...],
+    lists: tuple[str, ...] = (),
 ) -> None:
     if unknown := sorted(set(mapping) - set(valid)):
         raise ConfigError(f"{name} has unknown key(s) {unknown}; valid keys are {list(valid)}")
     if missing := [key for key in required if key not in mapping]:
         raise ConfigError(f"{name} is missing the key(s) {missing}; it maps {list(valid)} to column names")
+    for key, value in mapping.items():
+        several = key in lists and isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+        if not isinstance(value, str) and not several:
+            kind = "a column name or a list of column names" if key in lists else "a column name"
+            raise ConfigError(f"{name}.{key}: expected {kind}, got {value!r}")
+
+
+def _roles(mapping: Mapping[str, str | Sequence[str]]) -> dict[str, str]:
+    """role -> column; a list of columns for one role (the item text) becomes ``role``, ``role:1``, ..."""
+    roles: dict[str, str] = {}
+    for role, value in mapping.items():
+        for k, column in enumerate([value] if isinstance(value, str) else value):
+            roles[role if k == 0 else f"{role}:{k}"] = column
+    return roles
 
 
 def _read_mapped(
     path: Path, parquet: bool, roles: Mapping[str, str], delimiter: str | None, options: ReadOptions,
-    problems: Problems,
+    problems: Problems, timestamp_format: str | None = None,
 ):
     """A CSV/TSV or Parquet file whose columns ``roles`` maps; every mapped column must exist."""
     if parquet:
-        return read_parquet(path, roles, problems)
-    sep = delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
-    spec = FileSpec(path.name, sep, tuple(roles.values()), tuple(roles), header=True, quoted=True)
-    return read_text(path, spec, problems, options.encoding)
+        return read_parquet(path, roles, problems, timestamp_format)
+    spec = FileSpec(path.name, _separator(path, delimiter), tuple(roles.values()), tuple(roles), header=True, quoted=True)
+    return read_text(path, spec, problems, options.encoding, timestamp_format)
+
+
+def _separator(path: Path, delimiter: str | None) -> str:
+    return delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
+
+
+def _header(path: Path, delimiter: str | None, encoding: str | None) -> list[str]:
+    """The column names of a CSV/TSV file's first line, or of a Parquet file's schema ([] if unreadable)."""
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return list(pq.read_schema(path).names)
+        with path.open(encoding=encoding or "utf-8-sig", newline="") as file:
+            return [name.strip() for name in next(csv.reader(file, delimiter=_separator(path, delimiter)), [])]
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return []
+
+
+TITLE_COLUMNS = ("title", "name")
+"""Item-file columns taken as the title when ``item_columns`` names none."""
+
+
+def item_file_columns(
+    path: Path, given: Mapping[str, str | Sequence[str]] | None, item_column: str, delimiter: str | None,
+    encoding: str | None,
+) -> dict[str, str | Sequence[str]]:
+    """The item file's mapping: ``given`` (default: the events' item column), plus, where it names no
+    title, the first column called "title" or "name" (any case) as the title, so that the item's
+    text says what the item is rather than its id."""
+    columns = dict(given) if given is not None else {"item": item_column}
+    if "title" not in columns:
+        lower = {name.lower(): name for name in reversed(_header(path, delimiter, encoding))}
+        found = [lower[name] for name in TITLE_COLUMNS if name in lower and lower[name] != columns["item"]]
+        if found:
+            columns["title"] = found[0]
+    return columns
 
 
 def _read_tabular(format: str) -> Reader:
@@ -215,13 +272,18 @@ def _read_tabular(format: str) -> Reader:
             )
         _check_mapping("columns", options.columns, EVENT_ROLES, ("user", "item", "timestamp"))
         if options.item_columns is not None:
-            _check_mapping("item_columns", options.item_columns, ITEM_ROLES, ("item",))
-        events = _read_mapped(path, format == "parquet", options.columns, options.delimiter, options, problems)
+            _check_mapping("item_columns", options.item_columns, ITEM_ROLES, ("item",), lists=("text",))
+        events = _read_mapped(
+            path, format == "parquet", options.columns, options.delimiter, options, problems, options.timestamp_format
+        )
         items = None
         if options.item_file is not None:
-            item_columns = options.item_columns or {"item": options.columns["item"]}
+            item_columns = item_file_columns(
+                options.item_file, options.item_columns, options.columns["item"], options.item_delimiter,
+                options.encoding,
+            )
             parquet = options.item_file.suffix.lower() in (".parquet", ".pq")
-            table = _read_mapped(options.item_file, parquet, item_columns, options.item_delimiter, options, problems)
+            table = _read_mapped(options.item_file, parquet, _roles(item_columns), options.item_delimiter, options, problems)
             items = make_items(table, options.genre_separator, problems)
         return Sources(path.stem, events, items, None, "user-item-time")
 

@@ -37,9 +37,9 @@ import pandas as pd
 from recarena.core.errors import ConfigError, DataFormatError, MissingPackageError
 from recarena.data.formats import MOVIELENS, READERS, ReadOptions, Sources
 from recarena.data.formats import register_format as register_format
-from recarena.data.interactions import InteractionLog, ItemMetadata
+from recarena.data.interactions import MAX_RATING, MIN_RATING, InteractionLog, ItemMetadata
 from recarena.data.splits import k_core
-from recarena.data.tables import Problems, Table, drop_repeated, error_at
+from recarena.data.tables import TIMESTAMP_FORMATS, Problems, Table, drop_repeated, error_at
 
 BUNDLED = {
     # name: (module found with find_spec, pip requirement, folder inside the package, file stem)
@@ -158,9 +158,10 @@ def _build_log(
     report: LoadReport,
     deduplicate: str,
     duplicate_key: str,
+    rating_scale: tuple[float, float] | str | None = None,
 ) -> InteractionLog:
     """Events table (+ items, users) -> InteractionLog: index, check items, sort, deduplicate."""
-    events = sources.events
+    events = _rescale(sources.events, rating_scale, problems)
     report.rows_read = len(events) + problems.skipped_by_path.get(str(events.path), 0)
 
     # Item catalogue: the item file in file order (items without events included), else the
@@ -248,6 +249,58 @@ def _build_log(
     )
 
 
+def _rescale(events: Table, rating_scale: tuple[float, float] | str | None, problems: Problems) -> Table:
+    """The events with ratings on recarena's 1-5 scale: ``None`` keeps them as they are, ``"none"``
+    drops them (implicit feedback), ``(low, high)`` maps that range linearly onto 1-5 (a rating
+    outside it is a bad row)."""
+    if rating_scale is None or "rating" not in events.columns:
+        if isinstance(rating_scale, tuple):
+            raise ConfigError(
+                f"rating_scale={list(rating_scale)} is given but {events.path.name} has no rating column "
+                "(map one in columns, or leave rating_scale out)"
+            )
+        return events
+    if rating_scale == "none":
+        return Table(events.path, {k: v for k, v in events.columns.items() if k != "rating"}, events.line, events.unit)
+    low, high = rating_scale
+    rating = events.columns["rating"]
+    outside = (rating < low) | (rating > high)
+    keep = problems.rows(
+        events, outside, "rating out of range",
+        lambda i: f"expected a rating in [{low:g}, {high:g}] (rating_scale), found {rating[i]:g}",
+    )
+    events = events.take(keep)
+    scaled = MIN_RATING + (MAX_RATING - MIN_RATING) * (events.columns["rating"] - low) / (high - low)
+    return Table(events.path, {**events.columns, "rating": scaled}, events.line, events.unit)
+
+
+def check_rating_scale(rating_scale: object) -> tuple[float, float] | str | None:
+    """``rating_scale`` as :func:`load_logs` uses it: None, ``"none"`` or a (low, high) pair of numbers."""
+    if rating_scale is None or rating_scale == "none":
+        return rating_scale  # type: ignore[return-value]
+    if isinstance(rating_scale, (list, tuple)) and len(rating_scale) == 2:
+        low, high = rating_scale
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in (low, high))
+        if numbers and low < high:
+            return float(low), float(high)
+    raise ConfigError(
+        f"rating_scale={rating_scale!r} is not valid; expected [low, high] with low < high (e.g. [1, 10]), "
+        "'none' (implicit feedback: ratings are ignored) or None (ratings as they are)"
+    )
+
+
+def check_timestamp_format(timestamp_format: object) -> str | None:
+    """``timestamp_format`` as :func:`load_logs` uses it: None, a name, or a ``strptime`` pattern."""
+    if timestamp_format is None or timestamp_format in TIMESTAMP_FORMATS:
+        return timestamp_format  # type: ignore[return-value]
+    if isinstance(timestamp_format, str) and "%" in timestamp_format:
+        return timestamp_format
+    raise ConfigError(
+        f"timestamp_format={timestamp_format!r} is not valid; expected None (detected: numbers are seconds, "
+        f"text an ISO 8601 date), one of {list(TIMESTAMP_FORMATS)} or a strptime pattern such as '%d/%m/%Y %H:%M'"
+    )
+
+
 # ----------------------------------------------------------------------------- the public loader
 
 
@@ -312,6 +365,8 @@ def load_logs(
     item_delimiter: str | None = None,
     genre_separator: str = "|",
     encoding: str | None = None,
+    timestamp_format: str | None = None,
+    rating_scale: tuple[float, float] | list[float] | str | None = None,
     min_user_interactions: int = 0,
     min_item_interactions: int = 0,
     return_report: bool = False,
@@ -331,9 +386,13 @@ def load_logs(
             ``"user-item-time"`` (default for CSV/Parquet, where re-consumption is normal).
         columns: CSV/Parquet only: ``{"user": ..., "item": ..., "timestamp": ..., "rating": ...}``
             (rating optional; without it ratings are NaN, i.e. implicit feedback). Timestamps are
-            numbers (seconds) or, in Parquet, datetimes; they are truncated to whole seconds.
+            numbers (seconds since the epoch), ISO 8601 dates or, in Parquet, datetimes (see
+            ``timestamp_format``); they are truncated to whole seconds.
         item_file: CSV/Parquet only: an item file giving the catalogue and item text.
-        item_columns: its mapping ``{"item", "title", "year", "genres", "text"}`` (item required).
+        item_columns: its mapping ``{"item", "title", "year", "genres", "text"}`` (item required;
+            ``text`` may be a list of columns, joined by ". "). Without it the item column of
+            ``columns`` and a column named "title" or "name" (the title) are read. An item's text
+            for the encoder is its title, year, genres and text (``recarena.llm.item_texts``).
             Without an item file the catalogue is the items that occur and titles are the raw ids.
         delimiter: the event file's CSV field separator (default ',' or a tab for ``.tsv``).
         item_delimiter: the item file's separator (default ',' or a tab for ``.tsv``; ``delimiter``
@@ -341,6 +400,14 @@ def load_logs(
         genre_separator: separator of the item file's genres column.
         encoding: force one text encoding for every file; by default UTF-8, with a latin-1
             fallback for the MovieLens 100K/1M movie files (officially latin-1).
+        timestamp_format: the events' timestamps: None detects them (a column whose first value
+            is a number holds seconds since the epoch, else ISO 8601 dates such as
+            ``2024-05-01T12:30:00``, ``2024-05-01`` or with a UTC offset, converted to UTC),
+            ``"seconds"``, ``"milliseconds"``, ``"iso"``, or a ``strptime`` pattern
+            (``"%d/%m/%Y %H:%M"``). A value that does not parse is a bad row.
+        rating_scale: None keeps ratings as they are (recarena's scale is 1-5, like = >= 4);
+            ``(low, high)`` maps that range linearly onto 1-5 (a rating outside it is a bad row);
+            ``"none"`` ignores the rating column (implicit feedback: every event is a click).
         min_user_interactions, min_item_interactions: iterative k-core filter
             (:func:`recarena.data.splits.k_core`); the item catalogue is kept whole.
         return_report: also return the :class:`LoadReport`.
@@ -352,11 +419,13 @@ def load_logs(
     _check_choice("deduplicate", deduplicate, ("error", "keep-first", "keep-last"))
     _check_choice("duplicate_key", duplicate_key, (None, "user-item", "user-item-time"))
     _check_choice("format", format, (None, *READERS))  # the registered formats
+    rating_scale = check_rating_scale(rating_scale)
+    timestamp_format = check_timestamp_format(timestamp_format)
     problems = Problems(on_bad_rows == "skip")
     report = LoadReport(skipped=problems.skipped, examples=problems.examples)
     options = ReadOptions(
         columns, Path(item_file) if item_file else None, item_columns, delimiter, genre_separator, encoding,
-        item_delimiter,
+        item_delimiter, timestamp_format,
     )
 
     if isinstance(source, str) and source in BUNDLED:
@@ -370,7 +439,7 @@ def load_logs(
     report.files = [str(t.path) for t in (sources.events, sources.items, sources.users) if t is not None]
 
     log = _build_log(
-        sources, origin, problems, report, deduplicate, duplicate_key or sources.default_duplicate_key
+        sources, origin, problems, report, deduplicate, duplicate_key or sources.default_duplicate_key, rating_scale
     )
     if min_user_interactions > 0 or min_item_interactions > 0:
         before = log.n_events

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from recarena.core.errors import DataFormatError
+from recarena.core.errors import ConfigError, DataFormatError
 
 ID_ROLES = ("user", "item")  # text that must not be empty
 NUMBER_ROLES = ("rating", "age")  # finite numbers, as are "timestamp" (int64 seconds) and "flag:..." roles
@@ -178,23 +178,79 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
         return values
 
 
-def _seconds(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int64 seconds (whole seconds, rounded down), where a value is not a number, where it is beyond int64."""
+TIMESTAMP_FORMATS = ("seconds", "milliseconds", "iso")
+"""Declared timestamp formats besides a ``strptime`` pattern (any text with a ``%``); None detects."""
+
+
+def _whole_seconds(column: pa.ChunkedArray, per_second: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 whole seconds of numbers counting ``1 / per_second`` of a second (rounded down; integers
+    exact), where a value is not a number, where it is beyond int64."""
     none = np.zeros(len(column), dtype=bool)
-    if pa.types.is_timestamp(column.type):  # Parquet datetimes, as wall-clock time
-        series = column.to_pandas()
-        series = series.dt.tz_localize(None) if series.dt.tz is not None else series
-        return series.to_numpy(dtype="datetime64[s]").astype(np.int64), series.isna().to_numpy(), none
     try:
         values = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
         if values.dtype == np.int64:  # no missing values
-            return values, none, none
+            return values // per_second, none, none
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    numbers = np.floor(_floats(column))
+    numbers = np.floor(_floats(column) / per_second)
     wrong = ~np.isfinite(numbers)
     beyond = ~wrong & ((numbers < -(2.0**63)) | (numbers >= 2.0**63))
     return np.where(wrong | beyond, 0, numbers).astype(np.int64), wrong, beyond
+
+
+def _dates(column: pa.ChunkedArray, format: str) -> tuple[np.ndarray, np.ndarray]:
+    """int64 seconds since the epoch of dates as text (``"iso"``: ISO 8601, else a ``strptime``
+    pattern); a date with a UTC offset is converted to UTC, one without is taken as UTC. The second
+    array marks values that are not such a date."""
+    text = pd.Series(column.to_pandas().astype("string").to_numpy(dtype=object))
+    pattern = "ISO8601" if format == "iso" else format
+    try:
+        parsed = pd.to_datetime(text, format=pattern, errors="coerce", utc=True)
+    except ValueError as error:  # a pattern pandas cannot use
+        raise ConfigError(f"timestamp_format={format!r} is not a strptime pattern pandas can use ({error})") from None
+    wrong = parsed.isna().to_numpy()
+    seconds = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[s]").astype(np.int64)
+    return np.where(wrong, 0, seconds), wrong
+
+
+def looks_numeric(column: pa.ChunkedArray) -> bool:
+    """Whether the column's first non-blank value is a number (how a timestamp format is detected)."""
+    for value in column.slice(0, 1000).to_pylist():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+    return True
+
+
+def _seconds(
+    column: pa.ChunkedArray, format: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """int64 seconds (whole seconds, rounded down), where a value is not a timestamp, where it is
+    beyond int64, and what was expected of a value.
+
+    ``format``: None detects it (numbers are seconds since the epoch; text that is not a number is
+    an ISO 8601 date, e.g. ``2024-05-01T12:30:00`` or ``2024-05-01``), ``"seconds"``,
+    ``"milliseconds"``, ``"iso"``, or a ``strptime`` pattern such as ``"%d/%m/%Y %H:%M"``.
+    """
+    none = np.zeros(len(column), dtype=bool)
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):  # Parquet datetimes, as wall-clock time
+        series = pd.Series(column.to_pandas())
+        series = pd.to_datetime(series)
+        series = series.dt.tz_localize(None) if series.dt.tz is not None else series
+        return series.to_numpy(dtype="datetime64[s]").astype(np.int64), series.isna().to_numpy(), none, "a datetime"
+    if format is None:
+        numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or looks_numeric(column)
+        format = "seconds" if numeric else "iso"
+    if format not in ("seconds", "milliseconds"):
+        seconds, wrong = _dates(column, format)
+        what = "an ISO 8601 date (e.g. 2024-05-01T12:30:00)" if format == "iso" else f"a date like {format!r}"
+        return seconds, wrong, none, what
+    seconds, wrong, beyond = _whole_seconds(column, 1000 if format == "milliseconds" else 1)
+    return seconds, wrong, beyond, f"a number of {format}"
 
 
 def _describe(message: str, column: pa.ChunkedArray, where: np.ndarray, show: bool, k: int) -> str:
@@ -202,11 +258,12 @@ def _describe(message: str, column: pa.ChunkedArray, where: np.ndarray, show: bo
 
 
 def _check(
-    path: Path, raw: dict, line: np.ndarray, problems: Problems, issues: list[Issue], unit="line"
+    path: Path, raw: dict, line: np.ndarray, problems: Problems, issues: list[Issue], unit="line",
+    timestamp_format: str | None = None,
 ) -> Table:
     """Convert and check the column of each role (``raw``: role -> (field name, values)), flag the
     bad rows (and ``issues`` found before), keep the rest. A row is flagged once, for its first bad
-    value in role order."""
+    value in role order. ``timestamp_format``: see :func:`_seconds`."""
     bad = np.zeros(len(line), dtype=bool)
     columns: dict[str, np.ndarray | pd.Categorical] = {}
     for role, (name, column) in raw.items():
@@ -215,10 +272,11 @@ def _check(
             columns[role], blank = _ids(column)
             checks = [(blank, "empty field", f"expected a non-empty '{name}'", False)]
         elif role == "timestamp":
-            columns[role], wrong, beyond = _seconds(column)
+            columns[role], wrong, beyond, what = _seconds(column, timestamp_format)
             beyond_text = f"expected a timestamp in seconds that fits in 64 bits for '{name}'"
+            reason = "not a number" if what.startswith("a number") else "not a date"
             checks = [
-                (wrong, "not a number", number, True),
+                (wrong, reason, f"expected {what} for '{name}'" if reason == "not a date" else number, True),
                 (beyond, "timestamp out of range", beyond_text, True),
             ]
         elif role in NUMBER_ROLES or role.startswith("flag:"):
@@ -396,8 +454,10 @@ def _record_lines(buffer: bytes, parsed: pa.Table, invalid: list[tuple[int, int,
     return lines, is_row
 
 
-def read_text(path: Path, spec: FileSpec, problems: Problems, encoding: str | None = None) -> Table:
-    """Read and check one delimited text file (see the module docstring)."""
+def read_text(
+    path: Path, spec: FileSpec, problems: Problems, encoding: str | None = None, timestamp_format: str | None = None
+) -> Table:
+    """Read and check one delimited text file (see the module docstring; ``timestamp_format``: :func:`_seconds`)."""
     if not path.is_file():
         raise DataFormatError(path, f"file not found; expected {spec.what}")
     data = path.read_bytes()
@@ -435,13 +495,15 @@ def read_text(path: Path, spec: FileSpec, problems: Problems, encoding: str | No
         lambda k: f"{expected}, found {invalid[k][1]}",
     )
     raw = {role: (names[p], parsed.column(f"f{p}")) for role, p in positions.items()}
-    return _check(path, raw, lines[is_row], problems, [wrong])
+    return _check(path, raw, lines[is_row], problems, [wrong], timestamp_format=timestamp_format)
 
 
 # ----------------------------------------------------------------------------- Parquet
 
 
-def read_parquet(path: Path, roles: Mapping[str, str], problems: Problems) -> Table:
+def read_parquet(
+    path: Path, roles: Mapping[str, str], problems: Problems, timestamp_format: str | None = None
+) -> Table:
     """Read and check a Parquet table whose columns ``roles`` maps; problems name the 1-based row."""
     what = f"a Parquet table with the columns {', '.join(roles.values())}"
     if not path.is_file():
@@ -457,4 +519,5 @@ def read_parquet(path: Path, roles: Mapping[str, str], problems: Problems) -> Ta
     if table.num_rows == 0:
         raise DataFormatError(path, f"the file has no rows; expected {what}")
     raw = {role: (name, table.column(name)) for role, name in roles.items()}
-    return _check(path, raw, np.arange(1, table.num_rows + 1, dtype=np.int64), problems, [], "row")
+    rows = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    return _check(path, raw, rows, problems, [], "row", timestamp_format=timestamp_format)

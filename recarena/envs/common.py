@@ -8,6 +8,7 @@ env run exactly the same code.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from copy import deepcopy
@@ -52,7 +53,7 @@ class EnvOptions:
     """The options every recarena env accepts (see ``docs/envs.md``)."""
 
     simulator: Any = "synthetic"  # registry name (str) or a ready Simulator instance
-    data: str | None = None  # data source passed to simulators.make (e.g. "ml-1m"); None = simulator default
+    data: str | dict[str, Any] | None = None  # data spec (recarena.data.data_spec): "ml-1m", a path, a spec file or a mapping
     simulator_config: dict[str, Any] = field(default_factory=dict)
     slate_size: Annotated[int, Field(ge=1, le=INT64_MAX)] = 1
     max_steps: Annotated[int, Field(ge=1, le=INT64_MAX)] = 50  # session cap: reaching it truncates the episode
@@ -69,6 +70,20 @@ class EnvOptions:
         if not isinstance(simulator, (str, Simulator)):
             raise ValueError(f"must be a registry name or a Simulator, got {simulator!r}")
         return simulator
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_spec(cls, data: Any) -> Any:
+        """Checked here (unknown keys, types), before anything is loaded; kept as plain data."""
+        from recarena.data.spec import DataSpec, data_spec
+
+        if isinstance(data, DataSpec):
+            return data.to_value()
+        if isinstance(data, os.PathLike):
+            data = os.fspath(data)
+        if data is not None:
+            data_spec(data, prefix="data.")
+        return dict(data) if isinstance(data, Mapping) else data
 
     @field_validator("device")
     @classmethod
@@ -172,11 +187,11 @@ def build_simulator(options: EnvOptions) -> Simulator:
         return options.simulator
 
     config = simulator_config(options)
-    data_key = source_key(options.data) if isinstance(options.data, str) else options.data
+    data_key = source_key(options.data) if options.data is not None else None
     key = json.dumps([options.simulator, data_key, options.device, config], sort_keys=True, default=str)
     if key not in _SIMULATORS:
         data: Any = options.data
-        if options.simulator == "logged" and isinstance(data, str):
+        if options.simulator == "logged" and data is not None:
             # Named data: fit the preference model once and load it from $RECARENA_CACHE afterwards.
             data, config = logged_simulator_arguments(data, config)
         _SIMULATORS[key] = simulators.make(options.simulator, data=data, device=options.device, **config)

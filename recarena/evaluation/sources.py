@@ -126,7 +126,7 @@ def common_simulator_spec(specs: dict[str, SimulatorSpec]) -> SimulatorSpec | No
     return first
 
 
-def simulator_preference_model(spec: SimulatorSpec, data_source: str, split: LogSplit, item_embeddings: torch.Tensor,
+def simulator_preference_model(spec: SimulatorSpec, data_source: Any, split: LogSplit, item_embeddings: torch.Tensor,
                                item_encoder: str = "minilm", overrides: dict[str, Any] | None = None) -> Any:
     """The preference model a run's logged simulator answers with.
 
@@ -145,6 +145,27 @@ def simulator_preference_model(spec: SimulatorSpec, data_source: str, split: Log
         return PreferenceModel.load(ensure_preference_model(data_source, spec.options), log=split.train)
     preference = spec.options.get("preference") if isinstance(spec.options.get("preference"), dict) else {}
     return fit_preference(split, item_embeddings, {**preference, **(overrides or {})})
+
+
+def simulator_uses_ratings(options: dict[str, Any], log: InteractionLog) -> bool:
+    """Whether the logged simulator with ``options`` answers with a preference model on ``log``: not
+    with the learned choice on a log without ratings (``choice.rating: auto``) or with ``choice.rating: off``."""
+    choice = options.get("choice") if isinstance(options.get("choice"), dict) else {}
+    model, rating = choice.get("model", "learned"), choice.get("rating", "auto")
+    return model != "learned" or rating == "on" or (rating == "auto" and log.has_ratings)
+
+
+def with_cached_choice_model(options: dict[str, Any], data_source: Any, item_encoder: str = "minilm") -> dict[str, Any]:
+    """``options`` of a run's logged simulator with ``choice_path`` set to the next-item model training
+    fitted and cached for this data and config (``recarena.simulators.preference_store``), so that the
+    simulated users of the evaluation are those of training without a refit. Unchanged for the
+    rating-only choice, a given ``choice_path`` or encodings other than the cached MiniLM ones."""
+    choice = options.get("choice") if isinstance(options.get("choice"), dict) else {}
+    if item_encoder != "minilm" or choice.get("model", "learned") != "learned" or options.get("choice_path"):
+        return options
+    from recarena.simulators.preference_store import ensure_choice_model
+
+    return {**options, "choice_path": str(ensure_choice_model(data_source, options))}
 
 
 def load_run(run_dir: str | Path, **context: Any) -> Candidate:

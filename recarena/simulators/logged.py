@@ -25,6 +25,8 @@ user rated an item twice, the earliest event is used.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import field, fields
 from typing import Any, Literal
 
@@ -36,6 +38,7 @@ from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import ConfigError
 from recarena.core.seeding import torch_generator
 from recarena.data.interactions import InteractionLog, LogSplit
+from recarena.data.spec import DataSpec, data_spec
 from recarena.simulators.base import UserState
 from recarena.simulators.behaviour import (
     MAX_RATING,
@@ -149,15 +152,19 @@ def _train_log(data: Any) -> InteractionLog:
         return data.train
     if isinstance(data, InteractionLog):
         return data
-    if isinstance(data, str):
-        from recarena.data.logs import load_logs
+    if is_data_spec(data):
         from recarena.data.splits import leave_last_out
 
-        return leave_last_out(load_logs(data)).train
+        return leave_last_out(data_spec(data).load()).train
     raise ConfigError(
-        "the logged simulator needs data: an InteractionLog (training log), a LogSplit, or a "
-        f"load_logs source name; got {type(data).__name__}"
+        "the logged simulator needs data: an InteractionLog (training log), a LogSplit, or a data spec "
+        f"(a bundled name, a path, a spec file or a mapping: recarena.data.data_spec); got {type(data).__name__}"
     )
+
+
+def is_data_spec(data: Any) -> bool:
+    """Whether ``data`` names logs to load (``recarena.data.data_spec``) rather than holding them."""
+    return isinstance(data, (str, os.PathLike, Mapping, DataSpec))
 
 
 @register("logged")
@@ -166,8 +173,9 @@ class LoggedUserSimulator(ComposedSimulator):
 
     ``data``: a ``LogSplit`` (sessions start from its training log; the learned choice fits its
     utility weights on the first validation event of each user), an ``InteractionLog`` (the
-    training log; the choice fit holds out each user's last event), or a ``load_logs`` source name
-    or path (its leave-last-out split, with the preference and next-item models cached on disk:
+    training log; the choice fit holds out each user's last event), or a data spec (a bundled name,
+    a path, a spec file or a mapping: ``recarena.data.data_spec``; its leave-last-out split, with the
+    preference and next-item models cached on disk:
     :mod:`recarena.simulators.preference_store`). ``components``: ``preference_model``,
     ``item_embeddings``, ``choice_model`` (a fitted ``NextItemModel``).
     """
@@ -184,7 +192,7 @@ class LoggedUserSimulator(ComposedSimulator):
         choice_model: NextItemModel | None = None,
     ) -> None:
         config = config or self.config_class()
-        if isinstance(data, str) and preference_model is None:
+        if is_data_spec(data) and preference_model is None:
             # A named source: the leave-last-out split, with the fitted models cached on disk.
             from recarena.simulators.preference_store import logged_simulator_arguments
 

@@ -423,7 +423,8 @@ def _require_ratings(log: InteractionLog, role: str) -> None:
         raise DataFormatError(
             log.source or log.name,
             f"the {role} log has no explicit ratings (implicit feedback); the preference model regresses "
-            "1-5 ratings and cannot be fitted on it. Use a log with ratings, or a model-free simulator mode",
+            "1-5 ratings and cannot be fitted on it. The logged simulator's learned choice simulates such logs "
+            "without it (choice.model: learned, the default of the 'logged' simulator: reward = click)",
         )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recarena.core.config import from_dict, to_dict
-from recarena.data.logs import load_logs
+from recarena.data.spec import data_spec
 from recarena.data.splits import leave_last_out
 from recarena.llm.encoder import EncoderConfig, encode_items
 from recarena.llm.models import cache_root
@@ -30,16 +30,13 @@ from recarena.simulators.preference import META_FILE, fit_preference_model
 from recarena.simulators.sequence import META_FILE as CHOICE_META_FILE
 from recarena.simulators.sequence import fit_next_item_model
 
-_SPLITS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Any] = {}
+_SPLITS: dict[str, Any] = {}
 
 
-def source_key(data: str) -> tuple[str, tuple[tuple[str, int, int], ...]]:
-    """``data`` plus (name, size, mtime) of the files at that path, so an edited log is read again."""
-    path = Path(data).expanduser()
-    if not path.exists():
-        return data, ()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return str(path.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+def source_key(data: Any) -> str:
+    """The data spec (a name, path, spec file or mapping: ``recarena.data.data_spec``) plus (name, size,
+    mtime) of its files, so an edited log is read again."""
+    return data_spec(data).key()
 
 
 def clear_split_cache() -> None:
@@ -47,21 +44,21 @@ def clear_split_cache() -> None:
     _SPLITS.clear()
 
 
-def _split(data: str) -> Any:
-    """The leave-last-out split of a named or path data source (once per process and file version)."""
+def _split(data: Any) -> Any:
+    """The leave-last-out split of a data spec (once per process and file version)."""
     key = source_key(data)
     if key not in _SPLITS:
-        _SPLITS[key] = leave_last_out(load_logs(data))
+        _SPLITS[key] = leave_last_out(data_spec(data).load())
     return _SPLITS[key]
 
 
-def _directory(kind: str, data: str, identity: dict[str, Any], cache_dir: str | Path | None) -> Path:
+def _directory(kind: str, data: Any, identity: dict[str, Any], cache_dir: str | Path | None) -> Path:
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(data)).name or "data")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(data_spec(data).path)).name or "data")
     return cache_root(cache_dir) / kind / f"{name}-{key}"
 
 
-def preference_dir(data: str, config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
+def preference_dir(data: Any, config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
     """Where the preference model for ``data`` and this logged-simulator ``config`` is cached."""
     typed = from_dict(LoggedConfig, config)
     identity = {
@@ -72,7 +69,7 @@ def preference_dir(data: str, config: dict[str, Any], cache_dir: str | Path | No
     return _directory("preference", data, identity, cache_dir if cache_dir is not None else typed.cache_dir)
 
 
-def choice_dir(data: str, config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
+def choice_dir(data: Any, config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
     """Where the next-item (choice) model for ``data`` and this logged-simulator ``config`` is cached."""
     typed = from_dict(LoggedConfig, config)
     identity = {
@@ -83,15 +80,16 @@ def choice_dir(data: str, config: dict[str, Any], cache_dir: str | Path | None =
     return _directory("choice", data, identity, cache_dir if cache_dir is not None else typed.cache_dir)
 
 
-def _announce(what: str, data: str, directory: Path) -> None:
-    print(f"recarena: fitting the {what} for '{data}' once; it is cached in {directory}", file=sys.stderr, flush=True)
+def _announce(what: str, data: Any, directory: Path) -> None:
+    label = data if isinstance(data, str) else data_spec(data).path
+    print(f"recarena: fitting the {what} for '{label}' once; it is cached in {directory}", file=sys.stderr, flush=True)
 
 
-def _item_embeddings(data: str, typed: LoggedConfig) -> Any:
+def _item_embeddings(data: Any, typed: LoggedConfig) -> Any:
     return encode_items(_split(data).train.items, from_dict(EncoderConfig, typed.encoder, prefix="encoder."), typed.cache_dir)
 
 
-def ensure_preference_model(data: str, config: dict[str, Any]) -> Path:
+def ensure_preference_model(data: Any, config: dict[str, Any]) -> Path:
     """The cached preference model directory for ``data`` and ``config``, fitting it if absent."""
     directory = preference_dir(data, config)
     if (directory / META_FILE).is_file():  # written last by PreferenceModel.save: a complete save
@@ -103,7 +101,7 @@ def ensure_preference_model(data: str, config: dict[str, Any]) -> Path:
     return directory
 
 
-def ensure_choice_model(data: str, config: dict[str, Any]) -> Path:
+def ensure_choice_model(data: Any, config: dict[str, Any]) -> Path:
     """The cached next-item model directory for ``data`` and ``config``, fitting it if absent.
 
     Fitted on the split's training events, early-stopped on its validation events."""
@@ -118,7 +116,7 @@ def ensure_choice_model(data: str, config: dict[str, Any]) -> Path:
     return directory
 
 
-def logged_simulator_arguments(data: str, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def logged_simulator_arguments(data: Any, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``(data, config)`` for ``recarena.simulators.make("logged", ...)`` that reuse the cached models."""
     typed = from_dict(LoggedConfig, config)
     split = _split(data)

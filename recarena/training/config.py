@@ -18,15 +18,14 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from recarena.core.config import apply_overrides, config_dataclass, from_dict, load_yaml, to_dict
+from recarena.data.spec import DataSpec, data_spec
 
-
-@config_dataclass
-class DataConfig:
-    """Where the logged interactions come from."""
-
-    source: str | None = None
-    """A bundled name (``ml-100k``, ``ml-1m``) or a path in an official MovieLens format; None for
-    simulators that need no data (``synthetic``)."""
+DataConfig = DataSpec
+"""Where the logged interactions come from: a data spec (``recarena.data.DataSpec``): ``path`` (a
+bundled name such as ``ml-100k``, a log file or folder; None for simulators that need no data, such
+as ``synthetic``), ``format``, ``columns``, ``rating_scale``, ``timestamp_format``, ``item_file``,
+``item_columns``, delimiters and loading options. The run config's ``data:`` may also be a string:
+a bundled name, a path or a YAML/JSON spec file (``source:`` is accepted for ``path``)."""
 
 
 @config_dataclass
@@ -52,11 +51,11 @@ class EnvConfig:
     observation_keys: list[str] = field(default_factory=lambda: ["history", "responses", "llm_state"])
     mask_consumed: bool = True
 
-    def env_kwargs(self, data: DataConfig, simulator: SimulatorConfig, device: str) -> dict[str, Any]:
+    def env_kwargs(self, data: DataSpec, simulator: SimulatorConfig, device: str) -> dict[str, Any]:
         """Keyword arguments for ``RecommendationVectorEnv``."""
         return {
             "simulator": simulator.name,
-            "data": data.source,
+            "data": data.to_value(),
             "simulator_config": dict(simulator.config),
             "slate_size": self.slate_size,
             "max_steps": self.max_steps,
@@ -110,11 +109,19 @@ class TrainConfig:
 class RunConfig:
     """Everything a training run is made of; saved resolved as ``config.yaml`` in the run directory."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSpec = field(default_factory=DataSpec)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentSection = field(default_factory=AgentSection)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_string(cls, data: Any) -> Any:
+        """``data: ml-1m``, ``data: path/to/log`` or ``data: spec.yaml``: the spec it names."""
+        if isinstance(data, str):
+            return to_dict(data_spec(data))
+        return data
 
 
 def validate_sections(config: RunConfig) -> RunConfig:
@@ -142,11 +149,18 @@ def validate_sections(config: RunConfig) -> RunConfig:
     )
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config (or the defaults), apply ``key=value`` overrides and validate everything."""
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
-    return validate_sections(from_dict(RunConfig, data))
+def load_run_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), data: Any = None
+) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply ``key=value`` overrides and validate everything.
+
+    ``data`` (``train.py --data``: a name, path, spec file or mapping) replaces the config's
+    ``data`` section before the overrides apply."""
+    raw = load_yaml(path) if path is not None else {}
+    if data is not None:
+        raw["data"] = data
+    raw = apply_overrides(raw, overrides)
+    return validate_sections(from_dict(RunConfig, raw))
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:

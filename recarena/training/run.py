@@ -130,8 +130,9 @@ class RunRecord:
     """The validated run config (``config.yaml``)."""
     metadata: dict[str, Any]
     """``metadata.json`` as train.py wrote it."""
-    data_source: str | None
-    """The ``load_logs`` source the run trained on (``config.data.source``); None for data-free simulators."""
+    data_source: str | dict[str, Any] | None
+    """The data spec the run trained on (``config.data``, as ``recarena.data.data_spec`` takes it: a
+    name or path, or a mapping); None for data-free simulators."""
     data_fingerprint: str | None
     """Fingerprint of the simulator's (training) log; None for data-free simulators."""
     item_set_fingerprint: str | None
@@ -261,7 +262,7 @@ class RunDirectory:
             path=self.path,
             config=config,
             metadata=metadata,
-            data_source=config.data.source,
+            data_source=config.data.to_value(),
             data_fingerprint=self._fingerprint(simulator_record, "data_fingerprint"),
             item_set_fingerprint=self._fingerprint(simulator_record, "item_set_fingerprint"),
             simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps),

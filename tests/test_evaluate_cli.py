@@ -172,6 +172,11 @@ def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_p
     assert code == 0
     printed = capsys.readouterr().out
     assert trained_run.name in printed and "most_popular" in printed and "HR@5 LLO" in printed
+    # What the simulated figures average over, under the table; replay match is HR@5 temp, said once.
+    assert ("sim return, sim CTR: evaluate.py's simulated sessions of 10 held-out users from their full training "
+            f"history, slate 5, at most {MAX_STEPS} steps") in printed
+    assert "replay match (in report.json) = HR@5 temp by construction" in printed
+    assert "replay match" not in printed.splitlines()[0]
     report = json.loads((out / "report.json").read_text())
     assert set(report["candidates"]) == {"most_popular", trained_run.name}
     assert report["config"]["data"] == str(data_dir)  # read from the run's config.yaml
@@ -199,9 +204,102 @@ def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_p
         assert (out / name).stat().st_size > 0
     assert f"## {trained_run.name}" in (out / "report.md").read_text()
     # The headline figures went back into the run's TensorBoard at the step of its final agent.
-    curves = read_learning_curves(trained_run, ("eval/episodic_return", "eval/ranking_leave-last-out/HR_at_5"))
-    assert [step for step, _ in curves["eval/episodic_return"]] == [0, 128, TOTAL_STEPS]  # train.py's
+    curves = read_learning_curves(trained_run, ("train_eval/episodic_return", "eval/ranking_leave-last-out/HR_at_5"))
+    assert [step for step, _ in curves["train_eval/episodic_return"]] == [0, 128, TOTAL_STEPS]  # train.py's
     assert [step for step, _ in curves["eval/ranking_leave-last-out/HR_at_5"]] == [TOTAL_STEPS]
+
+
+def test_evaluating_again_replaces_the_points_it_wrote(trained_run: Path, tmp_path: Path) -> None:
+    """evaluate.py writes a run's figures into one event file per step: a second evaluation replaces
+    them (one point per tag, not two), and figures of another protocol join them. Each carries a
+    description naming the users and the slate."""
+    from recarena.training.tensorboard import read_scalars
+
+    run = copy_run(trained_run, tmp_path / "run")
+    for _ in range(2):
+        assert evaluate.main([str(run), *SIM_ONLY, "--out", str(tmp_path / "report")]) == 0
+    scalars = read_scalars(run / "tb")
+    assert scalars["eval/simulated/episodic_return"] == scalars["eval/simulated/episodic_return"][:1]
+    assert [step for step, _ in scalars["eval/simulated/ctr"]] == [TOTAL_STEPS]
+    assert evaluate.main([str(run), "--protocols", "ranking", "--k", "5", "--bootstrap", "50",
+                          "--out", str(tmp_path / "report")]) == 0
+    scalars = read_scalars(run / "tb")
+    assert len(scalars["eval/simulated/episodic_return"]) == 1 and len(scalars["eval/ranking_temporal/HR_at_5"]) == 1
+    from recarena.training.tensorboard import read_descriptions
+
+    description = read_descriptions(run / "tb")["eval/simulated/episodic_return"]
+    assert "10 held-out users from their full training history, slate 10" in description
+    assert "not train.py's train_eval/*" in description
+
+
+def _readability_problems(figure: Any) -> list[str]:
+    """What keeps a figure from being read on its own: a title, axis labels, a legend, the meaning of
+    error bars and dashed reference lines written on it, x tick labels that do not overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.container import ErrorbarContainer
+
+    canvas = FigureCanvasAgg(figure)  # a saved figure is closed: draw it again, as laid out
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    axes = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
+    words = " ".join([text.get_text() for text in figure.texts] + [axis.get_title() for axis in axes]
+                     + ([figure._suptitle.get_text()] if figure._suptitle is not None else []))
+    problems = []
+    if figure._suptitle is None and not all(axis.get_title() for axis in axes):
+        problems.append("no title")
+    for axis in axes:
+        name = axis.get_title() or "an axis"
+        if not axis.get_xlabel() or not axis.get_ylabel():
+            problems.append(f"{name}: an axis label is missing")
+        boxes = [label.get_window_extent(renderer) for label in axis.get_xticklabels()
+                 if label.get_visible() and label.get_text()]
+        if any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)):
+            problems.append(f"{name}: x tick labels overlap")
+    if not figure.legends and not all(axis.get_legend() is not None for axis in axes):
+        problems.append("no legend")
+    intervals = any(isinstance(c, ErrorbarContainer) or getattr(c, "errorbar", None) is not None
+                    for axis in axes for c in axis.containers)
+    if intervals and "95%" not in words:
+        problems.append("what the error bars are is not stated")
+    if any(line.get_linestyle() == "--" for axis in axes for line in axis.get_lines()) and "dashed" not in words:
+        problems.append("what the dashed lines are is not stated")
+    return problems
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, list[str]]:
+    """{file name: readability problems} of every figure the report writes."""
+    from recarena.evaluation import report
+
+    found: dict[str, list[str]] = {}
+    save = report._save
+
+    def checked(figure, path, *args, **kwargs):
+        save(figure, path, *args, **kwargs)
+        found[Path(path).name] = _readability_problems(figure)
+
+    monkeypatch.setattr(report, "_save", checked)
+    return found
+
+
+def test_every_plot_reads_on_its_own(trained_run: Path, tmp_path: Path, drawn) -> None:
+    run = copy_run(trained_run, tmp_path / "run")
+    assert evaluate.main([str(run), "--baseline", "most_popular", "--baseline", "random", "--out", str(tmp_path / "out"),
+                          "--k", "5", "--no-tensorboard", *RUN_FAST]) == 0
+    assert set(drawn) == {"metrics.png", "tradeoff.png", "learning_curves.png"}
+    assert drawn == {name: [] for name in drawn}
+
+
+def test_learning_curve_steps_do_not_overlap_at_training_scale(tmp_path: Path, drawn) -> None:
+    """Six-digit step counts on three panels side by side (the quickstart's 200,704 steps)."""
+    from recarena.evaluation import report
+
+    steps = list(range(0, 200_705, 4096))
+    curve = [(step, 1.0 + step / 1e5) for step in steps]
+    runs = {name: {tag: curve for tag in ("charts/episodic_return", "charts/ctr", "train_eval/episodic_return")}
+            for name in ("native_ppo_quickstart", "native_ppo_quickstart_seed1")}
+    assert report._curve_plot(runs, tmp_path / "learning_curves.png")
+    assert drawn == {"learning_curves.png": []}
 
 
 def test_the_run_record_holds_what_training_resolved(trained_run: Path, data_dir: Path) -> None:

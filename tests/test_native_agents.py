@@ -234,6 +234,28 @@ def test_compiled_network_trains_to_the_same_scores(make):
     assert torch.allclose(scores[0], scores[1], atol=1e-5, rtol=1e-5)
 
 
+def test_compiling_raises_no_torchscript_deprecation_warnings():
+    """The first torch.compile of a process imports torch's own torch.utils.mkldnn, whose 14
+    @torch.jit.script_method decorators each warned (14 DeprecationWarnings in the test run); the native
+    agents compile through compile_module, which silences exactly that message. A fresh interpreter, so
+    the import happens here and not in an earlier test."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings, torch\n"
+        "from recarena.agents.native_base import compile_module\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    compile_module(torch.nn.Linear(2, 2))\n"
+        "assert 'torch.utils.mkldnn' in sys.modules, 'torch.compile no longer imports torch.utils.mkldnn'\n"
+        "print(sum('script_method' in str(w.message) for w in caught))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
 def test_same_seed_repeats_exactly():
     weights = []
     for _ in range(2):

@@ -176,13 +176,16 @@ def test_resume_refuses_total_steps_below_the_steps_trained(straight: Path, tmp_
 
 
 def test_an_overshooting_run_resumes_as_recorded(tmp_path: Path) -> None:
-    """native PPO trains whole rollouts (32 user-steps here): 200 asked for ends at 224, and resuming the
-    finished run (total_steps still 200) is no error."""
+    """native PPO trains whole rollouts (32 user-steps here): 200 asked for ends at 224 (recorded as the
+    run's total_steps), and resuming the finished run with 200 or 210 (both round up to 224) is no error;
+    190 (192) is below what it trained."""
     run = train_script.train(_config("native_ppo", 200), tmp_path / "run", progress_bar=False)
     assert json.loads((run.path / "metadata.json").read_text())["agent_step"] == 224
+    assert run.run_config().train.total_steps == 224
     train_script.train(_config("native_ppo", 200), run.path, resume=True, progress_bar=False)
+    train_script.train(_config("native_ppo", 210), run.path, resume=True, progress_bar=False)
     with pytest.raises(ConfigError, match="below the 224 steps"):
-        train_script.train(_config("native_ppo", 210), run.path, resume=True, progress_bar=False)
+        train_script.train(_config("native_ppo", 190), run.path, resume=True, progress_bar=False)
 
 
 # ------------------------------------------------------------------------------ 4. checksummed agent files

@@ -90,10 +90,14 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path: Path) -> None:
         load_run_config(path, ["train.bogus=1"])
     with pytest.raises(ConfigError, match=r"train\.total_steps: expected an integer"):
         load_run_config(path, ["train.total_steps=lots"])
-    with pytest.raises(ConfigError, match=r"agent\[dqn\]\.learning_rat.*valid keys"):
+    # The agent's keys are named by the path the user wrote (agent.config.x), not agent[dqn].x.
+    with pytest.raises(ConfigError, match=r"\[.agent\.config\.learning_rat.\]; valid keys under .agent\.config. are") as error:
         load_run_config(path, ["agent.config.learning_rat=0.1"])
-    with pytest.raises(ConfigError, match=r"pooler: expected one of \['mean', 'gru', 'attention'\]"):
+    assert "agent[" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"agent\.config\.features\.pooler: expected one of \['mean', 'gru', 'attention'\]"):
         load_run_config(path, ["agent.config.features.pooler=lstm"])
+    with pytest.raises(ConfigError, match=r"agent\.config\.exploration_final_eps"):
+        load_run_config(path, ["agent.config.exploration_final_eps=2.0"])
     with pytest.raises(ConfigError, match=r"unknown agent 'dqnn'; available agents: \[.*'dqn'"):
         load_run_config(path, ["agent.name=dqnn"])
     with pytest.raises(ConfigError, match=r"unknown simulator 'nope'"):
@@ -274,10 +278,10 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert metadata["simulator"]["config"]["best_item"] == BEST
     scalars = read_scalars(run_dir / "tb")
     for tag in ("charts/episodic_return", "charts/ctr", "charts/session_length", "charts/sps",
-                "charts/exploration_rate", "losses/td_loss", "eval/episodic_return", "eval/ctr",
+                "charts/exploration_rate", "losses/td_loss", "train_eval/episodic_return", "train_eval/ctr",
                 "sim/coverage", "sim/diversity", "sim/leave_rate"):
         assert tag in scalars, f"missing TensorBoard tag {tag}; have {sorted(scalars)}"
-    assert [step for step, _ in scalars["eval/episodic_return"]] == [0, 512]
+    assert [step for step, _ in scalars["train_eval/episodic_return"]] == [0, 512]
     assert any(tag.startswith("hyperparameters") for tag in read_text_tags(run_dir / "tb"))
     # A finished run extended with --resume --total-steps continues from its last checkpoint.
     assert train_script.main(["--resume", str(run_dir), "--total-steps", "768", "--no-progress"]) == 0
@@ -346,7 +350,7 @@ def test_gpu_configs_train_on_cpu_at_ci_size(name: str, tmp_path: Path) -> None:
     untouched = {k: v for k, v in shipped.agent.config.items() if not any(o.startswith(f"agent.config.{k}=") for o in overrides)}
     assert {k: trained["agent"]["config"][k] for k in untouched} == untouched
     scalars = read_scalars(run_dir / "tb")
-    assert [s for s, _ in scalars["eval/episodic_return"]] == [0, 1024, 2048]
+    assert [s for s, _ in scalars["train_eval/episodic_return"]] == [0, 1024, 2048]
     assert "charts/sps" in scalars
 
 

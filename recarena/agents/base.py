@@ -51,7 +51,8 @@ class ScalarLogger(Protocol):
     """Where agents report scalars; train.py supplies one that writes TensorBoard event files.
 
     Tags use stable namespaces: ``charts/`` (episodic_return, ctr, session_length, sps),
-    ``losses/`` (td_loss, policy_loss, value_loss, entropy, ...), ``eval/``, ``sim/``.
+    ``losses/`` (td_loss, policy_loss, value_loss, entropy, ...), ``sim/``; train.py adds
+    ``train_eval/`` (its periodic evaluation) and evaluate.py ``eval/``.
     """
 
     def log_scalar(self, tag: str, value: float, step: int) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ from recarena.agents.session_stats import SessionStats
 from recarena.core.checkpoint import flatten_state, unflatten_state
 from recarena.core.config import from_dict
 from recarena.core.errors import CheckpointError
+
+TORCHSCRIPT_DEPRECATION = r"`torch\.jit\.script_method` is deprecated"
+"""The one warning :func:`compile_module` silences: the first ``torch.compile`` of a process imports
+``torch._inductor``, which imports torch's own ``torch/utils/mkldnn.py``, whose 14 ``@torch.jit.script_method``
+decorators each raise this DeprecationWarning (torch 2.13). Nothing of recarena uses TorchScript."""
+
+
+def compile_module(module: Any) -> Any:
+    """``torch.compile(module)`` without torch's TorchScript deprecation warnings from its own
+    ``torch.utils.mkldnn`` (:data:`TORCHSCRIPT_DEPRECATION`); every other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TORCHSCRIPT_DEPRECATION, category=DeprecationWarning)
+        return torch.compile(module)
 
 
 class NativeAgent(TrainableAgent):

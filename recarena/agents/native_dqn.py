@@ -34,7 +34,7 @@ from pydantic import Field
 
 from recarena.agents.base import Observation, ScalarLogger
 from recarena.agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
-from recarena.agents.native_base import NativeAgent
+from recarena.agents.native_base import NativeAgent, compile_module
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 
@@ -139,7 +139,7 @@ class NativeDQNAgent(NativeAgent):
         self.target_network.load_state_dict(self.network.state_dict())
         self._target_item_cache: torch.Tensor | None = None  # see _target_items
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate)
-        self._score = torch.compile(self.network) if config.compile else self.network
+        self._score = compile_module(self.network) if config.compile else self.network
         self.buffer: ReplayBuffer | None = None
         self.observation: Observation | None = None  # the env's current observation between chunks
         self.global_step = 0

@@ -62,7 +62,7 @@ from recarena.agents.item_scorer import (
     next_item_loss,
     with_pooled_text,
 )
-from recarena.agents.native_base import NativeAgent
+from recarena.agents.native_base import NativeAgent, compile_module
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
@@ -149,7 +149,7 @@ class NativePPOAgent(NativeAgent):
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
         self.hierarchy = self.network.hierarchy  # None for the full head
         score = self.network.actor if self.hierarchy is None else self.network.hierarchical_log_probs
-        self._score = torch.compile(score) if config.compile else score
+        self._score = compile_module(score) if config.compile else score
         self.observation: Observation | None = None
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
         self.global_step = 0

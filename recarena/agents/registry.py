@@ -64,12 +64,15 @@ def agent_class(name: str) -> type[Agent]:
     return cls
 
 
-def agent_config(name: str, data: dict[str, Any] | Any | None = None) -> Any:
-    """The validated config dataclass of agent ``name`` built from plain ``data`` (or defaults)."""
+def agent_config(name: str, data: dict[str, Any] | Any | None = None, prefix: str | None = None) -> Any:
+    """The validated config dataclass of agent ``name`` built from plain ``data`` (or defaults).
+
+    Errors name each key after ``prefix`` (default ``agent[<name>].``; train.py's run config passes
+    ``agent.config.``, the path the user wrote)."""
     config_class = agent_class(name).config_class
     if dataclasses.is_dataclass(data) and isinstance(data, config_class):
         return data
-    return from_dict(config_class, data, prefix=f"agent[{name}].")
+    return from_dict(config_class, data, prefix=f"agent[{name}]." if prefix is None else prefix)
 
 
 def make_agent(name: str, n_items: int, config: dict[str, Any] | Any | None = None, **context: Any) -> Agent:

@@ -48,8 +48,10 @@ def _choices(valid: tuple[str, ...]):
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    from recarena.cli.help import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="train.py run directories to evaluate")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
@@ -67,7 +69,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                              "second-last event, scored without the test event: for choosing configurations)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, bootstraps, baselines)")
-    parser.add_argument("--max-users", type=_positive_int, default=None, help="evaluate a random subset of held-out users")
+    parser.add_argument("--max-users", type=_positive_int, default=None, help="evaluate a random subset of N held-out users (default: all)")
     parser.add_argument("--batch-size", type=_positive_int, default=1024, help="queries scored per batch")
     parser.add_argument("--history-length", type=_positive_int, default=50,
                         help="observation history H for baselines (runs use their own config)")
@@ -230,7 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_tensorboard:
         for candidate in runs:
             scalars = report.eval_scalars(results["candidates"][candidate.label], args.k)
-            report.write_back_to_tensorboard(candidate.run.path, scalars, candidate.run.final_step)
+            report.write_back_to_tensorboard(candidate.run.path, scalars, candidate.run.final_step,
+                                             report.eval_descriptions(results["candidates"][candidate.label], args.k))
     return results
 
 

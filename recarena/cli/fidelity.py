@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from recarena.cli.help import HelpFormatter
 from recarena.core.config import parse_override
 from recarena.core.errors import ConfigError, RecarenaError
 from recarena.core.io import atomic_write_json, atomic_write_text
@@ -37,7 +38,7 @@ from recarena.llm import EncoderConfig, encode_items, encode_texts, user_profile
 
 def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0]
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--data", required=True, metavar="SPEC",

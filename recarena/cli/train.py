@@ -3,7 +3,7 @@
     python train.py --config configs/quickstart.yaml
     python train.py --config configs/dqn_ml1m.yaml --set agent.config.learning_rate=3e-4 --total-steps 200000
     python train.py --resume runs/<run>            # continue a killed or finished run
-    tensorboard --logdir runs
+    .venv/bin/tensorboard --logdir runs            # (the end of training prints the full command)
 
 Training runs in chunks of ``train.checkpoint_every`` user-steps; after each chunk the agent is
 evaluated on held-out simulated sessions (every ``train.eval_every`` steps) and the whole training
@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
+import os
 import random
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from recarena.agents.base import TrainableAgent
+from recarena.cli.help import HelpFormatter
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state, write_checkpoint
 from recarena.core.config import apply_overrides, to_dict
 from recarena.core.errors import CheckpointError, ConfigError, RecarenaError, describe_os_error
@@ -34,10 +38,14 @@ from recarena.core.seeding import configure_torch_threads, resolve_device, seed_
 from recarena.data.spec import data_argument
 from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
 from recarena.training.run import ResumePoint, RunDirectory, default_run_name, run_metadata
-from recarena.training.tensorboard import TensorBoardLogger
+from recarena.training.tensorboard import TensorBoardLogger, tag_descriptions
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation sessions are drawn with ``seed + EVAL_SEED_OFFSET``: fixed, and apart from training's."""
+
+EVAL_NAMESPACE = "train_eval"
+"""TensorBoard namespace of the periodic evaluation (``train_eval/episodic_return``...): not ``eval/``,
+which holds evaluate.py's figures (other users, another slate size)."""
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -174,24 +182,43 @@ def chunk_target(steps_done: int, checkpoint_every: int, total_steps: int) -> in
     return min((steps_done // checkpoint_every + 1) * checkpoint_every, total_steps)
 
 
-class ProgressBar:
-    """tqdm bar over user-steps with the live episodic return and steps/s."""
+PROGRESS_LEGEND = """\
+progress bar: "train (slate K, N users)" counts user-steps (one step of N simulated users is N
+user-steps) and their rate; K is env.slate_size, N env.num_envs. Its two figures:
+  return             mean return of the training sessions that ended since the last log point
+                     (the exploring policy; TensorBoard charts/episodic_return)
+  eval(S sessions)   the greedy policy's mean return over S = train.eval_sessions fixed-seed sessions
+                     the training simulator draws, slate K, at most env.max_steps steps each
+                     (TensorBoard train_eval/episodic_return, every train.eval_every steps)
+evaluate.py's "sim return" is another figure: held-out users from their whole training history,
+slate --k (default 10)."""
+"""What the progress bar shows (``train.py --help`` prints it)."""
 
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+
+class ProgressBar:
+    """tqdm bar over user-steps with the live training return and the periodic evaluation's return
+    (:data:`PROGRESS_LEGEND`); the slate size and the numbers of users and sessions are on the bar."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, config: RunConfig | None = None) -> None:
         self.bar = None
+        env, train_cfg = (config.env, config.train) if config is not None else (None, None)
+        self.eval_field = f"eval({train_cfg.eval_sessions} sessions)" if train_cfg is not None else "eval"
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
+            description = f"train (slate {env.slate_size}, {env.num_envs} users)" if env is not None else "train"
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1,
+                            desc=description)
         self.postfix: dict[str, str] = {}
 
     def listener(self, tag: str, value: float, step: int) -> None:
         if self.bar is None:
             return
-        names = {"charts/episodic_return": "return", "charts/sps": "sps", "eval/episodic_return": "eval"}
+        names = {"charts/episodic_return": "return", f"{EVAL_NAMESPACE}/episodic_return": self.eval_field}
         if tag in names:
-            self.postfix[names[tag]] = f"{value:.3g}" if tag != "charts/sps" else f"{value:.0f}"
-            self.bar.set_postfix(self.postfix, refresh=False)
+            self.postfix[names[tag]] = f"{value:.3g}"
+            order = list(names.values())
+            self.bar.set_postfix(sorted(self.postfix.items(), key=lambda item: order.index(item[0])), refresh=False)
         self.update(step)
 
     def update(self, step: int) -> None:
@@ -226,9 +253,18 @@ def train(
         point = run.resume_point(checkpoint)
         if point is not None and point.notice:
             print(f"train.py: warning: {point.notice}", file=sys.stderr)
-        check_total_steps(run, config, checkpoint_progress(point)["steps_done"] if point is not None else 0)
+        recorded = checkpoint_progress(point) if point is not None else {"steps_done": 0}
+        check_total_steps(run, config, recorded["steps_done"], recorded.get("step_unit"))
+        if point is not None and finished_run(run, config, recorded["steps_done"]):
+            print(f"train.py: {run.path} has trained {recorded['steps_done']} user-steps (train.total_steps "
+                  f"{train_cfg.total_steps}) and saved its agent: nothing to do; give --total-steps above "
+                  f"{recorded['steps_done']} to train on", file=sys.stderr)
+            return run
     env = build_env(config, device)
     agent = build_agent(config, env, device)
+    unit = agent.step_unit(env.num_envs)
+    config = whole_units(config, unit, config.agent.name)
+    train_cfg = config.train
 
     from recarena.training.run import simulator_fingerprints
 
@@ -255,9 +291,14 @@ def train(
         metadata = run_metadata(env.simulator, {"device": device}, history_length=env.history_length)
         run = RunDirectory.create(run_dir, config, metadata)
         progress = {"steps_done": 0, "last_eval": -1}
+    progress["step_unit"] = unit  # lets a resume round a new --total-steps as this run does
+    if progress["steps_done"] >= train_cfg.total_steps and progress["last_eval"] >= 0:
+        run.save_agent(agent, progress["steps_done"])  # trained to the end but killed before the agent was saved
+        return run
 
-    bar = ProgressBar(train_cfg.total_steps, progress["steps_done"], progress_bar)
-    logger = TensorBoardLogger(run.tensorboard, listeners=[bar.listener, *(listeners or [])])
+    bar = ProgressBar(train_cfg.total_steps, progress["steps_done"], progress_bar, config)
+    logger = TensorBoardLogger(run.tensorboard, listeners=[bar.listener, *(listeners or [])],
+                               descriptions=tag_descriptions(config))
     try:
         if progress["steps_done"] == 0 and progress["last_eval"] < 0:
             logger.log_hyperparameters(to_dict(config))
@@ -285,13 +326,39 @@ def train(
     return run
 
 
-def check_total_steps(run: RunDirectory, config: RunConfig, steps_done: int) -> None:
+def round_up(steps: int, unit: int) -> int:
+    """``steps`` rounded up to a whole number of ``unit``."""
+    return -(-steps // unit) * unit
+
+
+def whole_units(config: RunConfig, unit: int, agent_name: str) -> RunConfig:
+    """``config`` with ``train.total_steps`` rounded up to the agent's unit (:meth:`TrainableAgent.step_unit`:
+    a vector step, or a whole rollout), saying so when that changes it: the agent trains in whole units,
+    so the run ends there and its logs (``charts/*``...) reach that step; config.yaml records it."""
+    total = config.train.total_steps
+    rounded = round_up(total, unit)
+    if rounded == total:
+        return config
+    print(f"train.py: note: {agent_name} trains in units of {unit} user-steps, so train.total_steps {total} "
+          f"rounds up to {rounded}; training to {rounded}", file=sys.stderr)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, total_steps=rounded))
+
+
+def finished_run(run: RunDirectory, config: RunConfig, steps_done: int) -> bool:
+    """True when the run has trained ``train.total_steps`` and saved its agent at that step: a resume
+    has nothing to do."""
+    return (steps_done >= config.train.total_steps and run.read_metadata().get("agent_step") == steps_done
+            and (run.agent / "agent.json").is_file())
+
+
+def check_total_steps(run: RunDirectory, config: RunConfig, steps_done: int, unit: int | None = None) -> None:
     """Refuse a ``train.total_steps`` changed on resume to below the steps the run has trained
-    (``config.yaml`` is left as it was). An unchanged one is fine: the run is finished."""
+    (``config.yaml`` is left as it was). An unchanged one is fine: the run is finished; so is one that
+    rounds up (to the run's ``unit``) to the steps trained."""
     recorded = run.read_config().get("train", {})
     recorded_total = recorded.get("total_steps") if isinstance(recorded, dict) else None
     requested = config.train.total_steps
-    if requested < steps_done and requested != recorded_total:
+    if round_up(requested, unit or 1) < steps_done and requested != recorded_total:
         raise ConfigError(
             f"--total-steps {requested} is below the {steps_done} steps {run.path} has already trained; "
             f"give at least {steps_done} to train on (or {recorded_total} as recorded), or start a new run"
@@ -300,7 +367,7 @@ def check_total_steps(run: RunDirectory, config: RunConfig, steps_done: int) -> 
 
 def _log_eval(run: RunDirectory, logger: TensorBoardLogger, values: dict[str, float], step: int) -> None:
     for name, value in values.items():
-        logger.log_scalar(f"eval/{name}", value, step)
+        logger.log_scalar(f"{EVAL_NAMESPACE}/{name}", value, step)
     run.write_eval({"step": step, **values})
 
 
@@ -309,8 +376,8 @@ def _log_eval(run: RunDirectory, logger: TensorBoardLogger, values: dict[str, fl
 
 def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+        epilog=PROGRESS_LEGEND + "\n\nAt the end, train.py prints the run directory and the TensorBoard command for it.",
     )
     parser.add_argument("--config", type=Path, help="YAML run config (configs/<agent>_<data>.yaml)")
     parser.add_argument("--data", metavar="SPEC",
@@ -319,9 +386,10 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argpars
                              "'{path: events.csv, columns: {user: uid, item: sku, timestamp: ts}}' (README: Your own logs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set agent.config.learning_rate=3e-4 (repeatable)")
-    parser.add_argument("--total-steps", type=int, help="user-steps to train for (train.total_steps)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
-    parser.add_argument("--seed", type=int, help="train.seed")
+    parser.add_argument("--total-steps", type=int,
+                        help="user-steps to train for, rounded up to the agent's unit (default: the config's train.total_steps)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(default: the config's train.device)")
+    parser.add_argument("--seed", type=int, help="(default: the config's train.seed)")
     parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<agent>_<data>_s<seed>_<time>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--checkpoint", metavar="NAME",
@@ -380,8 +448,16 @@ def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     except OSError as error:  # a full disk, a read-only run directory...: what was written before is intact
         print(f"{prog}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
-    print(f"run directory: {run.path}\n  tensorboard --logdir {run.path.parent}")
+    print(f"run directory: {run.path}\nwatch it in TensorBoard:\n  {tensorboard_command(run.path.parent)}")
     return 0
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The command that starts this environment's TensorBoard on ``logdir``: the full path of the
+    ``tensorboard`` script beside this Python (a venv's bin/ need not be on PATH), else ``python -m``."""
+    script = Path(sys.executable).parent / ("tensorboard.exe" if os.name == "nt" else "tensorboard")
+    command = [str(script)] if script.is_file() and os.access(script, os.X_OK) else [sys.executable, "-m", "tensorboard.main"]
+    return shlex.join([*command, "--logdir", str(logdir)])
 
 
 if __name__ == "__main__":

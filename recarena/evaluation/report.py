@@ -16,7 +16,12 @@ from typing import Any
 
 from recarena.core.io import atomic_write, atomic_write_json, atomic_write_text
 
-LEARNING_CURVE_TAGS = ("charts/episodic_return", "charts/ctr", "eval/episodic_return")
+LEARNING_CURVE_TAGS = ("charts/episodic_return", "charts/ctr", "train_eval/episodic_return")
+LEGACY_TAGS = {"eval/episodic_return": "train_eval/episodic_return"}
+"""Tags of runs trained before train.py wrote its periodic evaluation under ``train_eval/``."""
+
+INTERVAL_NOTE = ("error bars: 95% percentile bootstrap intervals (resampling users for ranking, replay and "
+                 "SNIPS/DR; simulated sessions for sim return and sim CTR)")
 
 
 def headline(results: dict[str, Any], k: int) -> list[tuple[str, str, str]]:
@@ -55,6 +60,63 @@ def metric_value(candidate: dict[str, Any], path: str, metric: str) -> tuple[flo
     return value, tuple(interval) if interval else None
 
 
+def _split_label(path: str) -> str:
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def column_meaning(candidates: dict[str, Any], name: str, path: str, metric: str, k: int) -> tuple[str, str]:
+    """(panel title, y-axis label with its unit) of one headline figure, with the protocol's sizes."""
+    def first(section: str) -> dict[str, Any]:
+        for candidate in candidates.values():
+            value: Any = candidate
+            for part in section.split("/"):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, dict):
+                return value
+        return {}
+
+    info = first(path)
+    if path.startswith("ranking/"):
+        unit = {"HR": f"share of queries hit in the top {k}", "NDCG": "NDCG (0-1)", "MRR": "mean reciprocal rank"}
+        title = f"{name} ({_split_label(path)}, {info.get('n_queries', '?')} queries)"
+        return title, unit[metric.split("@")[0]]
+    if path == "replay":
+        if metric == "match_rate":
+            return f"replay match (slate {info.get('k', k)}, {info.get('n_events', '?')} events)", "share of events matched"
+        kind = info.get("reward_kind", "like")
+        unit = "mean rating of matched events (1-5)" if kind == "rating" else f"mean {kind} of matched events (0-1)"
+        return f"replay reward (slate {info.get('k', k)}, {info.get('n_matched', '?')} matched)", unit
+    if path == "ope":
+        return f"{name} ({info.get('n_events', '?')} held-out events)", "estimated reward per event"
+    sessions = f"{info.get('n_sessions', '?')} sessions, slate {info.get('k', k)}"
+    if metric == "ctr":
+        return f"sim CTR ({sessions})", "clicks per step"
+    return f"sim return ({sessions})", "rewards per session"
+
+
+def shown_columns(results: dict[str, Any], k: int) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The headline columns the table and bar plot show, and their footnotes: the replay match rate
+    is left out where HR@k on the temporal split is shown, as it is the same figure by construction
+    for a policy that shows its top k (report.json keeps it); the simulated figures say whose users,
+    which slate and how many sessions they are."""
+    columns = headline(results, k)
+    candidates = results["candidates"]
+    present = {name for name, path, metric in columns
+               if any(metric_value(c, path, metric)[0] is not None for c in candidates.values())}
+    notes = []
+    if "replay match" in present and f"HR@{k} temp" in present:
+        columns = [column for column in columns if column[0] != "replay match"]
+        notes.append(f"replay match (in report.json) = HR@{k} temp by construction for every policy that shows the "
+                     f"top {k} of its scores (all but random): the same temporal-split queries; not repeated here.")
+    simulated = next((c["simulated"] for c in candidates.values() if c.get("simulated")), None)
+    if simulated and {"sim return", "sim CTR"} & present:
+        notes.append(f"sim return, sim CTR: evaluate.py's simulated sessions of {simulated['n_sessions']} "
+                     f"{simulated['users']}, slate {simulated['k']}, at most {simulated['max_steps']} steps; return = "
+                     f"sum of rewards per session, CTR = clicks per step (one slate per step). train.py's "
+                     f"train_eval/* figures (progress bar 'eval') are other sessions at the run's slate size.")
+    return columns, notes
+
+
 def _format(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -62,8 +124,9 @@ def _format(value: float | None) -> str:
 
 
 def table(results: dict[str, Any], k: int) -> str:
-    """A plain-text comparison table, one row per candidate (columns that nobody has are dropped)."""
-    columns = headline(results, k)
+    """A plain-text comparison table, one row per candidate (columns that nobody has are dropped),
+    with footnotes saying what the simulated figures average over (:func:`shown_columns`)."""
+    columns, notes = shown_columns(results, k)
     candidates = results["candidates"]
     rows = {label: [metric_value(c, path, m)[0] for _, path, m in columns] for label, c in candidates.items()}
     keep = [i for i in range(len(columns)) if any(row[i] is not None for row in rows.values())]
@@ -72,6 +135,8 @@ def table(results: dict[str, Any], k: int) -> str:
     widths = [max(len(line[j]) for line in [header] + body) for j in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) for line in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if notes:
+        lines += [""] + [f"* {note}" for note in notes]
     return "\n".join(lines)
 
 
@@ -85,36 +150,73 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(figure: Any, path: Path) -> None:
+def _save(figure: Any, path: Path, layout: bool = True) -> None:
     """Write ``figure`` as a PNG atomically and free it."""
-    figure.tight_layout()
+    if layout:
+        figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     _pyplot().close(figure)
 
 
-def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path: Path) -> bool:
+def _policy_colors(labels: list[str]) -> dict[str, Any]:
     plt = _pyplot()
-    labels = list(results["candidates"])
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: palette(i % palette.N) for i, label in enumerate(labels)}
+
+
+def _footer(figure: Any, text: str) -> float:
+    """A note at the bottom of ``figure`` (what the intervals and lines mean), wrapped to its width;
+    returns the share of the figure's height it takes."""
+    import textwrap
+
+    lines = textwrap.wrap(text, int(figure.get_figwidth() * 17))
+    figure.text(0.01, 0.005, "\n".join(lines), fontsize=8, va="bottom", ha="left")
+    return (len(lines) * 8 * 1.25 + 8) / 72 / figure.get_figheight()
+
+
+def _bar_plot(results: dict[str, Any], columns: list[tuple[str, str, str]], path: Path, k: int = 10,
+              notes: list[str] | None = None) -> bool:
+    """One panel per headline figure, one coloured bar per policy (legend on top), error bars with
+    the 95% bootstrap intervals; titles, units and the intervals' meaning are on the image."""
+    plt = _pyplot()
+    candidates = results["candidates"]
+    labels = list(candidates)
     panels = []
     for name, protocol, metric in columns:
-        values = [metric_value(results["candidates"][label], protocol, metric) for label in labels]
+        values = [metric_value(candidates[label], protocol, metric) for label in labels]
         if any(v is not None for v, _ in values):
-            panels.append((name, values))
+            panels.append((column_meaning(candidates, name, protocol, metric, k), values))
     if not panels:
         return False
+    colors = _policy_colors(labels)
     n_cols = min(3, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
-    for axis, (name, values) in zip(axes.flat, panels, strict=False):
-        heights = [v if v is not None else 0.0 for v, _ in values]
-        low = [v - ci[0] if ci and v is not None else 0.0 for v, ci in values]
-        high = [ci[1] - v if ci and v is not None else 0.0 for v, ci in values]
-        axis.bar(range(len(labels)), heights, yerr=[low, high], capsize=4, color="#4c72b0")
-        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        axis.set_title(name, fontsize=10)
+    height = 3.0 * n_rows + 1.4
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, height), squeeze=False)
+    for axis, ((title, unit), values) in zip(axes.flat, panels, strict=False):
+        for i, (label, (value, ci)) in enumerate(zip(labels, values, strict=True)):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                axis.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
+                continue
+            yerr = [[value - ci[0]], [ci[1] - value]] if ci else None
+            axis.bar(i, value, yerr=yerr, capsize=4, color=colors[label], label=label)
+        axis.set_xticks([])
+        axis.set_xlabel("policy (colour: legend above)", fontsize=8)
+        axis.set_ylabel(unit, fontsize=8)
+        axis.set_title(title, fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
-    _save(figure, path)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[label]) for label in labels]
+    config = results.get("config", {})
+    figure.suptitle(f"Held-out evaluation of {len(labels)} policies on {config.get('data', 'the data')} (K = {k})",
+                    fontsize=12, y=1 - 0.08 / height)
+    legend_rows = math.ceil(len(labels) / 5)
+    figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, 1 - 0.35 / height))
+    bottom = _footer(figure, " ".join([INTERVAL_NOTE + "; n/a: not computed.", *(notes or [])]))
+    figure.tight_layout(rect=(0, bottom, 1, 1 - (0.55 + 0.2 * legend_rows) / height))
+    _save(figure, path, layout=False)
     return True
 
 
@@ -131,54 +233,128 @@ def _tradeoff_plot(results: dict[str, Any], k: int, path: Path) -> bool:
     if len(points) < 2:
         return False
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7.5, 5.0))
+    colors = _policy_colors(list(results["candidates"]))
+    figure, axis = plt.subplots(figsize=(7.5, 5.6))
     for label, hr, hr_ci, ret, ret_ci in points:
         xerr = [[hr - hr_ci[0]], [hr_ci[1] - hr]] if hr_ci else None
         yerr = [[ret - ret_ci[0]], [ret_ci[1] - ret]] if ret_ci else None
-        axis.errorbar(hr, ret, xerr=xerr, yerr=yerr, fmt="o", capsize=2, markersize=5, alpha=0.85)
+        axis.errorbar(hr, ret, xerr=xerr, yerr=yerr, fmt="o", capsize=2, markersize=5, alpha=0.85,
+                      color=colors[label], label=label)
         axis.annotate(label, (hr, ret), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    for label, hr, _, ret, _ in points:
-        if label == "most_popular":
-            axis.axvline(hr, color="black", lw=0.6, ls="--")
-            axis.axhline(ret, color="black", lw=0.6, ls="--")
-    axis.set_xlabel(f"held-out HR@{k} (leave-last-out)")
-    axis.set_ylabel("simulated return")
+    reference = [(hr, ret) for label, hr, _, ret, _ in points if label == "most_popular"]
+    for hr, ret in reference:
+        axis.axvline(hr, color="black", lw=0.6, ls="--", label="most_popular's HR and return (reference)")
+        axis.axhline(ret, color="black", lw=0.6, ls="--")
+    candidates = results["candidates"]
+    llo = next((c["ranking"]["leave-last-out"] for c in candidates.values()
+                if "leave-last-out" in c.get("ranking", {})), {})
+    simulated = next((c["simulated"] for c in candidates.values() if c.get("simulated")), {})
+    axis.set_xlabel(f"HR@{k}, leave-last-out: share of {llo.get('n_users', '?')} users whose held-out last item "
+                    f"is in the top {k}", fontsize=9)
+    axis.set_ylabel(f"simulated return (rewards per session; {simulated.get('n_sessions', '?')} held-out users,\n"
+                    f"slate {simulated.get('k', k)}, at most {simulated.get('max_steps', '?')} steps)", fontsize=9)
+    axis.set_title("Held-out ranking vs simulated return (up and right is better)", fontsize=11)
+    axis.legend(fontsize=7, loc="best")
     axis.grid(alpha=0.3)
-    _save(figure, path)
+    note = "error bars: 95% bootstrap intervals (over users for HR, over sessions for return)"
+    if reference:
+        note += "; dashed lines: most_popular's HR and return"
+    figure.tight_layout(rect=(0, _footer(figure, note), 1, 1))
+    _save(figure, path, layout=False)
     return True
 
 
 def read_learning_curves(run_dir: str | Path, tags: tuple[str, ...] = LEARNING_CURVE_TAGS) -> dict[str, list[tuple[int, float]]]:
-    """Scalar series {tag: [(step, value)]} from every TensorBoard event file under ``run_dir``."""
+    """Scalar series {tag: [(step, value)]} from every TensorBoard event file under ``run_dir`` (a run
+    trained before ``train_eval/`` has its periodic evaluation read from ``eval/episodic_return``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    wanted = {tag: tag for tag in tags}
+    wanted.update({old: new for old, new in LEGACY_TAGS.items() if new in tags and old not in tags})
     curves: dict[str, list[tuple[int, float]]] = {}
     for directory in sorted({path.parent for path in Path(run_dir).rglob("events.out.tfevents*")}):
         accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0})
         accumulator.Reload()
         available = set(accumulator.Tags().get("scalars", []))
-        for tag in tags:
+        for tag, name in wanted.items():
             if tag in available:
-                curves.setdefault(tag, []).extend((e.step, float(e.value)) for e in accumulator.Scalars(tag))
+                curves.setdefault(name, []).extend((e.step, float(e.value)) for e in accumulator.Scalars(tag))
     return {tag: sorted(points) for tag, points in curves.items()}
 
 
-def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> bool:
+CURVE_MEANING = {
+    "charts/episodic_return": ("Training return (charts/episodic_return)", "rewards per session"),
+    "charts/ctr": ("Training CTR (charts/ctr)", "clicks per user-step"),
+    "train_eval/episodic_return": ("Periodic evaluation (train_eval/episodic_return)", "rewards per session"),
+}
+
+
+def _steps_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    def short(value: float, _position: Any) -> str:
+        for size, suffix in ((1e6, "M"), (1e3, "k")):
+            if abs(value) >= size:
+                return f"{value / size:.3g}{suffix}"
+        return f"{value:.0f}"
+
+    return FuncFormatter(short)
+
+
+def _curve_label(label: str, tag: str, settings: dict[str, Any] | None) -> str:
+    """The legend entry of one run's curve: what its points average over."""
+    if not settings:
+        return label
+    if tag.startswith("train_eval/"):
+        return f"{label} ({settings['eval_sessions']} sessions, slate {settings['slate_size']})"
+    return f"{label} ({settings['num_envs']} users/step, slate {settings['slate_size']})"
+
+
+def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path,
+                settings: dict[str, dict[str, Any]] | None = None) -> bool:
+    """One panel per tag, one line per run (legend: what its points average over), steps in k/M."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
-    tags = sorted({tag for run in curves.values() for tag in run})
+    order = list(CURVE_MEANING)
+    tags = sorted({tag for run in curves.values() for tag in run}, key=lambda t: (order.index(t) if t in order else 99, t))
     if not tags:
         return False
-    figure, axes = plt.subplots(1, len(tags), figsize=(5 * len(tags), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(tags), figsize=(5.2 * len(tags), 4.4), squeeze=False)
     for axis, tag in zip(axes.flat, tags, strict=False):
         for label, run in curves.items():
             if tag in run:
                 steps, values = zip(*run[tag], strict=False)
-                axis.plot(steps, values, label=label)
-        axis.set_title(tag, fontsize=10)
-        axis.set_xlabel("environment steps")
-        axis.legend(fontsize=8)
-    _save(figure, path)
+                axis.plot(steps, values, label=_curve_label(label, tag, (settings or {}).get(label)),
+                          marker="o" if len(steps) < 20 else None, markersize=3)
+        title, unit = CURVE_MEANING.get(tag, (tag, "value"))
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("training user-steps")
+        axis.set_ylabel(unit)
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        axis.xaxis.set_major_formatter(_steps_formatter())
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle("Learning curves, read from each run's TensorBoard", fontsize=11)
+    bottom = _footer(figure, "charts/*: means over the training sessions that ended in each log window (the exploring "
+                             "policy); train_eval/*: the greedy policy on fixed-seed sessions of the training simulator, "
+                             "at the run's slate size; neither is the report's sim return (held-out users). Lines join "
+                             "the logged points; no intervals.")
+    figure.tight_layout(rect=(0, bottom, 1, 0.95))
+    _save(figure, path, layout=False)
     return True
+
+
+def _run_settings(path: Path) -> dict[str, Any] | None:
+    """Slate size, users per step and evaluation sessions of a run (for the curves' legend)."""
+    from recarena.training.run import read_run
+
+    try:
+        config = read_run(path).config
+    except Exception:  # a run that cannot be read still has its curves drawn
+        return None
+    return {"slate_size": config.env.slate_size, "num_envs": config.env.num_envs,
+            "eval_sessions": config.train.eval_sessions}
 
 
 def eval_scalars(candidate: dict[str, Any], k: int) -> dict[str, float]:
@@ -192,18 +368,50 @@ def eval_scalars(candidate: dict[str, Any], k: int) -> dict[str, float]:
     return scalars
 
 
-def write_back_to_tensorboard(run_dir: str | Path, scalars: dict[str, float], step: int) -> Path:
-    """Append ``scalars`` to the run's TensorBoard: a new event file in the folder train.py logs to."""
-    from torch.utils.tensorboard import SummaryWriter
+def eval_descriptions(candidate: dict[str, Any], k: int) -> dict[str, str]:
+    """TensorBoard descriptions of :func:`eval_scalars`' tags: protocol, users or sessions, slate size."""
+    descriptions = {}
+    for name, path, metric in headline({"candidates": {}}, k):
+        section: Any = candidate
+        for part in path.split("/"):
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict):
+            continue
+        tag = f"eval/{path.replace('/', '_')}/{metric}".replace("@", "_at_")
+        if path.startswith("ranking/"):
+            text = (f"{metric} on the {_split_label(path)} split: full ranking over the catalogue, "
+                    f"{section.get('n_queries')} held-out queries of {section.get('n_users')} users")
+        elif path == "replay":
+            what = ("share of events whose logged item is in the slate (= HR@K temp for a top-K policy)"
+                    if metric == "match_rate" else f"mean logged {section.get('reward_kind')} over the matched events")
+            text = f"replay of {section.get('n_events')} held-out temporal-split events, slate {section.get('k')}: {what}"
+        elif path == "ope":
+            text = f"{metric} estimate of the reward per event on {section.get('n_events')} held-out events"
+        else:
+            what = "clicks per step (one slate per step)" if metric == "ctr" else "mean return (sum of rewards per session)"
+            text = (f"simulated sessions of {section.get('n_sessions')} {section.get('users')}, slate {section.get('k')}, "
+                    f"at most {section.get('max_steps')} steps: {what}; not train.py's train_eval/* (other sessions, "
+                    f"the run's slate size)")
+        descriptions[tag] = f"evaluate.py ({name}): {text}."
+    return descriptions
 
+
+def evaluation_event_file(run_dir: str | Path, step: int) -> Path:
+    """The one event file evaluate.py writes a run's figures at ``step`` into (a re-run replaces it)."""
     from recarena.training.run import TENSORBOARD_DIR
 
-    directory = Path(run_dir) / TENSORBOARD_DIR
-    writer = SummaryWriter(log_dir=str(directory))
-    for tag, value in sorted(scalars.items()):
-        writer.add_scalar(tag, value, step)
-    writer.close()
-    return directory
+    return Path(run_dir) / TENSORBOARD_DIR / f"events.out.tfevents.evaluate.step_{int(step)}"
+
+
+def write_back_to_tensorboard(run_dir: str | Path, scalars: dict[str, float], step: int,
+                              descriptions: dict[str, str] | None = None) -> Path:
+    """Write ``scalars`` into the run's TensorBoard at ``step``, in the folder train.py logs to: one
+    event file of a fixed name per step (:func:`evaluation_event_file`), so evaluating a run again
+    replaces its points instead of adding a second point per tag (tags the new evaluation does not
+    have, e.g. another ``--k``, stay)."""
+    from recarena.training.tensorboard import write_event_file
+
+    return write_event_file(evaluation_event_file(run_dir, step), step, scalars, descriptions)
 
 
 def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
@@ -215,7 +423,7 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
               ""]
     lines += ["## Comparison", "", "```", table(results, k), "```", ""]
     if "bars" in plots:
-        lines += [f"![metrics with 95% bootstrap intervals]({plots['bars']})", ""]
+        lines += [f"![headline metrics per policy with 95% bootstrap intervals]({plots['bars']})", ""]
     if "tradeoff" in plots:
         lines += [f"![held-out ranking against simulated return]({plots['tradeoff']})", ""]
     for label, candidate in results["candidates"].items():
@@ -269,7 +477,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
     written = {}
-    if _bar_plot(results, headline(results, k), out_dir / "metrics.png"):
+    columns, notes = shown_columns(results, k)
+    if _bar_plot(results, columns, out_dir / "metrics.png", k, notes):
         plots["bars"] = "metrics.png"
         written["metrics.png"] = out_dir / "metrics.png"
     if _tradeoff_plot(results, k, out_dir / "tradeoff.png"):
@@ -277,7 +486,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs:
         written["tradeoff.png"] = out_dir / "tradeoff.png"
     curves = {label: read_learning_curves(path) for label, path in (run_dirs or {}).items()}
     curves = {label: c for label, c in curves.items() if c}
-    if curves and _curve_plot(curves, out_dir / "learning_curves.png"):
+    settings = {label: _run_settings(Path(path)) for label, path in (run_dirs or {}).items() if label in curves}
+    if curves and _curve_plot(curves, out_dir / "learning_curves.png", {k_: v for k_, v in settings.items() if v}):
         plots["curves"] = "learning_curves.png"
         written["learning_curves.png"] = out_dir / "learning_curves.png"
     written["report.json"] = atomic_write_json(out_dir / "report.json", results)

@@ -137,7 +137,7 @@ def validate_sections(config: RunConfig) -> RunConfig:
     agent_fields = {f.name for f in dataclasses.fields(agent_class(config.agent.name).config_class)}
     if "seed" in agent_fields and "seed" not in agent_data:
         agent_data["seed"] = config.train.seed  # train.seed is the one seed of a run
-    agent = agent_config(config.agent.name, agent_data)
+    agent = agent_config(config.agent.name, agent_data, prefix="agent.config.")
     sim_cls = simulator_class(config.simulator.name)  # unknown names list the available ones
     sim_config = from_dict(sim_cls.config_class, config.simulator.config, prefix="simulator.config.")
     return RunConfig(

@@ -16,20 +16,46 @@ import torch
 from recarena.core.errors import ConfigError, DeviceUnavailableError
 
 DEFAULT_TORCH_THREADS = 1
+_threads_configured = False
+"""Whether torch's thread count was set through :func:`configure_torch_threads` in this process."""
 
 
 def configure_torch_threads(n_threads: int | None = None) -> int:
     """Set torch's intra-op thread count (default 1, or ``$RECARENA_TORCH_THREADS``).
 
     On small shared machines torch with several threads slows down badly when another process
-    holds a core, so recarena defaults to one thread; raise it where cores are free.
+    holds a core, so recarena defaults to one thread; raise it where cores are free. The command
+    lines call this at start; library use gets the same default from :func:`default_torch_threads`
+    the first time recarena builds a simulator or fits a model, unless this was called first.
     """
+    global _threads_configured
     if n_threads is None:
-        n_threads = int(os.environ.get("RECARENA_TORCH_THREADS", DEFAULT_TORCH_THREADS))
+        raw = os.environ.get("RECARENA_TORCH_THREADS", str(DEFAULT_TORCH_THREADS))
+        try:
+            n_threads = int(raw)
+        except ValueError:
+            raise ValueError(f"RECARENA_TORCH_THREADS must be a whole number >= 1, got {raw!r}") from None
     if n_threads < 1:
         raise ValueError(f"torch thread count must be >= 1, got {n_threads}")
     torch.set_num_threads(n_threads)
+    _threads_configured = True
     return n_threads
+
+
+def default_torch_threads() -> int:
+    """Give torch recarena's default thread count (:func:`configure_torch_threads` without an
+    argument: 1, or ``$RECARENA_TORCH_THREADS``) unless it was configured in this process already.
+
+    Called where recarena builds a simulator (``recarena.simulators.make``, so every
+    ``gymnasium.make``) or fits or runs a model (preference and next-item fits, the text encoder),
+    so library use is as fast as the command lines on a shared machine, where torch's own default
+    (one thread per core) slows down 3-10x when another process holds a core. To choose another
+    count, call ``configure_torch_threads(n)`` first or set ``RECARENA_TORCH_THREADS``; a bare
+    ``torch.set_num_threads`` is overridden at that point. Returns the thread count in use.
+    """
+    if _threads_configured:
+        return torch.get_num_threads()
+    return configure_torch_threads()
 
 
 def seed_everything(seed: int, deterministic_torch: bool = True) -> None:

@@ -21,6 +21,7 @@ Nothing is downloaded: models load with ``local_files_only=True``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +31,7 @@ from pydantic import Field
 
 from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
-from recarena.core.seeding import resolve_device
+from recarena.core.seeding import default_torch_threads, resolve_device
 from recarena.data.interactions import ItemMetadata
 from recarena.llm.cache import EmbeddingCache, make_key
 from recarena.llm.models import ModelSource, resolve_model
@@ -170,6 +171,7 @@ class TextEncoder:
     ) -> None:
         from transformers import AutoConfig, AutoModel
 
+        default_torch_threads()
         self.config = config or EncoderConfig()
         self.source = source or resolve_model(self.config.model)
         self.device = resolve_device(self.config.device)
@@ -246,6 +248,24 @@ def encoder_identity(config: EncoderConfig, source: ModelSource, device: torch.d
     }
 
 
+MINILM_CPU_TEXTS_PER_SECOND = 150.0
+"""The packaged MiniLM's item texts per second on the 2-core CPU machine, 1 torch thread, shared
+with other jobs, model loading included (bench/first_use.py: ML-100K 1,682 texts in 12 s, ML-1M
+3,883 in 23 s; docs/benchmarks.md, "First use")."""
+
+
+def announce_encoding(n_texts: int, config: EncoderConfig, device: torch.device, path: Path) -> None:
+    """One line on stderr before a one-time encoding: how many texts, which model, how long, where cached."""
+    if config.model == "minilm" and device.type == "cpu":
+        seconds = n_texts / MINILM_CPU_TEXTS_PER_SECOND
+        duration = "under 1 s" if seconds < 1 else f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+        expected = f"expected {duration} on a 2-core CPU with 1 torch thread"
+    else:
+        expected = "its duration depends on the model and the device"
+    print(f"recarena: encoding {n_texts:,} texts with the '{config.model}' encoder once ({expected}); "
+          f"they are cached in {path}", file=sys.stderr, flush=True)
+
+
 def encode_texts(
     texts: Sequence[str],
     config: EncoderConfig | None = None,
@@ -266,6 +286,8 @@ def encode_texts(
     cached = cache.get(key, rows=len(texts))
     if cached is not None:
         return cached
+    if config.progress and len(texts) > config.batch_size:
+        announce_encoding(len(texts), config, device, cache.path(key))
     encoder = encoder or TextEncoder(config, cache_dir=cache_dir, source=source)
     vectors = encoder.encode(texts)
     cache.put(key, vectors, {**identity, "model_name": config.model, "n_texts": len(texts)})

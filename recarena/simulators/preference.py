@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import CheckpointError, DataFormatError
 from recarena.core.io import atomic_write, atomic_write_json
-from recarena.core.seeding import resolve_device, torch_generator
+from recarena.core.seeding import default_torch_threads, resolve_device, torch_generator
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING, InteractionLog
 
 LIKE_MIDPOINT = LIKE_THRESHOLD - 0.5
@@ -447,6 +447,7 @@ def fit_preference_model(
     ``config.seed`` on CPU. Raises ``DataFormatError`` for logs without ratings.
     """
     config = config or PreferenceConfig()
+    default_torch_threads()
     _require_ratings(train, "training")
     if valid is not None:
         _require_ratings(valid, "validation")

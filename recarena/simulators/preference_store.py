@@ -7,7 +7,9 @@ the preference config and the encoder options; with the learned choice (``choice
 it also fits the next-item model (``choice.sequence``) and saves it under
 ``$RECARENA_CACHE/choice/<data>-<key>/`` (key: training-log fingerprint, ``choice.sequence`` config,
 encoder options). Every later construction loads them; a changed training log changes the key, so
-the models are refitted. Fitting, encoding and loading are the simulator package's own functions:
+the models are refitted. Before each one-time fit (and the item encoding) one line on stderr says
+what is fitted for which data, the size of the job, its expected duration on a 2-core CPU with one
+torch thread (rates measured with ``bench/first_use.py``) and the cache directory. Fitting, encoding and loading are the simulator package's own functions:
 this module only decides where the fitted models live.
 """
 
@@ -80,9 +82,41 @@ def choice_dir(data: Any, config: dict[str, Any], cache_dir: str | Path | None =
     return _directory("choice", data, identity, cache_dir if cache_dir is not None else typed.cache_dir)
 
 
-def _announce(what: str, data: Any, directory: Path) -> None:
-    label = data if isinstance(data, str) else data_spec(data).path
-    print(f"recarena: fitting the {what} for '{label}' once; it is cached in {directory}", file=sys.stderr, flush=True)
+# Seconds per epoch per training event and per 1,000 catalogue items (both fits cost in proportion
+# to the catalogue too: the next-item model's full softmax, the preference model's item table), measured
+# with bench/first_use.py on the 2-core CPU machine, 1 torch thread, nice 10, shared with other jobs
+# (docs/benchmarks.md, "First use"): preference 4.5e-6 on ML-100K (0.75 s/epoch) and on ML-1M
+# (17 s/epoch); next-item 4.0e-5 on ML-100K (6.6 s/epoch) and 4.1e-5 on ML-1M (156 s for the first epoch).
+PREFERENCE_SECONDS_PER_EVENT_KITEM_EPOCH = 4.5e-6
+CHOICE_SECONDS_PER_EVENT_KITEM_EPOCH = 4.0e-5
+
+
+def _label(data: Any) -> str:
+    return data if isinstance(data, str) else str(data_spec(data).path)
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
+def _estimate(per_epoch: float, epochs: int, early_stopping: bool) -> str:
+    """What a fit is expected to take: per epoch, and in all (an upper bound with early stopping)."""
+    total = per_epoch * epochs
+    if early_stopping:
+        return (f"{_minutes(per_epoch)} per epoch, at most {epochs} epochs (early stopping may end it "
+                f"sooner): up to {_minutes(total)}")
+    return f"{_minutes(per_epoch)} per epoch for {epochs} epochs: {_minutes(total)}"
+
+
+def _announce(what: str, data: Any, directory: Path, work: str, estimate: str) -> None:
+    """One line on stderr before a one-time fit: what, for which data, where it is cached, how long."""
+    print(
+        f"recarena: fitting the {what} for '{_label(data)}' once; it is cached in {directory} "
+        f"({work}; expected on a 2-core CPU with 1 torch thread: {estimate}; later builds load it in seconds)",
+        file=sys.stderr, flush=True,
+    )
 
 
 def _item_embeddings(data: Any, typed: LoggedConfig) -> Any:
@@ -95,8 +129,12 @@ def ensure_preference_model(data: Any, config: dict[str, Any]) -> Path:
     if (directory / META_FILE).is_file():  # written last by PreferenceModel.save: a complete save
         return directory
     typed = from_dict(LoggedConfig, config)
-    _announce("preference model", data, directory)
-    model = fit_preference_model(_split(data).train, _item_embeddings(data, typed), typed.preference)
+    train = _split(data).train
+    per_epoch = PREFERENCE_SECONDS_PER_EVENT_KITEM_EPOCH * train.n_events * train.n_items / 1000
+    work = f"{train.n_events:,} training ratings of {train.n_users:,} users, {train.n_items:,} items"
+    item_embeddings = _item_embeddings(data, typed)  # announces its own one-time encoding
+    _announce("preference model", data, directory, work, _estimate(per_epoch, typed.preference.epochs, False))
+    model = fit_preference_model(train, item_embeddings, typed.preference)
     model.save(directory)
     return directory
 
@@ -110,8 +148,12 @@ def ensure_choice_model(data: Any, config: dict[str, Any]) -> Path:
         return directory
     typed = from_dict(LoggedConfig, config)
     split = _split(data)
-    _announce("choice (next-item) model", data, directory)
-    model = fit_next_item_model(split.train, _item_embeddings(data, typed), typed.choice.sequence, valid=split.valid)
+    train, sequence = split.train, typed.choice.sequence
+    per_epoch = CHOICE_SECONDS_PER_EVENT_KITEM_EPOCH * train.n_events * train.n_items / 1000
+    work = f"{train.n_events:,} training events, {train.n_items:,} items"
+    item_embeddings = _item_embeddings(data, typed)  # announces its own one-time encoding
+    _announce("choice (next-item) model", data, directory, work, _estimate(per_epoch, sequence.epochs, split.valid.n_events > 0))
+    model = fit_next_item_model(split.train, item_embeddings, typed.choice.sequence, valid=split.valid)
     model.save(directory)
     return directory
 

@@ -113,6 +113,9 @@ def make(
     ``preference_model``, ``item_embeddings``). Nested options take mappings, e.g.
     ``make("synthetic", choice={"temperature": 0.5})``.
     """
+    from recarena.core.seeding import default_torch_threads
+
+    default_torch_threads()  # recarena's torch thread default, unless the caller configured it
     cls = get(name)
     typed = from_dict(cls.config_class, config, prefix="")
     if isinstance(device, str):

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import CheckpointError
 from recarena.core.io import atomic_write, atomic_write_json
-from recarena.core.seeding import resolve_device, torch_generator
+from recarena.core.seeding import default_torch_threads, resolve_device, torch_generator
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, InteractionLog
 
 FORMAT_VERSION = 1
@@ -473,6 +473,7 @@ def fit_next_item_model(
     it every epoch runs. Deterministic for a given ``config.seed`` on CPU.
     """
     config = config or NextItemConfig()
+    default_torch_threads()
     if train.n_events == 0:
         raise ValueError(f"the log '{train.name}' has no events to fit the choice model on")
     item_embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32).cpu()

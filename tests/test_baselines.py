@@ -233,7 +233,7 @@ def test_sequence_model_fit_is_deterministic_and_leaves_global_rng_alone():
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
     c = SequenceModelAgent(20, from_dict(SequenceModelConfig, {**SMALL_SASREC, "epochs": 2, "seed": 1})).fit(successor_log())
-    assert not torch.equal(a.model.item_embedding.weight, c.model.item_embedding.weight)
+    assert not torch.equal(a.model.item_embedding, c.model.item_embedding)
 
 
 def test_sequence_model_scores_do_not_depend_on_padding_or_history_window():
@@ -256,7 +256,7 @@ def test_sequence_model_llm_initialisation_uses_item_encodings():
     encodings = torch.nn.functional.normalize(torch.randn(20, 16, generator=torch.Generator().manual_seed(0)), dim=1)
     config = from_dict(SequenceModelConfig, {**SMALL_SASREC, "epochs": 1, "learning_rate": 1e-9, "hidden_dim": 8})
     agent = SequenceModelAgent(20, config).fit(successor_log(), item_embeddings=encodings)
-    weights = agent.model.item_weights().detach()
+    weights = agent.model.item_embedding.detach()
     # PCA coordinates preserve the encodings' geometry: item-item similarity correlates strongly.
     centred = encodings - encodings.mean(0)
     corr = torch.corrcoef(torch.stack([(centred @ centred.T).flatten(), (weights @ weights.T).flatten()]))[0, 1]
@@ -266,10 +266,12 @@ def test_sequence_model_llm_initialisation_uses_item_encodings():
 
 
 def test_training_windows_shift_targets_by_one():
-    inputs, targets = training_windows(make_log([[5, 6, 7], [1], [2, 3, 4, 5, 6, 7]], 10), 4)
-    # the 1-event user is skipped; rows sorted by length; tokens are items + 1.
-    assert inputs.tolist() == [[0, 0, 6, 7], [4, 5, 6, 7]]
-    assert targets.tolist() == [[0, 0, 7, 8], [5, 6, 7, 8]]
+    log = make_log([[5, 6, 7], [1], [2, 3, 4, 5, 6, 7]], 10, ratings=[[1, 2, 3], [4], [1, 2, 3, 4, 5, 1]])
+    inputs, responses, targets = training_windows(log, 4)
+    # the 1-event user is skipped; rows sorted by length; padding is -1 (responses 0).
+    assert inputs.tolist() == [[-1, -1, 5, 6], [3, 4, 5, 6]]
+    assert responses.tolist() == [[0, 0, 1, 2], [2, 3, 4, 5]]
+    assert targets.tolist() == [[-1, -1, 6, 7], [4, 5, 6, 7]]
 
 
 def test_sequence_model_save_load_round_trip(tmp_path):

@@ -3,8 +3,9 @@
 * :class:`RandomAgent` - uniform random items (respecting the action mask).
 * :class:`MostPopularAgent` - items ranked by their training-log counts.
 * :class:`GreedyAgent` - myopic: the simulator's preference model's predicted rating of each item.
-* :class:`SequenceModelAgent` - a SASRec-style transformer trained on next-item prediction, the
-  strong non-RL reference for ranking.
+* :class:`SequenceModelAgent` (``sasrec``) and :class:`GRU4RecAgent` (``gru4rec``) - the causal
+  sequence encoder of :mod:`recarena.agents.sequence_encoder` (a transformer, or a GRU) trained on
+  next-item prediction: the strong non-RL references for ranking.
 
 Scores of items already in the observed history are ``-inf`` where a config's ``exclude_history``
 is on (the default for the ranking baselines): re-recommending a watched film is never useful in
@@ -20,11 +21,10 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import Field, model_validator
-from torch import nn
+from pydantic import Field
 
 from recarena.agents.base import Agent, Observation
+from recarena.agents.sequence_encoder import SequenceEncoder, SequenceEncoderConfig, next_item_loss
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -309,25 +309,17 @@ class GreedyAgent(Agent):
         return agent
 
 
-# ------------------------------------------------------------------------- SASRec sequence model
+# ------------------------------------------------------------------ SASRec and GRU4Rec sequence models
 
 
 @config_dataclass
-class SequenceModelConfig:
-    """Options of the SASRec-style next-item model and of its training."""
+class SequenceModelConfig(SequenceEncoderConfig):
+    """Options of the supervised next-item model: the encoder's (:class:`SequenceEncoderConfig`)
+    and its training's."""
 
-    max_length: Annotated[int, Field(ge=1)] = 50
-    """Longest history the model reads (the newest ``max_length`` items). SASRec used 200 on ML-1M;
-    50 trains ~3x faster on CPU (it is also evaluate.py's default observation window)."""
-    hidden_dim: Annotated[int, Field(ge=1)] = 64
-    """Width of item/position embeddings and of the transformer."""
-    n_layers: Annotated[int, Field(ge=1)] = 2
-    n_heads: Annotated[int, Field(ge=1)] = 2
-    feedforward_dim: Annotated[int, Field(ge=1)] = 128
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    loss: Literal["full_softmax", "sampled_softmax"] = "sampled_softmax"
-    """Cross-entropy over the target plus ``n_negatives`` uniform negatives shared by the batch
-    (default: ~4x cheaper per epoch on ML-1M on CPU), or over the whole catalogue."""
+    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    """Cross-entropy over the whole catalogue ("SASRec+"), or over the target plus ``n_negatives``
+    uniform negatives shared by the batch (cheaper per epoch on large catalogues)."""
     n_negatives: Annotated[int, Field(ge=1)] = 512
     epochs: Annotated[int, Field(ge=1)] = 20
     batch_size: Annotated[int, Field(ge=1)] = 128
@@ -335,7 +327,7 @@ class SequenceModelConfig:
     learning_rate: Annotated[float, Field(gt=0)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     init_from_llm: bool = True
-    """Initialise item embeddings from the top principal components of the LLM item encodings
+    """Initialise item id embeddings from the top principal components of the LLM item encodings
     (needs ``item_embeddings`` in :meth:`SequenceModelAgent.fit`)."""
     exclude_history: bool = True
     """Score items in the observed history -inf."""
@@ -343,98 +335,35 @@ class SequenceModelConfig:
     device: str = "cpu"
     """``cpu``, ``cuda[:N]`` or ``auto``."""
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> SequenceModelConfig:
-        if self.hidden_dim % self.n_heads:
-            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
-        return self
+
+@config_dataclass
+class GRU4RecConfig(SequenceModelConfig):
+    """:class:`SequenceModelConfig` with the GRU encoder (one layer) by default."""
+
+    architecture: Literal["transformer", "gru"] = "gru"
+    n_layers: Annotated[int, Field(ge=1)] = 1
 
 
-class _Block(nn.Module):
-    """A pre-LayerNorm transformer block: masked multi-head self-attention, then a feed-forward net."""
-
-    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float) -> None:
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.attention_norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.attention_out = nn.Linear(dim, dim)
-        self.feedforward_norm = nn.LayerNorm(dim)
-        self.feedforward = nn.Sequential(
-            nn.Linear(dim, feedforward), nn.GELU(), nn.Dropout(dropout), nn.Linear(feedforward, dim)
-        )
-        self.residual_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(self.attention_norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )
-        x = x + self.residual_dropout(self.attention_out(attended.transpose(1, 2).reshape(batch, length, dim)))
-        return x + self.residual_dropout(self.feedforward(self.feedforward_norm(x)))
-
-
-class SASRec(nn.Module):
-    """SASRec (Kang & McAuley, 2018) with tied input/output item embeddings.
-
-    Sequences are left-padded with token 0 (item ``i`` is token ``i + 1``). Position embeddings
-    count from the newest item (0 = newest), so the output for a real item does not depend on how
-    much padding precedes it and batches can be cut to their longest sequence. Attention is causal
-    and skips padding keys (a padding query attends to itself only, so no row is fully masked).
-    """
-
-    def __init__(self, n_items: int, config: SequenceModelConfig) -> None:
-        super().__init__()
-        dim = config.hidden_dim
-        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=dim**-0.5)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
-        self.position_embedding = nn.Embedding(config.max_length, dim)
-        nn.init.normal_(self.position_embedding.weight, std=dim**-0.5)
-        self.input_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            _Block(dim, config.n_heads, config.feedforward_dim, config.dropout) for _ in range(config.n_layers)
-        )
-        self.output_norm = nn.LayerNorm(dim)
-        self.scale = math.sqrt(dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, dim] for left-padded token sequences [B, L] (L <= max_length)."""
-        batch, length = tokens.shape
-        real = tokens > 0
-        distance = torch.arange(length - 1, -1, -1, device=tokens.device)
-        x = self.item_embedding(tokens) * self.scale + self.position_embedding(distance).unsqueeze(0)
-        x = self.input_dropout(x) * real.unsqueeze(-1)
-        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-        eye = torch.eye(length, dtype=torch.bool, device=tokens.device)
-        allowed = ((causal & real.unsqueeze(1)) | eye).unsqueeze(1)  # [B, 1, L(query), L(key)]
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.output_norm(x)
-
-    def item_weights(self) -> torch.Tensor:
-        """Output embeddings of the real items [n_items, dim] (tied to the input embeddings)."""
-        return self.item_embedding.weight[1:]
-
-
-def training_windows(log: InteractionLog, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) int64 [n, max_length] token windows: each user's newest ``max_length + 1``
-    events, inputs = all but the last, targets = all but the first, left-padded with 0. Users with
-    fewer than 2 events are skipped. Rows are sorted by the number of real positions (ascending)."""
+def training_windows(log: InteractionLog, max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, responses, targets) [n, max_length] windows: each user's newest ``max_length + 1``
+    events, inputs (int64 items, ``-1`` = padding, left-padded) and their responses (float32 ratings,
+    NaN where the log has none) = all but the last, targets = all but the first. Users with fewer
+    than 2 events are skipped. Rows are sorted by the number of real positions (ascending)."""
     lengths = log.sequence_lengths()
     users = np.nonzero(lengths >= 2)[0]
     n_real = np.minimum(lengths[users] - 1, max_length)
     order = np.argsort(n_real, kind="stable")
     users, n_real = users[order], n_real[order]
-    inputs = np.zeros((len(users), max_length), dtype=np.int64)
-    targets = np.zeros((len(users), max_length), dtype=np.int64)
+    inputs = np.full((len(users), max_length), -1, dtype=np.int64)
+    targets = np.full((len(users), max_length), -1, dtype=np.int64)
+    responses = np.zeros((len(users), max_length), dtype=np.float32)
     for row, (user, count) in enumerate(zip(users, n_real, strict=True)):
-        items = log.item[log.user_offsets[user + 1] - count - 1 : log.user_offsets[user + 1]] + 1
+        span = slice(log.user_offsets[user + 1] - count - 1, log.user_offsets[user + 1])
+        items, ratings = log.item[span], log.rating[span]
         inputs[row, max_length - count :] = items[:-1]
+        responses[row, max_length - count :] = ratings[:-1]
         targets[row, max_length - count :] = items[1:]
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
+    return torch.from_numpy(inputs), torch.from_numpy(responses), torch.from_numpy(targets)
 
 
 def _pca_initialisation(item_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
@@ -449,12 +378,15 @@ def _pca_initialisation(item_embeddings: torch.Tensor, dim: int) -> torch.Tensor
 
 
 class SequenceModelAgent(Agent):
-    """SASRec-style supervised next-item model: scores = h_last . item_embedding (full catalogue).
+    """Supervised next-item model on :class:`recarena.agents.sequence_encoder.SequenceEncoder`:
+    scores = ``h_last . v_i`` over the full catalogue. ``sasrec``: the transformer encoder.
 
-    Train with :meth:`fit` on the training log; at scoring time it reads the observation's
-    ``history`` (newest last, the last ``max_length`` items). Training and scoring run inside a
-    forked torch RNG seeded from ``config.seed`` (dropout and initialisation), and batch order
-    comes from an explicit generator, so a fit is deterministic on CPU and leaves global state alone.
+    Train with :meth:`fit` on the training log (``item_embeddings``: the frozen LLM item encodings,
+    projected into the item vectors and, with ``init_from_llm``, the start of the id embeddings); at
+    scoring time it reads the observation's ``history`` and ``responses`` (newest last, the last
+    ``max_length`` items). Training and scoring run inside a forked torch RNG seeded from
+    ``config.seed`` (dropout and initialisation), and batch order and negatives come from an explicit
+    generator, so a fit is deterministic on CPU and leaves global state alone.
     """
 
     name: ClassVar[str] = "sasrec"
@@ -462,14 +394,17 @@ class SequenceModelAgent(Agent):
 
     def __init__(self, n_items: int, config: SequenceModelConfig | None = None) -> None:
         self.n_items = _check_n_items(n_items)
-        self.config = config or SequenceModelConfig()
+        self.config = config or self.config_class()
         self.device = resolve_device(self.config.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            self.model = SASRec(n_items, self.config).to(self.device)
-        self.model.eval()
+        self._build(None)
         self.fitted = False
         self.fit_info: dict[str, Any] = {}
+
+    def _build(self, item_text: torch.Tensor | None) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.model = SequenceEncoder(self.n_items, self.config, item_text).to(self.device)
+        self.model.eval()
 
     def fit(
         self,
@@ -480,17 +415,20 @@ class SequenceModelAgent(Agent):
     ) -> SequenceModelAgent:
         """Train on next-item prediction over every position of each user's newest window."""
         config = self.config
-        _check_log(train_log, self.n_items, "SequenceModelAgent.fit")
-        if config.init_from_llm and item_embeddings is not None:
+        _check_log(train_log, self.n_items, f"{type(self).__name__}.fit")
+        if item_embeddings is not None:
             item_embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32).cpu()
-            if item_embeddings.shape[0] != self.n_items:
-                raise ValueError(f"item_embeddings must have {self.n_items} rows, got {item_embeddings.shape[0]}")
+            if item_embeddings.ndim != 2 or item_embeddings.shape[0] != self.n_items:
+                raise ValueError(f"item_embeddings must have {self.n_items} rows, got {tuple(item_embeddings.shape)}")
+        if not config.use_ids and item_embeddings is None:
+            raise ValueError(f"{type(self).__name__}.fit: use_ids is off, so items need item_embeddings (their text)")
+        self._build(item_embeddings)
+        if config.init_from_llm and config.use_ids and item_embeddings is not None:
             with torch.no_grad():
-                initial = _pca_initialisation(item_embeddings, config.hidden_dim)
-                self.model.item_embedding.weight[1:] = initial.to(self.device)
-        inputs, targets = training_windows(train_log, config.max_length)
+                self.model.item_embedding.copy_(_pca_initialisation(item_embeddings, config.hidden_dim).to(self.device))
+        inputs, responses, targets = training_windows(train_log, config.max_length)
         if len(inputs) == 0:
-            raise ValueError("SequenceModelAgent.fit: no user has at least 2 events")
+            raise ValueError(f"{type(self).__name__}.fit: no user has at least 2 events")
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         generator = torch_generator(config.seed)
         n_batches = math.ceil(len(inputs) / config.batch_size)
@@ -509,11 +447,9 @@ class SequenceModelAgent(Agent):
                 total_loss, total_positions = 0.0, 0
                 for index in torch.randperm(len(batches), generator=generator).tolist():
                     start, end = batches[index]
-                    batch_inputs, batch_targets = inputs[start:end], targets[start:end]
-                    width = int((batch_inputs > 0).sum(dim=1).max())
-                    batch_inputs = batch_inputs[:, -width:].to(self.device)
-                    batch_targets = batch_targets[:, -width:].to(self.device)
-                    loss, positions = self._loss(batch_inputs, batch_targets, generator)
+                    width = int((inputs[start:end] >= 0).sum(dim=1).max())
+                    batch = [part[start:end, -width:].to(self.device) for part in (inputs, responses, targets)]
+                    loss, positions = self._loss(*batch, generator)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -535,40 +471,35 @@ class SequenceModelAgent(Agent):
                          "seconds": round(time.perf_counter() - started, 2), "n_sequences": len(inputs)}
         return self
 
-    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        hidden = self.model(inputs)
-        real = targets > 0
-        hidden, target_items = hidden[real], targets[real] - 1  # [M, dim], [M]
-        weights = self.model.item_weights()
-        if self.config.loss == "full_softmax":
-            return F.cross_entropy(hidden @ weights.T, target_items), int(real.sum())
-        negatives = torch.randint(self.n_items, (self.config.n_negatives,), generator=generator).to(self.device)
-        positive_logit = (hidden * weights[target_items]).sum(-1, keepdim=True)
-        negative_logits = hidden @ weights[negatives].T
-        negative_logits = negative_logits.masked_fill(negatives.unsqueeze(0) == target_items.unsqueeze(1), NEG_INF)
-        logits = torch.cat([positive_logit, negative_logits], dim=1)
-        zeros = torch.zeros(len(target_items), dtype=torch.int64, device=self.device)
-        return F.cross_entropy(logits, zeros), int(real.sum())
+    def _loss(self, inputs: torch.Tensor, responses: torch.Tensor, targets: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        vectors = self.model.item_vectors()
+        hidden = self.model(inputs, responses, vectors)
+        real = targets >= 0
+        loss = next_item_loss(hidden[real], targets[real], vectors, self.config.loss, self.config.n_negatives, generator)
+        return loss, int(real.sum())
 
     @torch.no_grad()
     def scores(self, observation: Observation) -> torch.Tensor:
         history = observation["history"]
-        tokens = (history[:, -self.config.max_length :].to(self.device) + 1).clamp(min=0)
-        width = max(int((tokens > 0).sum(dim=1).max()) if tokens.numel() else 0, 1)
-        tokens = tokens[:, -width:]
-        hidden = self.model(tokens)[:, -1]
-        scores = (hidden @ self.model.item_weights().T).to(history.device)
+        responses = observation.get("responses")
+        scores = self.model.scores(history.to(self.device).long(),
+                                   None if responses is None else responses.to(self.device)).to(history.device)
         return _exclude_history(scores, observation) if self.config.exclude_history else scores
 
     def save(self, directory: str | Path) -> None:
         tensors = {f"model.{key}": value for key, value in self.model.state_dict().items()}
         save_agent_files(directory, self.name, self.config, tensors,
-                         {"n_items": self.n_items, "fitted": self.fitted, "fit_info": self.fit_info})
+                         {"n_items": self.n_items, "text_dim": self.model.text_dim, "fitted": self.fitted,
+                          "fit_info": self.fit_info})
 
     @classmethod
     def load(cls, directory: str | Path) -> SequenceModelAgent:
         config, tensors, extra = load_agent_files(directory, cls.name)
-        agent = cls(int(extra["n_items"]), from_dict(SequenceModelConfig, config))
+        agent = cls(int(extra["n_items"]), from_dict(cls.config_class, config))
+        text_dim = int(extra.get("text_dim", 0))
+        if text_dim:
+            agent._build(torch.zeros(agent.n_items, text_dim))
         state = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
         try:
             agent.model.load_state_dict(state, strict=True)
@@ -577,3 +508,10 @@ class SequenceModelAgent(Agent):
         agent.model.to(agent.device).eval()
         agent.fitted, agent.fit_info = bool(extra.get("fitted", True)), dict(extra.get("fit_info", {}))
         return agent
+
+
+class GRU4RecAgent(SequenceModelAgent):
+    """GRU4Rec: :class:`SequenceModelAgent` with the GRU encoder (:class:`GRU4RecConfig`)."""
+
+    name: ClassVar[str] = "gru4rec"
+    config_class: ClassVar[type] = GRU4RecConfig

@@ -28,6 +28,7 @@ _REGISTRY: dict[str, str] = {
     "most_popular": "recarena.agents.baselines:MostPopularAgent",
     "greedy": "recarena.agents.baselines:GreedyAgent",
     "sasrec": "recarena.agents.baselines:SequenceModelAgent",
+    "gru4rec": "recarena.agents.baselines:GRU4RecAgent",
     "tabular_q": "recarena.agents.qlearning:TabularQAgent",
     "linear_q": "recarena.agents.qlearning:LinearQAgent",
     "dqn": "recarena.agents.sb3_agents:DQNAgent",

@@ -55,7 +55,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     )
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="train.py run directories to evaluate")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
-                        help="a baseline to evaluate (repeatable): random, most_popular, greedy, sasrec")
+                        help="a baseline to evaluate (repeatable): random, most_popular, greedy, sasrec, gru4rec")
     parser.add_argument("--data", metavar="SPEC",
                         help="the logs to evaluate on: a bundled name (ml-100k, ml-1m), a log file or folder, a YAML/JSON "
                              "data spec file or an inline mapping '{path: ..., columns: {...}}' (as train.py --data); "

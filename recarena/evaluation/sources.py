@@ -30,6 +30,7 @@ BASELINES = {
     "greedy": "greedy",
     "sasrec": "sasrec",
     "sequence": "sasrec",
+    "gru4rec": "gru4rec",
 }
 """Baseline names accepted by ``--baseline`` and the agent each builds."""
 
@@ -95,7 +96,7 @@ def build_baseline(
             preference_model = fit_preference(split, item_embeddings)
         return make_agent("greedy", n_items, config, preference_model=preference_model)
     config.setdefault("seed", seed)
-    return make_agent("sasrec", n_items, config).fit(split.train, item_embeddings)
+    return make_agent(agent_name, n_items, config).fit(split.train, item_embeddings)
 
 
 def baseline_options(overrides: list[str]) -> dict[str, dict[str, Any]]:

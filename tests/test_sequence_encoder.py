@@ -171,3 +171,13 @@ def test_invalid_encoder_configs(data, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(SequenceEncoderConfig, data)
     assert GRU4RecConfig(hidden_dim=30, n_heads=4).architecture == "gru"  # heads do not matter to a GRU
+
+
+@pytest.mark.parametrize("name, cls", [("sasrec", SequenceModelAgent), ("gru4rec", GRU4RecAgent)])
+def test_evaluate_builds_both_baselines(name, cls):
+    from recarena.data.splits import leave_last_out
+    from recarena.evaluation.sources import build_baseline
+
+    split = leave_last_out(order_log())
+    agent = build_baseline(name, split, torch.eye(8), options={**SMALL, "epochs": 1})
+    assert type(agent) is cls and agent.fitted and agent.model.text_dim == 8

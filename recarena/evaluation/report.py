@@ -85,7 +85,7 @@ def column_meaning(candidates: dict[str, Any], name: str, path: str, metric: str
             return f"replay match (slate {info.get('k', k)}, {info.get('n_events', '?')} events)", "share of events matched"
         kind = info.get("reward_kind", "like")
         unit = "mean rating of matched events (1-5)" if kind == "rating" else f"mean {kind} of matched events (0-1)"
-        return f"replay reward (slate {info.get('k', k)}, {info.get('n_matched', '?')} matched)", unit
+        return f"replay reward (slate {info.get('k', k)}, {info.get('n_events', '?')} events)", unit
     if path == "ope":
         return f"{name} ({info.get('n_events', '?')} held-out events)", "estimated reward per event"
     sessions = f"{info.get('n_sessions', '?')} sessions, slate {info.get('k', k)}"

@@ -317,3 +317,34 @@ def test_the_response_boredom_penalty_is_fitted_on_validation_ratings():
 def test_the_learned_simulator_can_be_built_under_no_grad():
     with torch.no_grad():
         assert learned_simulator().choice_fit["info"]["log_loss"] < learned_simulator().choice_fit["info"]["log_loss_start"]
+
+
+def test_the_choice_section_of_the_fidelity_report(tmp_path):
+    from recarena.evaluation.choice_fidelity import format_choice_tables, run_choice_report
+
+    log = cycle_log()
+    split = leave_last_out(log)
+    components = {"item_embeddings": group_embeddings(), "preference_model": TableModel(in_group_ratings(60))}
+    options = {"history_length": 6, "sampler": {"min_prefix": 2}}
+    built = {
+        "rating": simulators.make("logged-rating", split, components=components, **options),
+        "learned": simulators.make("logged", split, choice={"sequence": QUICK_SEQUENCE}, components=components, **options),
+    }
+    no_text = simulators.make("logged", split, choice={"sequence": {**QUICK_SEQUENCE, "use_text": False}}, components=components, **options)
+    report = run_choice_report(split, built, group_embeddings(), sasrec_config={"epochs": 1, "hidden_dim": 8, "n_heads": 1},
+                               n_sim_users=30, max_steps=5, n_constant_candidates=3, out=tmp_path, progress=False,
+                               extra_choice_models={"choice_model_no_text": no_text})
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
+    assert set(report["ranking"]) >= {"most_popular", "sasrec", "choice_model", "greedy_rating_simulator", "greedy_learned_simulator",
+                                      "choice_model_no_text"}
+    assert report["cold_queries"] == 0 and report["ranking"]["sasrec"]["hr10_cold"] is None  # every item has training events
+    # the cycles are learnable: the choice model ranks the held-out last item first for most users
+    assert report["ranking"]["choice_model"]["hr10"] > 0.9
+    for kind in ("popularity", "top50", "uniform"):
+        table = report["slate_choice"][kind]
+        assert 0 <= table["learned"]["p_real"] <= table["learned"]["p_real_given_click"] <= 1
+        assert table["sasrec"]["p_none"] == 0.0
+    assert report["slate_choice"]["popularity"]["learned"]["p_real"] > report["slate_choice"]["popularity"]["rating"]["p_real"]
+    constant = report["constant_item_slate1"]["learned"]
+    assert constant["best_constant_return"] <= 1.0
+    assert "### slate choice" in format_choice_tables(report)

@@ -77,6 +77,10 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
     )
     parser.add_argument("--choice-users", type=int, default=1024, help="held-out users simulated in the choice section")
     parser.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec baseline epochs (default: its config's)")
+    parser.add_argument(
+        "--choice-text-ablation", action="store_true",
+        help="also fit (and cache) the next-item model without LLM text encodings and rank it (cold items too)",
+    )
     parser.add_argument("--cache-dir", default=None, help="embedding/judgement cache (default $RECARENA_CACHE)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument(
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
             sasrec["epochs"] = args.sasrec_epochs
         report["choice"] = choice_report_for_source(
             spec.to_value(), Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
-            n_sim_users=args.choice_users,
+            n_sim_users=args.choice_users, text_ablation=args.choice_text_ablation,
         )
     report["command"] = prog + " " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])

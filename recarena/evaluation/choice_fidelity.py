@@ -52,6 +52,8 @@ SLATE_SIZE = 10
 DISTRACTORS = ("popularity", "top50", "uniform")
 HISTORY_LENGTH = 50
 RELIABILITY_BINS = 10
+COLD_EVENTS = 5
+"""Held-out items with at most this many training events count as cold."""
 
 
 class ChoiceModelAgent(Agent):
@@ -274,9 +276,12 @@ def run_choice_report(
     seed: int = 0,
     out: Path | None = None,
     progress: bool = True,
+    extra_choice_models: dict[str, ComposedSimulator] | None = None,
 ) -> dict[str, Any]:
     """The choice section of the fidelity report; ``simulators``: ``{"rating": ..., "learned": ...}``
-    built on ``split`` (its training log). Writes ``reliability.png`` under ``out``."""
+    built on ``split`` (its training log); ``extra_choice_models``: more learned simulators whose
+    next-item models are ranked too (e.g. ``{"choice_model_no_text": ...}``). Writes
+    ``reliability.png`` under ``out``."""
     started = time.perf_counter()
     train = split.train
     n_items = train.n_items
@@ -304,11 +309,18 @@ def run_choice_report(
         "greedy_learned_simulator": SimulatorGreedyAgent(learned),
         "greedy_learned_simulator_click_reward": SimulatorGreedyAgent(learned, reward="click"),
     }
+    for name, sim in (extra_choice_models or {}).items():
+        rankers[name] = ChoiceModelAgent(sim)
     ranking = {}
+    cold = train.item_counts()[queries.target] <= COLD_EVENTS  # held-out items with few training events
+    report["cold_queries"] = int(cold.sum())
     for name, agent in rankers.items():
         result = evaluate_ranking(agent, queries, item_embeddings, history_length=HISTORY_LENGTH, n_bootstrap=200, seed=seed)
+        ranks = result.per_query_ranks[cold]
         ranking[name] = {"hr10": result.metrics["HR@10"], "ndcg10": result.metrics["NDCG@10"],
-                         "hr10_interval": list(result.intervals["HR@10"]), "seconds": round(result.seconds, 1)}
+                         "hr10_interval": list(result.intervals["HR@10"]), "seconds": round(result.seconds, 1),
+                         "hr10_cold": float((ranks < 10).mean()) if len(ranks) else None,
+                         "ndcg10_cold": float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else None}
     report["ranking"] = ranking
 
     slates, curves = slate_choice(queries, item_embeddings, popularity, {"rating": rating, "learned": learned}, sasrec, seed)
@@ -384,10 +396,11 @@ def format_choice_tables(report: dict[str, Any]) -> str:
             f"fitted response boredom penalty {_f(weights.get('response_penalty'))}",
             "",
         ]
-    lines += ["### full ranking", "", "| ranker | HR@10 | NDCG@10 | HR@10 95% interval |", "|---|---|---|---|"]
+    lines += ["### full ranking", "", f"| ranker | HR@10 | NDCG@10 | HR@10 95% interval | cold HR@10 ({report.get('cold_queries')} queries, <= {COLD_EVENTS} training events) |",
+              "|---|---|---|---|---|"]
     for name, r in report["ranking"].items():
         lo, hi = r["hr10_interval"]
-        lines.append(f"| {name} | {_f(r['hr10'])} | {_f(r['ndcg10'])} | [{_f(lo)}, {_f(hi)}] |")
+        lines.append(f"| {name} | {_f(r['hr10'])} | {_f(r['ndcg10'])} | [{_f(lo)}, {_f(hi)}] | {_f(r.get('hr10_cold'))} |")
     lines += ["", "### slate choice: P(real next item) on slates of the real item + 9 distractors", "",
               "| distractors | chance | rating-only user | (given a click) | learned user | (given a click) | learned P(none) | SASRec softmax |",
               "|---|---|---|---|---|---|---|---|"]
@@ -424,10 +437,13 @@ def choice_report_for_source(
     sasrec_config: dict[str, Any] | None = None,
     n_sim_users: int = 1024,
     progress: bool = True,
+    text_ablation: bool = False,
 ) -> dict[str, Any]:
     """:func:`run_choice_report` for a ``load_logs`` source: the env ids' own simulators (``logged``,
     learned choice, and ``logged-rating``) on its leave-last-out split, with the preference and
-    next-item models from the on-disk cache (fitted there once, on the training part)."""
+    next-item models from the on-disk cache (fitted there once, on the training part). With
+    ``text_ablation``, a next-item model without the LLM text encodings is fitted (and cached) too
+    and ranked as ``choice_model_no_text``."""
     import recarena.simulators as simulators
     from recarena.simulators.preference_store import logged_simulator_arguments
 
@@ -437,9 +453,14 @@ def choice_report_for_source(
         "rating": simulators.make("logged-rating", split, device=device, **rating_config),
         "learned": simulators.make("logged", split, device=device, **learned_config),
     }
+    extra = {}
+    if text_ablation:
+        no_text = {"choice": {"sequence": {"use_text": False}}}
+        _, no_text_config = logged_simulator_arguments(data, no_text)
+        extra["choice_model_no_text"] = simulators.make("logged", split, device=device, **no_text_config)
     report = run_choice_report(
         split, built, built["learned"].item_embeddings.cpu(), sasrec_config=sasrec_config,
-        n_sim_users=n_sim_users, seed=seed, out=out, progress=progress,
+        n_sim_users=n_sim_users, seed=seed, out=out, progress=progress, extra_choice_models=extra,
     )
     report["models"] = {"preference_path": learned_config.get("preference_path"), "choice_path": learned_config.get("choice_path")}
     return report

@@ -316,7 +316,8 @@ def test_the_response_boredom_penalty_is_fitted_on_validation_ratings():
 
 def test_the_learned_simulator_can_be_built_under_no_grad():
     with torch.no_grad():
-        assert learned_simulator().choice_fit["info"]["log_loss"] < learned_simulator().choice_fit["info"]["log_loss_start"]
+        fit = learned_simulator().choice_fit
+    assert fit["info"]["log_loss"] < fit["info"]["log_loss_start"]
 
 
 def test_the_choice_section_of_the_fidelity_report(tmp_path):

@@ -248,3 +248,17 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
     finally:
         os.umask(old)
     assert (written.stat().st_mode & 0o777) == 0o644 == ((tmp_path / "plain.txt").stat().st_mode & 0o777)
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_after_patience():
+    from recarena.core.early_stopping import EarlyStopping
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    stopping = EarlyStopping(patience=2)
+    stops = []
+    for epoch, loss in enumerate([3.0, 2.0, 2.5, 2.4]):
+        torch.nn.init.constant_(module.weight, float(epoch))
+        stops.append(stopping.update(loss, epoch, module))
+    assert stops == [False, False, False, True] and stopping.best == 2.0 and stopping.best_epoch == 1
+    stopping.restore_best(module)
+    assert float(module.weight) == 1.0

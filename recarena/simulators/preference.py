@@ -30,7 +30,6 @@ and inventing negatives would make its "ratings" meaningless to the simulator.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -46,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recarena.core.config import config_dataclass, from_dict, to_dict
+from recarena.core.early_stopping import EarlyStopping
 from recarena.core.errors import CheckpointError, DataFormatError
 from recarena.core.io import atomic_write, atomic_write_json
 from recarena.core.seeding import default_torch_threads, resolve_device, torch_generator
@@ -488,7 +488,7 @@ def fit_preference_model(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     n, batch_size = len(user), config.batch_size
     history: list[dict[str, float]] = []
-    best_rmse, best_epoch, best_state, stale = math.inf, 0, None, 0
+    stopping = EarlyStopping(config.patience)
     epochs = tqdm(
         range(1, config.epochs + 1), desc=f"fit {config.variant}", disable=not progress, leave=False
     )
@@ -527,22 +527,17 @@ def fit_preference_model(
         record = {"epoch": epoch, "train_rmse": math.sqrt(squared_error / n)}
         if valid is not None:
             record["valid_rmse"] = evaluate_rmse(model, valid)
-            if record["valid_rmse"] < best_rmse - 1e-5:
-                best_rmse, best_epoch, stale = record["valid_rmse"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
+            stop = stopping.update(record["valid_rmse"], epoch, model)
         history.append(record)
         epochs.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        if valid is not None and stale >= config.patience:
+        if valid is not None and stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopping.restore_best(model)
     model.eval()
     model.fit_info = {
         "epochs_run": len(history),
-        "best_epoch": best_epoch or len(history),
-        "best_valid_rmse": best_rmse if valid is not None else None,
+        "best_epoch": stopping.best_epoch or len(history),
+        "best_valid_rmse": stopping.best if valid is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
         "n_train_ratings": int(n),
         "distilled_pairs": int(len(judgements.user)) if distill else 0,

@@ -32,9 +32,7 @@ they are from the simulated user's choice and from ranking evaluation.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recarena.core.config import config_dataclass, from_dict, to_dict
+from recarena.core.early_stopping import EarlyStopping
 from recarena.core.errors import CheckpointError
 from recarena.core.io import atomic_write, atomic_write_json
 from recarena.core.seeding import default_torch_threads, resolve_device, torch_generator
@@ -500,7 +499,7 @@ def fit_next_item_model(
     valid_users, valid_items = validation_events(train, valid) if valid is not None else (np.zeros(0), np.zeros(0))
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
-    best, best_epoch, best_state, stale = math.inf, 0, None, 0
+    stopping = EarlyStopping(config.patience)
     n_targets = int((index[:, 1:] >= 0).sum())
     epochs = tqdm(range(1, config.epochs + 1), desc="fit choice model", disable=not progress, leave=False)
     for epoch in epochs:
@@ -537,22 +536,17 @@ def fit_next_item_model(
         if len(valid_users):
             scores = next_event_metrics(model, train, valid_users, valid_items)
             record.update(valid_log_loss=scores["log_loss"], valid_hr10=scores["hr10"])
-            if scores["log_loss"] < best - 1e-5:
-                best, best_epoch, stale = scores["log_loss"], epoch, 0
-                best_state = copy.deepcopy(network.state_dict())
-            else:
-                stale += 1
+            stop = stopping.update(scores["log_loss"], epoch, network)
         history.append(record)
         epochs.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        if len(valid_users) and stale >= config.patience:
+        if len(valid_users) and stop:
             break
-    if best_state is not None:
-        network.load_state_dict(best_state)
+    stopping.restore_best(network)
     network.eval()
     model.fit_info = {
         "epochs_run": len(history),
-        "best_epoch": best_epoch or len(history),
-        "best_valid_log_loss": best if best_state is not None else None,
+        "best_epoch": stopping.best_epoch or len(history),
+        "best_valid_log_loss": stopping.best if stopping.best_state is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
         "n_targets": n_targets,
         "n_valid_events": int(len(valid_users)),

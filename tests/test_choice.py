@@ -294,6 +294,17 @@ def test_the_choice_model_is_cached_and_refitted_when_the_training_log_changes(t
     write_ratings_folder(folder, cycle_sequences(n_users=30, seed=1))
     second = preference_store.ensure_choice_model(str(folder), config)
     assert second != first and len(fits) == 2
+    # so is a new revision of the fitting code: a model fitted by earlier code is not reused
+    from recarena.simulators import sequence
+
+    monkeypatch.setattr(sequence, "FIT_REVISION", sequence.FIT_REVISION + 1)
+    assert preference_store.choice_dir(str(folder), config) != second
+    assert preference_store.ensure_choice_model(str(folder), config) != second and len(fits) == 3
+    from recarena.simulators import preference
+
+    before = preference_store.preference_dir(str(folder), config)
+    monkeypatch.setattr(preference, "FIT_REVISION", preference.FIT_REVISION + 1)
+    assert preference_store.preference_dir(str(folder), config) != before
 
 
 def test_the_response_boredom_penalty_is_fitted_on_validation_ratings():

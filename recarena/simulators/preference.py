@@ -55,6 +55,9 @@ LIKE_MIDPOINT = LIKE_THRESHOLD - 0.5
 """Raw predicted rating at which the like probability is 1/2 (halfway between 3 and 4 stars)."""
 
 FORMAT_VERSION = 1
+FIT_REVISION = 1
+"""Bump when a change to the fit changes what it learns: the cache key includes it (see
+:mod:`recarena.simulators.preference_store`), so models fitted by earlier code are not reused."""
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "preference.json"
 

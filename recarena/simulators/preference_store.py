@@ -6,7 +6,8 @@ simulator's (default or given) ``preference`` config and saves it under
 the preference config and the encoder options; with the learned choice (``choice.model: learned``)
 it also fits the next-item model (``choice.sequence``) and saves it under
 ``$RECARENA_CACHE/choice/<data>-<key>/`` (key: training-log fingerprint, ``choice.sequence`` config,
-encoder options). Every later construction loads them; a changed training log changes the key, so
+encoder options). Both keys also hold the model code's ``FORMAT_VERSION`` and ``FIT_REVISION``. Every
+later construction loads them; a changed training log, config or fitting code changes the key, so
 the models are refitted. Before each one-time fit (and the item encoding) one line on stderr says
 what is fitted for which data, the size of the job, its expected duration on a 2-core CPU with one
 torch thread (rates measured with ``bench/first_use.py``) and the cache directory. Fitting, encoding and loading are the simulator package's own functions:
@@ -27,6 +28,8 @@ from recarena.data.spec import data_spec
 from recarena.data.splits import leave_last_out
 from recarena.llm.encoder import EncoderConfig, encode_items
 from recarena.llm.models import cache_root
+from recarena.simulators import preference as preference_code
+from recarena.simulators import sequence as sequence_code
 from recarena.simulators.logged import LoggedConfig
 from recarena.simulators.preference import META_FILE, fit_preference_model
 from recarena.simulators.sequence import META_FILE as CHOICE_META_FILE
@@ -67,6 +70,7 @@ def preference_dir(data: Any, config: dict[str, Any], cache_dir: str | Path | No
         "train": _split(data).train.fingerprint(),
         "preference": to_dict(typed.preference),
         "encoder": typed.encoder,
+        "code": [preference_code.FORMAT_VERSION, preference_code.FIT_REVISION],
     }
     return _directory("preference", data, identity, cache_dir if cache_dir is not None else typed.cache_dir)
 
@@ -78,6 +82,7 @@ def choice_dir(data: Any, config: dict[str, Any], cache_dir: str | Path | None =
         "train": _split(data).train.fingerprint(),
         "choice": to_dict(typed.choice.sequence),
         "encoder": typed.encoder,
+        "code": [sequence_code.FORMAT_VERSION, sequence_code.FIT_REVISION],
     }
     return _directory("choice", data, identity, cache_dir if cache_dir is not None else typed.cache_dir)
 

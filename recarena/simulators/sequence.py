@@ -52,6 +52,9 @@ from recarena.core.seeding import default_torch_threads, resolve_device, torch_g
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, InteractionLog
 
 FORMAT_VERSION = 1
+FIT_REVISION = 2
+"""Bump when a change to the fit (data windows, loss, early stopping) changes what it learns: the
+cache key includes it, so models fitted by earlier code are refitted instead of silently reused."""
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "choice.json"
 NEG_INF = float("-inf")

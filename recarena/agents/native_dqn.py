@@ -35,6 +35,7 @@ from pydantic import Field
 from recarena.agents.base import Observation, ScalarLogger
 from recarena.agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
 from recarena.agents.native_base import NativeAgent, compile_module
+from recarena.agents.returns import linear_schedule, td_target
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 
@@ -153,8 +154,8 @@ class NativeDQNAgent(NativeAgent):
     # ----------------------------------------------------------------------------- acting
 
     def epsilon(self) -> float:
-        fraction = min(1.0, self.global_step / max(1, self.config.exploration_steps))
-        return self.config.exploration_initial + fraction * (self.config.exploration_final - self.config.exploration_initial)
+        config = self.config
+        return linear_schedule(config.exploration_initial, config.exploration_final, config.exploration_steps, self.global_step)
 
     def _select(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
         batch = observation["history"].shape[0]
@@ -222,7 +223,7 @@ class NativeDQNAgent(NativeAgent):
                 next_value = target_q.gather(1, best).squeeze(1)
             else:
                 next_value = target_q.max(dim=1).values
-            target = slot_rewards + config.gamma * (1.0 - terminated).unsqueeze(1) * next_value.unsqueeze(1)
+            target = td_target(slot_rewards, next_value.unsqueeze(1), terminated.bool().unsqueeze(1), config.gamma)
         with self._autocast():
             q_taken = self._score(obs, items).float().gather(1, actions)
             td_loss = F.smooth_l1_loss(q_taken, target)

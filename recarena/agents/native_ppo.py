@@ -63,6 +63,7 @@ from recarena.agents.item_scorer import (
     with_pooled_text,
 )
 from recarena.agents.native_base import NativeAgent, compile_module
+from recarena.agents.returns import gae
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
@@ -290,15 +291,8 @@ class NativePPOAgent(NativeAgent):
 
         with torch.no_grad():
             next_value = self.network.value(self.observation)
-        rewards_t, values_t, dones_t = torch.stack(rewards), torch.stack(values), torch.stack(dones)
-        advantages = torch.zeros_like(rewards_t)
-        last_gae = torch.zeros(n, device=self.device)
-        for t in reversed(range(t_max)):
-            following_value = next_value if t == t_max - 1 else values_t[t + 1]
-            not_done = 1.0 - dones_t[t]
-            delta = rewards_t[t] + config.gamma * following_value * not_done - values_t[t]
-            last_gae = delta + config.gamma * config.gae_lambda * not_done * last_gae
-            advantages[t] = last_gae
+        values_t = torch.stack(values)
+        advantages = gae(torch.stack(rewards), values_t, torch.stack(dones), next_value, config.gamma, config.gae_lambda)
         if masks and self.hierarchy is not None:
             stored_masks = tuple(torch.cat(part) for part in zip(*masks, strict=True))
         else:

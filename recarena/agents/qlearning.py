@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 from recarena.agents.base import NullLogger, Observation, ScalarLogger, TrainableAgent, env_needs_reset
 from recarena.agents.baselines import _exclude_history
 from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, logged_sequences_of, next_item_loss
+from recarena.agents.returns import linear_schedule, td_target
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -211,8 +212,8 @@ class _OnlineQAgent(TrainableAgent):
     def epsilon(self, steps: int | None = None) -> float:
         """Exploration rate after ``steps`` user-steps (default: the steps done so far)."""
         config = self.config
-        fraction = min((self.steps_done if steps is None else steps) / config.epsilon_decay_steps, 1.0)
-        return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
+        steps = self.steps_done if steps is None else steps
+        return linear_schedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps, steps)
 
     def scores(self, observation: Observation) -> torch.Tensor:
         scores = self._values(_llm_state(observation)).to(observation["history"].device)
@@ -236,9 +237,7 @@ class _OnlineQAgent(TrainableAgent):
         if next_mask is not None:
             allowed = next_mask | ~next_mask.any(dim=1, keepdim=True)
             next_q = next_q.masked_fill(~allowed, float("-inf"))
-        best = next_q.max(dim=1).values
-        best = torch.where(terminated, torch.zeros_like(best), best)
-        return rewards.to(torch.float32) + self.config.gamma * best
+        return td_target(rewards.to(torch.float32), next_q.max(dim=1).values, terminated, self.config.gamma)
 
     def _explore_or_exploit(self, q: torch.Tensor, mask: torch.Tensor, epsilon: float) -> torch.Tensor:
         """Int64 [B]: a uniformly random allowed item with probability epsilon, else the best one.

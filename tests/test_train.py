@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from recarena.cli import train as train_script
 from recarena.core.checkpoint import latest_checkpoint, read_checkpoint
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.vector_env import RecommendationVectorEnv
-from recarena.training.config import RunConfig, load_run_config, run_config_from_dict
+from recarena.training.config import EnvConfig, RunConfig, load_run_config, run_config_from_dict
 from recarena.training.run import read_run
 from recarena.training.tensorboard import read_scalars, read_text_tags
 
@@ -108,6 +109,12 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path: Path) -> None:
         load_run_config(path, ["agent.config.exploration_final_eps=2.0"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_run_config(tmp_path / "missing.yaml")
+    # The env's own checks name the run config's keys (not the env's keyword arguments), before any data loads.
+    for env_options, message in (({"max_steps": 0}, r"^env\.max_steps: must be >= 1, got 0$"),
+                                 ({"reward": "clicks"}, r"^env\.reward: must be None or one of")):
+        config = dataclasses.replace(_config("dqn", 10), env=EnvConfig(num_envs=8, **env_options))
+        with pytest.raises(ConfigError, match=message):
+            train_script.build_env(config, "cpu")
 
 
 def test_cli_overrides_and_resume_rules(tmp_path: Path) -> None:

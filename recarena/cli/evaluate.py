@@ -2,6 +2,7 @@
 
     python evaluate.py RUN_DIR [RUN_DIR ...] [--data NAME_OR_PATH] [--out DIR]
     python evaluate.py --baseline most_popular --baseline sasrec --data ml-1m --out reports/ml1m
+    python evaluate.py SWEEP_DIR --baseline most_popular      # a recarena sweep's best configuration, every seed
 
 Protocols (``--protocols``, comma-separated): ``ranking`` (HR@K, NDCG@K, MRR with full ranking
 under leave-last-out and the temporal split), ``replay`` (Li et al. 2011 on the temporal split's
@@ -53,7 +54,9 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
-    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="train.py run directories to evaluate")
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                        help="train.py run directories to evaluate; a recarena sweep directory stands for the runs "
+                             "of its best configuration (one per seed)")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
                         help="a baseline to evaluate (repeatable): random, most_popular, greedy, sasrec, gru4rec")
     parser.add_argument("--data", metavar="SPEC",
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.runs and not args.baseline:
         raise ConfigError("nothing to evaluate: give RUN_DIR(s) and/or --baseline NAME")
+    args.runs = _expand_sweeps(args.runs)
     if args.baseline and not args.data and not args.runs:
         raise ConfigError("--baseline without a run directory needs --data NAME_OR_PATH (the data to fit it on)")
     unknown = [name for name in args.baseline if name not in sources.BASELINES]
@@ -235,6 +239,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report.write_back_to_tensorboard(candidate.run.path, scalars, candidate.run.final_step,
                                              report.eval_descriptions(results["candidates"][candidate.label], args.k))
     return results
+
+
+def _expand_sweeps(paths: list[str]) -> list[str]:
+    """Each recarena sweep directory among ``paths`` replaced by its best configuration's run directories."""
+    from recarena.evaluation.sweep_report import best_runs, is_sweep_dir
+
+    expanded = []
+    for path in paths:
+        if is_sweep_dir(path):
+            runs = [str(run) for run in best_runs(path)]
+            _log(f"{path}: a sweep; scoring its best configuration's runs {[Path(run).name for run in runs]}")
+            expanded += runs
+        else:
+            expanded.append(path)
+    return expanded
 
 
 def _check_held_out(data_source: str, log: Any, splits: dict[str, Any], args: argparse.Namespace) -> None:

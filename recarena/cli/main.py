@@ -1,4 +1,4 @@
-"""The ``recarena`` command: ``recarena train|evaluate|fidelity ...``.
+"""The ``recarena`` command: ``recarena train|evaluate|fidelity|sweep ...``.
 
 Each subcommand is the same program as the repository's scripts (``python train.py`` is
 ``recarena train``, ``python evaluate.py`` is ``recarena evaluate``); ``recarena SUBCOMMAND --help``
@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("recarena.cli.train", "train an agent on simulated users (a run directory with checkpoints)"),
     "evaluate": ("recarena.cli.evaluate", "score runs and baselines on held-out logs and in simulation"),
     "fidelity": ("recarena.cli.fidelity", "how well the simulator's users reproduce held-out logged users"),
+    "sweep": ("recarena.cli.sweep", "run configs x seeds on Ray Tune and tabulate them (needs the ray extra)"),
 }
 
 

@@ -148,7 +148,19 @@ def make_hierarchical_ppo(env, **overrides) -> NativePPOAgent:
     return make_ppo(env, head="hierarchical", **overrides)
 
 
-@pytest.mark.parametrize("make", [make_dqn, make_ppo, make_hierarchical_ppo], ids=["dqn", "ppo", "ppo-hierarchical"])
+SMALL_ENCODER = {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "feedforward_dim": 32, "max_length": 8}
+
+
+def make_sequence_dqn(env, **overrides) -> NativeDQNAgent:
+    return make_dqn(env, state="sequence", encoder=SMALL_ENCODER, **overrides)
+
+
+def make_sequence_ppo(env, **overrides) -> NativePPOAgent:
+    return make_ppo(env, state="sequence", encoder=SMALL_ENCODER, **overrides)
+
+
+@pytest.mark.parametrize("make", [make_dqn, make_ppo, make_hierarchical_ppo, make_sequence_dqn, make_sequence_ppo],
+                         ids=["dqn", "ppo", "ppo-hierarchical", "dqn-sequence", "ppo-sequence"])
 def test_resumed_training_ends_with_the_same_weights(make):
     def fresh():
         env = known_answer_env(num_envs=8)
@@ -185,7 +197,8 @@ def test_restore_refuses_another_agents_checkpoint():
         make_ppo(env).restore_checkpoint_state(tensors, metadata)
 
 
-@pytest.mark.parametrize("make", [make_dqn, make_ppo], ids=["dqn", "ppo"])
+@pytest.mark.parametrize("make", [make_dqn, make_ppo, make_sequence_dqn, make_sequence_ppo],
+                         ids=["dqn", "ppo", "dqn-sequence", "ppo-sequence"])
 def test_save_and_load_round_trip(make, tmp_path):
     env = known_answer_env(num_envs=4)
     agent = make(env)

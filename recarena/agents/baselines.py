@@ -24,7 +24,8 @@ import torch
 from pydantic import Field
 
 from recarena.agents.base import Agent, Observation
-from recarena.agents.sequence_encoder import SequenceEncoder, SequenceEncoderConfig, next_item_loss
+from recarena.agents.next_item_training import fit_next_item, pca_initialisation, sequence_windows
+from recarena.agents.sequence_encoder import SequenceEncoder, SequenceEncoderConfig
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -345,36 +346,8 @@ class GRU4RecConfig(SequenceModelConfig):
 
 
 def training_windows(log: InteractionLog, max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inputs, responses, targets) [n, max_length] windows: each user's newest ``max_length + 1``
-    events, inputs (int64 items, ``-1`` = padding, left-padded) and their responses (float32 ratings,
-    NaN where the log has none) = all but the last, targets = all but the first. Users with fewer
-    than 2 events are skipped. Rows are sorted by the number of real positions (ascending)."""
-    lengths = log.sequence_lengths()
-    users = np.nonzero(lengths >= 2)[0]
-    n_real = np.minimum(lengths[users] - 1, max_length)
-    order = np.argsort(n_real, kind="stable")
-    users, n_real = users[order], n_real[order]
-    inputs = np.full((len(users), max_length), -1, dtype=np.int64)
-    targets = np.full((len(users), max_length), -1, dtype=np.int64)
-    responses = np.zeros((len(users), max_length), dtype=np.float32)
-    for row, (user, count) in enumerate(zip(users, n_real, strict=True)):
-        span = slice(log.user_offsets[user + 1] - count - 1, log.user_offsets[user + 1])
-        items, ratings = log.item[span], log.rating[span]
-        inputs[row, max_length - count :] = items[:-1]
-        responses[row, max_length - count :] = ratings[:-1]
-        targets[row, max_length - count :] = items[1:]
-    return torch.from_numpy(inputs), torch.from_numpy(responses), torch.from_numpy(targets)
-
-
-def _pca_initialisation(item_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
-    """[n_items, dim]: the items' coordinates on the top principal components of their LLM encodings,
-    scaled to the default embedding scale (std ``dim ** -0.5``)."""
-    centred = item_embeddings.to(torch.float64) - item_embeddings.to(torch.float64).mean(dim=0)
-    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
-    coords = (u[:, :dim] * s[:dim]).to(torch.float32)
-    if coords.shape[1] < dim:  # fewer components than dims: pad with zeros
-        coords = torch.cat([coords, torch.zeros(coords.shape[0], dim - coords.shape[1])], dim=1)
-    return coords / coords.std().clamp(min=1e-12) * dim**-0.5
+    """:func:`recarena.agents.next_item_training.sequence_windows` of the users' sequences in ``log``."""
+    return sequence_windows(log.user_offsets, log.item, log.rating, max_length)
 
 
 class SequenceModelAgent(Agent):
@@ -425,59 +398,21 @@ class SequenceModelAgent(Agent):
         self._build(item_embeddings)
         if config.init_from_llm and config.use_ids and item_embeddings is not None:
             with torch.no_grad():
-                self.model.item_embedding.copy_(_pca_initialisation(item_embeddings, config.hidden_dim).to(self.device))
-        inputs, responses, targets = training_windows(train_log, config.max_length)
-        if len(inputs) == 0:
+                self.model.item_embedding.copy_(pca_initialisation(item_embeddings, config.hidden_dim).to(self.device))
+        windows = training_windows(train_log, config.max_length)
+        if len(windows[0]) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no user has at least 2 events")
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        generator = torch_generator(config.seed)
-        n_batches = math.ceil(len(inputs) / config.batch_size)
-        started, started_cpu, history = time.perf_counter(), time.process_time(), []
-        step = 0
-        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            torch.manual_seed(config.seed)
-            self.model.train()
-            for epoch in range(1, config.epochs + 1):
-                # Rows are sorted by length, so consecutive batches need little padding; shuffle the
-                # batch order, and shift the batch boundaries each epoch.
-                shift = int(torch.randint(config.batch_size, (1,), generator=generator))
-                bounds = [0] + list(range(shift or config.batch_size, len(inputs), config.batch_size)) + [len(inputs)]
-                bounds = sorted(set(bounds))
-                batches = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-                total_loss, total_positions = 0.0, 0
-                for index in torch.randperm(len(batches), generator=generator).tolist():
-                    start, end = batches[index]
-                    width = int((inputs[start:end] >= 0).sum(dim=1).max())
-                    batch = [part[start:end, -width:].to(self.device) for part in (inputs, responses, targets)]
-                    loss, positions = self._loss(*batch, generator)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total_loss += float(loss.detach()) * positions
-                    total_positions += positions
-                    step += 1
-                record = {"epoch": epoch, "loss": total_loss / max(total_positions, 1),
-                          "seconds": round(time.perf_counter() - started, 2),
-                          "cpu_seconds": round(time.process_time() - started_cpu, 2)}
-                history.append(record)
-                if logger is not None:
-                    logger.log_scalar("losses/next_item_ce", record["loss"], step)
-                if progress:
-                    print(f"epoch {epoch}/{config.epochs}  loss {record['loss']:.4f}  {record['seconds']:.1f}s "
-                          f"({record['cpu_seconds']:.1f}s CPU)", flush=True)
-        self.model.eval()
+        started = time.perf_counter()
+        history = fit_next_item(
+            self.model, windows, epochs=config.epochs, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, weight_decay=config.weight_decay, loss=config.loss,
+            n_negatives=config.n_negatives, seed=config.seed, logger=logger, progress=progress,
+        )
         self.fitted = True
-        self.fit_info = {"epochs": config.epochs, "batches_per_epoch": n_batches, "history": history,
-                         "seconds": round(time.perf_counter() - started, 2), "n_sequences": len(inputs)}
+        self.fit_info = {"epochs": config.epochs, "batches_per_epoch": math.ceil(len(windows[0]) / config.batch_size),
+                         "history": history, "seconds": round(time.perf_counter() - started, 2),
+                         "n_sequences": len(windows[0])}
         return self
-
-    def _loss(self, inputs: torch.Tensor, responses: torch.Tensor, targets: torch.Tensor,
-              generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        vectors = self.model.item_vectors()
-        hidden = self.model(inputs, responses, vectors)
-        real = targets >= 0
-        loss = next_item_loss(hidden[real], targets[real], vectors, self.config.loss, self.config.n_negatives, generator)
-        return loss, int(real.sum())
 
     @torch.no_grad()
     def scores(self, observation: Observation) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 
 from recarena.agents.base import Observation, TrainableAgent, env_needs_reset
 from recarena.agents.item_scorer import autocast
+from recarena.agents.sequence_state import pretrain_encoder
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -77,6 +78,9 @@ class NativeAgent(TrainableAgent):
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
             torch.manual_seed(self.config.seed)
             self.build(item_embeddings)
+        self.pretrain_info: dict[str, Any] | None = None
+        if env is not None and getattr(self.config, "pretrain_epochs", 0):
+            self.pretrain(env)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.config.seed)
         self.log_every = int(log_every) if log_every is not None else self.default_log_every()
@@ -109,6 +113,17 @@ class NativeAgent(TrainableAgent):
     def build(self, item_embeddings: torch.Tensor) -> None:
         """Create the networks and optimiser (called once, under the config's seed)."""
         raise NotImplementedError
+
+    def state_scorer(self) -> nn.Module:
+        """The item scorer whose state encoder is pretrained (``pretrain_epochs``)."""
+        return self.network
+
+    def pretrain(self, env: Any) -> None:
+        """Next-item pretraining of the sequence state on ``env.logged_sequences`` (cached; see
+        ``recarena.agents.sequence_state.pretrain_encoder``), before any RL. A resumed run repeats it
+        (a cache hit) and then restores the checkpoint's weights over it."""
+        self.pretrain_info = pretrain_encoder(self.state_scorer().encoder, env, self.config, self.config.seed)
+        self.after_load()
 
     def check_env(self, env: Any) -> None:
         """Refuse an env whose catalogue or slate size differs from the one the agent was built for,
@@ -183,4 +198,5 @@ class NativeAgent(TrainableAgent):
         return agent
 
     def after_load(self) -> None:
-        """Hook run after :meth:`load` restored ``self.network`` (e.g. to sync a target network)."""
+        """Hook run after ``self.network``'s weights were replaced (:meth:`load`, :meth:`pretrain`),
+        e.g. to sync a target network."""

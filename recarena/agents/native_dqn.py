@@ -8,7 +8,9 @@ at log points (every ``log_every`` user-steps: train.py's ``train.log_every``, e
 
 **Q head.** ``Q(s, a) = encode(s) . e_a + b_a`` (``recarena.agents.item_scorer.ItemScorer``): the item
 representations start from the LLM encodings of the item texts, so scoring a catalogue of 1e5 items
-is one matmul.
+is one matmul. With ``state: sequence`` the state is the causal sequence encoder's and the item
+representations its item vectors (``recarena.agents.sequence_state``), optionally pretrained on the
+logs (``pretrain_epochs``) and fine-tuned here by the TD loss (plus the auxiliary next-item loss).
 
 **Slates (per-item decomposition).** The slate is the top-k items by Q (epsilon-greedy: a uniformly
 random valid slate with probability epsilon). Training treats each slot as its own action: the item
@@ -33,18 +35,20 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from recarena.agents.base import Observation, ScalarLogger
-from recarena.agents.item_scorer import ItemScorer, LoggedNextItems, history_mask, mask_scores, next_item_loss
+from recarena.agents.item_scorer import LoggedNextItems, history_mask, mask_scores, next_item_loss
 from recarena.agents.native_base import NativeAgent, compile_module
 from recarena.agents.returns import linear_schedule, td_target
+from recarena.agents.sequence_state import SequenceStateOptions, build_scorer
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 
 
 @config_dataclass
-class NativeDQNConfig:
-    """Hyperparameters of the native DQN (steps count user-steps of the batched env)."""
+class NativeDQNConfig(SequenceStateOptions):
+    """Hyperparameters of the native DQN (steps count user-steps of the batched env); the state
+    encoder's options (``state``, ``encoder``, ``pretrain_*``) are :class:`SequenceStateOptions`'."""
 
-    hidden_dim: Annotated[int, Field(ge=1)] = 64
+    hidden_dim: Annotated[int, Field(ge=1)] = 64  # width of the pooled state (state: pooled)
     learning_rate: float = 1e-3
     gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
     buffer_size: Annotated[int, Field(ge=1)] = 100_000  # transitions kept on the device
@@ -135,8 +139,9 @@ class NativeDQNAgent(NativeAgent):
 
     def build(self, item_embeddings: torch.Tensor) -> None:
         config = self.config
-        self.network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)  # the online Q network
-        self.target_network = ItemScorer(item_embeddings, config.hidden_dim).to(self.device)
+        # The online and target Q networks: two copies of the configured scorer (pooled or sequence state).
+        self.network = build_scorer(config, config.hidden_dim, item_embeddings).to(self.device)
+        self.target_network = build_scorer(config, config.hidden_dim, item_embeddings).to(self.device)
         self.target_network.load_state_dict(self.network.state_dict())
         self._target_item_cache: torch.Tensor | None = None  # see _target_items
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate)

@@ -54,7 +54,6 @@ from recarena.agents.hierarchical_head import HierarchicalHead
 from recarena.agents.item_scorer import (
     MASKED_SCORE,
     POOLED_TEXT,
-    ItemScorer,
     LoggedNextItems,
     StateEncoder,
     allowed_items,
@@ -64,16 +63,18 @@ from recarena.agents.item_scorer import (
 )
 from recarena.agents.native_base import NativeAgent, compile_module
 from recarena.agents.returns import gae
+from recarena.agents.sequence_state import SequenceStateOptions, build_scorer, state_dim
 from recarena.agents.session_stats import SessionStats
 from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 
 
 @config_dataclass
-class NativePPOConfig:
-    """Hyperparameters of the native PPO (steps count user-steps of the batched env)."""
+class NativePPOConfig(SequenceStateOptions):
+    """Hyperparameters of the native PPO (steps count user-steps of the batched env); the state
+    encoder's options (``state``, ``encoder``, ``pretrain_*``) are :class:`SequenceStateOptions`'."""
 
-    hidden_dim: Annotated[int, Field(ge=1)] = 64
+    hidden_dim: Annotated[int, Field(ge=1)] = 64  # width of the pooled state (state: pooled)
     learning_rate: float = 3e-4
     num_steps: Annotated[int, Field(ge=1)] = 16  # vector steps per rollout
     num_minibatches: Annotated[int, Field(ge=1)] = 4
@@ -97,19 +98,32 @@ class NativePPOConfig:
 
 
 class ActorCritic(nn.Module):
-    """Item-scoring actor and a state-value critic with its own state encoder; with
-    ``head="hierarchical"`` the actor's items are also grouped into clusters (``hierarchy``)."""
+    """Item-scoring actor and a state-value critic; with ``head="hierarchical"`` the actor's items are
+    also grouped into clusters (``hierarchy``).
 
-    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int, head: str = "full", seed: int = 0):
+    ``state: pooled``: the critic has its own pooled state encoder. ``state: sequence``: actor and
+    critic share the sequence encoder (the critic is a linear head on the actor's state).
+    """
+
+    def __init__(self, item_embeddings: torch.Tensor, hidden_dim: int, head: str = "full", seed: int = 0,
+                 options: SequenceStateOptions | None = None):
         super().__init__()
-        self.actor = ItemScorer(item_embeddings, hidden_dim)
-        self.critic_encoder = StateEncoder(item_embeddings.shape[1], hidden_dim)
-        self.critic_head = nn.Linear(hidden_dim, 1)
-        self.hierarchy = HierarchicalHead(item_embeddings, hidden_dim, seed) if head == "hierarchical" else None
+        options = options or SequenceStateOptions()
+        self.actor = build_scorer(options, hidden_dim, item_embeddings)
+        self.shared_state = options.state == "sequence"
+        width = state_dim(options, hidden_dim)
+        self.critic_encoder = None if self.shared_state else StateEncoder(item_embeddings.shape[1], hidden_dim)
+        self.critic_head = nn.Linear(width, 1)
+        self.hierarchy = HierarchicalHead(item_embeddings, width, seed) if head == "hierarchical" else None
 
-    def value(self, observation: Observation) -> torch.Tensor:
-        features = torch.relu(self.critic_encoder(observation, self.actor.item_text))
-        return self.critic_head(features).squeeze(-1)
+    def value(self, observation: Observation, actor_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Float [B] state values. ``actor_state``: the actor's :meth:`encode_state` of ``observation``
+        where already computed (used when the state is shared, ignored otherwise)."""
+        if self.critic_encoder is not None:
+            state = self.critic_encoder(observation, self.actor.item_text)
+        else:
+            state = self.actor.encode_state(observation) if actor_state is None else actor_state
+        return self.critic_head(torch.relu(state).to(self.critic_head.weight.dtype)).squeeze(-1)
 
     def hierarchical_log_probs(self, observation: Observation) -> torch.Tensor:
         """Float [B, n_items] log pi(a | s) of the hierarchical policy (unmasked), for ranking."""
@@ -146,7 +160,7 @@ class NativePPOAgent(NativeAgent):
         if config.head == "hierarchical" and self.slate_size != 1:
             raise ConfigError(f"native_ppo head='hierarchical' recommends single items; slate_size={self.slate_size} "
                               "needs head='full' (Plackett-Luce slates over the whole catalogue)")
-        self.network = ActorCritic(item_embeddings, config.hidden_dim, config.head, config.seed).to(self.device)
+        self.network = ActorCritic(item_embeddings, config.hidden_dim, config.head, config.seed, config).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
         self.hierarchy = self.network.hierarchy  # None for the full head
         score = self.network.actor if self.hierarchy is None else self.network.hierarchical_log_probs
@@ -162,6 +176,9 @@ class NativePPOAgent(NativeAgent):
         self._rollout_workspace = Workspace()  # the hierarchical head's gather buffer while acting
 
     # ----------------------------------------------------------------------------- acting
+
+    def state_scorer(self) -> nn.Module:
+        return self.network.actor
 
     def _blocked(self, observation: Observation, env_mask: torch.Tensor | None) -> torch.Tensor | None:
         """Bool [B, n_items], True for the items the policy may not pick (None: no masking).
@@ -249,7 +266,10 @@ class NativePPOAgent(NativeAgent):
     def _collect(self, env: Any) -> dict[str, Any]:
         """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
         config, n, t_max = self.config, env.num_envs, self.config.num_steps
-        observations: dict[str, list[torch.Tensor]] = {k: [] for k in (*self.observation, POOLED_TEXT)}
+        pool = not self.network.shared_state  # the pooled critic and actor read the pooled history text
+        observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
+        if pool:
+            observations[POOLED_TEXT] = []
         masks, actions, log_probs, values, rewards, dones = [], [], [], [], [], []
         actor = self.network.actor
         with torch.no_grad(), self._autocast():  # the weights are fixed during a rollout: project the catalogue once
@@ -258,7 +278,7 @@ class NativePPOAgent(NativeAgent):
         for _ in range(t_max):
             # The history's pooled text depends on no parameter: pool it once per observation for the
             # actor, the critic and every update epoch.
-            obs = with_pooled_text(self.observation, actor.item_text)
+            obs = with_pooled_text(self.observation, actor.item_text) if pool else self.observation
             env_mask = env.action_masks() if config.mask == "env" else None
             with torch.no_grad():
                 if self.hierarchy is None:
@@ -338,6 +358,7 @@ class NativePPOAgent(NativeAgent):
                         new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
                                                                    batch["actions"][index, 0], self._workspace)
                     else:
+                        state = None
                         log_probs = torch.log_softmax(self._logits(obs, blocked, items), dim=1)  # one normaliser for both uses
                         new_log_prob = slate_log_prob(log_probs, batch["actions"][index], normalized=True)
                         entropies = categorical_entropy(log_probs)
@@ -348,7 +369,7 @@ class NativePPOAgent(NativeAgent):
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 policy_loss = torch.max(-advantages * ratio,
                                         -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
-                value_loss = 0.5 * (self.network.value(obs) - batch["returns"][index]).pow(2).mean()
+                value_loss = 0.5 * (self.network.value(obs, state) - batch["returns"][index]).pow(2).mean()
                 entropy_bonus = entropies.mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
                 supervised = torch.zeros((), device=self.device)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from recarena.core.errors import ConfigError
     from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
     from recarena.data.spec import data_argument, data_spec
-    from recarena.evaluation import histories, metrics, report, sources
+    from recarena.evaluation import histories, metrics, panel, report, sources
     from recarena.evaluation.ope_logs import evaluate_ope
     from recarena.evaluation.ope_validation import validate_estimators
     from recarena.evaluation.ranking import evaluate_ranking
@@ -187,8 +187,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim_users = np.unique(queries["leave-last-out"].user)
     sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
     results: dict[str, Any] = {"candidates": {}}
+    per_user: dict[str, dict[str, Any]] = {}  # the values behind the intervals, per candidate: per_user.npz
     for candidate in candidates:
         entry: dict[str, Any] = {"source": str(candidate.run.path) if candidate.run else f"baseline {candidate.label}"}
+        units = per_user.setdefault(candidate.label, {})
         h = candidate.history_length
         if "ranking" in args.protocols:
             entry["ranking"] = {}
@@ -197,10 +199,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = evaluate_ranking(candidate.agent, queries[split], item_embeddings, (args.k,), h,
                                           self_information=self_information, n_bootstrap=args.bootstrap, seed=args.seed, **common)
                 entry["ranking"][split] = result.to_dict()
+                units.update(panel.from_ranking(result, split))
         if "replay" in args.protocols:
             _log(f"{candidate.label}: replay")
-            entry["replay"] = evaluate_replay(candidate.agent, queries["temporal"], item_embeddings, args.k, "like", h,
-                                              n_bootstrap=args.bootstrap, seed=args.seed, **common).to_dict()
+            replayed = evaluate_replay(candidate.agent, queries["temporal"], item_embeddings, args.k, "like", h,
+                                       n_bootstrap=args.bootstrap, seed=args.seed, **common)
+            entry["replay"] = replayed.to_dict()
+            units.update(panel.from_replay(replayed))
         if "ope" in args.protocols:
             _log(f"{candidate.label}: off-policy estimators")
             entry["ope"] = evaluate_ope(candidate.agent, ope_queries, splits["temporal"].train, item_embeddings, h,
@@ -208,10 +213,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         n_bootstrap=args.bootstrap, seed=args.seed, **common)
         if simulator is not None:
             _log(f"{candidate.label}: simulated return")
-            entry["simulated"] = evaluate_simulated(candidate.agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
-                                                    self_information=self_information, seed=args.seed,
-                                                    n_bootstrap=args.bootstrap).to_dict()
+            simulated = evaluate_simulated(candidate.agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
+                                           self_information=self_information, seed=args.seed, n_bootstrap=args.bootstrap)
+            entry["simulated"] = simulated.to_dict()
+            units.update(panel.from_simulated(simulated))
         results["candidates"][candidate.label] = entry
+    agreement = panel.agreement_section(results, per_user, args.k, args.bootstrap, args.seed)
+    if agreement is not None:  # >= 4 candidates with the simulated return and a leave-last-out ranking
+        results["agreement"] = agreement
 
     if "ope" in args.protocols and args.ope_validation_events > 0:
         _log(f"validating the estimators on {args.ope_validation_events} simulated events")
@@ -233,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     run_dirs = {c.label: c.run.path for c in runs}
     report.write_report(results, args.out, args.k, run_dirs)
+    panel.write_per_user(Path(args.out) / panel.PER_USER_FILE, per_user)
     if not args.no_tensorboard:
         for candidate in runs:
             scalars = report.eval_scalars(results["candidates"][candidate.label], args.k)

@@ -33,6 +33,10 @@ class RankingResult:
     beyond_accuracy: dict[str, float]
     seconds: float
     per_query_ranks: np.ndarray = field(repr=False)
+    users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """The held-out users, sorted: the units of :attr:`per_user`."""
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    """Per metric, each user's (sum over their queries, number of queries): what the intervals resample."""
 
     def to_dict(self) -> dict:
         return {
@@ -91,11 +95,12 @@ def evaluate_ranking(
     per_query["MRR"] = metrics.reciprocal_rank(rank_tensor).numpy()
 
     # Average per query, then bootstrap over users (a user's queries are resampled together).
-    results, intervals = {}, {}
+    results, intervals, per_user = {}, {}, {}
     for offset, (name, values) in enumerate(per_query.items()):
         results[name] = float(values.mean())
         numerator, denominator = metrics.group_sums(queries.user, values, np.ones_like(values))
         intervals[name] = metrics.bootstrap_ratio(numerator, denominator, n_bootstrap, alpha, seed + offset)
+        per_user[name] = (numerator, denominator)
 
     all_slates = torch.cat(slates)
     beyond = {f"coverage@{top}": metrics.coverage(all_slates, queries.n_items)}
@@ -112,4 +117,6 @@ def evaluate_ranking(
         beyond_accuracy=beyond,
         seconds=seconds,
         per_query_ranks=ranks,
+        users=np.unique(queries.user),
+        per_user=per_user,
     )

@@ -14,7 +14,7 @@ the result of a sequential walk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,6 +43,10 @@ class ReplayResult:
     reward: float | None
     interval: tuple[float, float] | None
     note: str = BIAS_NOTE
+    users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """The held-out users, sorted: the units of :attr:`per_user`."""
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    """Per user, (matched events, events) for ``match_rate`` and (reward of matched events, matched events) for ``reward``."""
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +91,7 @@ def evaluate_replay(
         matched[index] = (slate.to(batch.target.device) == batch.target[:, None]).any(dim=1).cpu().numpy()
 
     n_matched = int(matched.sum())
+    events, hits, reward_sum = metrics.group_sums(queries.user, np.ones(len(queries)), matched, logged_reward * matched)
     value, interval = None, None
     if n_matched > 0:
         value = float(logged_reward[matched].mean())
@@ -101,4 +106,6 @@ def evaluate_replay(
         match_rate=n_matched / len(queries),
         reward=value,
         interval=interval,
+        users=np.unique(queries.user),
+        per_user={"match_rate": (hits, events), "reward": (reward_sum, hits)},
     )

@@ -3,7 +3,8 @@ evaluation scalars written back to each run's TensorBoard under ``eval/``.
 
 ``results`` is plain data: ``{"config": {...}, "candidates": {label: {"source": ..., "ranking":
 {split: RankingResult.to_dict()}, "replay": ..., "ope": ..., "simulated": ...}}, "ope_validation":
-...}``. Plots use matplotlib's Agg backend (no display needed). ``report.json`` is strict JSON: a
+..., "agreement": ...}`` (the policy-ranking agreement, :mod:`recarena.evaluation.agreement`, when evaluate.py
+had enough policies). Plots use matplotlib's Agg backend (no display needed). ``report.json`` is strict JSON: a
 figure that could not be computed (NaN, e.g. a mean over no sessions) is written as ``null``
 (``recarena.core.io.atomic_write_json``).
 """
@@ -426,6 +427,10 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
         lines += [f"![headline metrics per policy with 95% bootstrap intervals]({plots['bars']})", ""]
     if "tradeoff" in plots:
         lines += [f"![held-out ranking against simulated return]({plots['tradeoff']})", ""]
+    if results.get("agreement"):
+        from recarena.evaluation.agreement import agreement_markdown
+
+        lines += [agreement_markdown(results["agreement"], plots.get("agreement"))]
     for label, candidate in results["candidates"].items():
         lines += [f"## {label}", "", f"- source: {candidate.get('source')}"]
         for split, ranking in candidate.get("ranking", {}).items():
@@ -484,6 +489,12 @@ def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs:
     if _tradeoff_plot(results, k, out_dir / "tradeoff.png"):
         plots["tradeoff"] = "tradeoff.png"
         written["tradeoff.png"] = out_dir / "tradeoff.png"
+    if results.get("agreement"):
+        from recarena.evaluation.agreement import plot_agreement
+
+        written["agreement.png"] = plot_agreement(results["agreement"], out_dir / "agreement.png",
+                                                  f"Simulated return vs held-out measures on {results.get('config', {}).get('data')}")
+        plots["agreement"] = "agreement.png"
     curves = {label: read_learning_curves(path) for label, path in (run_dirs or {}).items()}
     curves = {label: c for label, c in curves.items() if c}
     settings = {label: _run_settings(Path(path)) for label, path in (run_dirs or {}).items() if label in curves}

@@ -11,7 +11,7 @@ coverage of the recommended items, intra-list diversity and novelty of the slate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ class SimulatedResult:
     users: str
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float]]
+    session_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """The user each session started from: the units of :attr:`per_session`."""
+    per_session: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    """Per session, (return, 1), (length, 1) and (clicks, steps): what the intervals resample."""
 
     def to_dict(self) -> dict:
         return {
@@ -123,4 +127,7 @@ def evaluate_simulated(
         results[f"ILD@{k}"] = float(torch.cat(ild).mean())
     if novel:
         results[f"novelty@{k}"] = float(torch.cat(novel).mean())
-    return SimulatedResult(b, k, max_steps, origin, results, intervals)
+    ones = np.ones(b)
+    sessions = {"episodic_return": (per_session["episodic_return"], ones), "session_length": (per_session["session_length"], ones),
+                "ctr": (click_total, step_total)}
+    return SimulatedResult(b, k, max_steps, origin, results, intervals, state.user.cpu().numpy(), sessions)

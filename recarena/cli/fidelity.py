@@ -26,6 +26,7 @@ from recarena.data.spec import DataSpec, data_argument, data_spec
 from recarena.evaluation.fidelity import (
     COLD_THRESHOLD,
     MIN_USER_RATINGS,
+    SESSION_GAP_SECONDS,
     VARIANTS,
     format_tables,
     llm_judgements,
@@ -71,6 +72,14 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
     parser.add_argument("--judge-model", default="smollm2")
     parser.add_argument("--distill-weight", type=float, default=0.5)
     parser.add_argument("--no-simulation", action="store_true", help="skip the simulated-session comparison")
+    parser.add_argument("--session-gap", type=int, default=SESSION_GAP_SECONDS, metavar="SECONDS",
+                        help="logged events of a user more than this far apart start a new session")
+    parser.add_argument(
+        "--panel", metavar="EVALUATE_OUT_DIR", default=None,
+        help="add the policy-ranking agreement (simulated return vs held-out NDCG@K, HR@K and replay over the "
+             "policies of an evaluate.py report, with bootstrap intervals, and agreement.png) from that report's "
+             "report.json and per_user.npz",
+    )
     parser.add_argument(
         "--no-choice", action="store_true",
         help="skip the choice section (learned vs rating-only simulated users, SASRec, most-popular; leave-last-out)",
@@ -106,6 +115,25 @@ def _load(data: str, prog: str) -> tuple[DataSpec, Any]:
     return spec, log
 
 
+def _panel(directory: str, log: Any, prog: str) -> dict[str, Any]:
+    """The agreement section of an evaluate.py report directory on the same data; a one-line error (exit 2) otherwise."""
+    import json
+
+    from recarena.evaluation.panel import agreement_from_report_dir
+
+    try:
+        report_path = Path(directory) / "report.json"
+        if report_path.is_file():
+            fingerprint = json.loads(report_path.read_text()).get("config", {}).get("data_fingerprint")
+            if fingerprint is not None and fingerprint != log.fingerprint():
+                raise ConfigError(f"{report_path}: the evaluate.py report is of other data than --data "
+                                  f"(data fingerprint {fingerprint} vs {log.fingerprint()})")
+        return agreement_from_report_dir(directory)
+    except RecarenaError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict[str, Any]:
     args = build_parser(prog).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,8 +157,11 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         base.update(distill_weight=args.distill_weight, distill_pairs=args.judge_pairs)
     preference_config(base)  # validate before the slow parts
 
+    if args.session_gap < 0:
+        raise SystemExit(f"{prog}: error: --session-gap must be >= 0 seconds, got {args.session_gap}")
     started = time.perf_counter()
     spec, log = _load(args.data, prog)
+    agreement = _panel(args.panel, log, prog) if args.panel else None  # before the slow parts: a bad panel fails fast
     encoder = EncoderConfig(model=args.encoder, device=base["device"], progress=True)
     item_embeddings = encode_items(log.items, encoder, args.cache_dir)
     split_train = make_split(log, args.split).train
@@ -151,6 +182,7 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         judgements=judgements,
         user_text_embeddings=user_text,
         simulate=not args.no_simulation,
+        session_gap=args.session_gap,
     )
     if not args.no_choice:
         from recarena.evaluation.choice_fidelity import choice_report_for_source
@@ -162,6 +194,11 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
             spec.to_value(), Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
             n_sim_users=args.choice_users, text_ablation=args.choice_text_ablation,
         )
+    if agreement is not None:
+        from recarena.evaluation.agreement import plot_agreement
+
+        report["agreement"] = agreement
+        plot_agreement(agreement, Path(args.out) / "agreement.png", f"Simulated return vs held-out measures on {report['dataset']}")
     report["command"] = prog + " " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -184,6 +221,11 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         from recarena.evaluation.choice_fidelity import format_choice_tables
 
         tables += "\n" + format_choice_tables(report["choice"])
+    if agreement is not None:
+        from recarena.evaluation.agreement import agreement_markdown
+
+        tables += "\n" + agreement_markdown(agreement, "agreement.png") + (
+            f"\nPanel: `{agreement['source']['report']}`, written by `{agreement['source']['command']}`.\n")
     header = (
         f"# Fidelity report: {report['dataset']}\n\n`{report['command']}`\n\n{report['date']}, "
         f"{report['machine']['platform']}, {threads} torch thread(s), device {base['device']}, "

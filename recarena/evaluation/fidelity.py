@@ -20,9 +20,13 @@ The default split, ``user-last``, holds out each user's last 20% of events in ti
 and per-user Spearman is defined. ``leave-last-out`` (one test rating per user: no per-user
 Spearman) and the global ``temporal`` split are available too.
 
-Session statistics compare logged sessions (a user's events with gaps under 1 hour) with sessions
-of the ``logged`` simulator driven by a popularity-sampling policy: items per session, like rate
-and genre spread (distinct genres among a session's first 5 items, sessions with >= 5 items).
+Session statistics compare logged sessions (a user's events split where consecutive events are more
+than ``session_gap`` seconds apart, default 1 hour) with sessions of the ``logged`` simulator driven by
+a popularity-sampling policy until the user leaves: items consumed per session (mean and quantiles;
+the simulator's steps too), like rate, genre spread (distinct genres among a session's first 5
+items) and genre entropy (bits, of the genres of those 5 items, an item's genres sharing its weight),
+both over sessions with >= 5 items, and repeats (share of consumed items the user had consumed
+before: earlier in the log or the session, or in the simulated user's starting history).
 """
 
 from __future__ import annotations
@@ -200,35 +204,62 @@ def score_variant(
 # -- session statistics ------------------------------------------------------------------------
 
 
-def _session_summary(lengths: list[int], likes: list[int], spreads: list[int]) -> dict[str, Any]:
-    lengths_array = np.asarray(lengths, dtype=np.float64)
+LENGTH_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def genre_entropy(items: np.ndarray | list[int], genres: list[tuple[str, ...]]) -> float:
+    """Shannon entropy (bits) of the genres of ``items``, each item's genres sharing a weight of 1
+    (items without genres are left out; 0 when none has any)."""
+    weights: dict[str, float] = {}
+    for item in items:
+        for genre in genres[int(item)]:
+            weights[genre] = weights.get(genre, 0.0) + 1.0 / len(genres[int(item)])
+    if not weights:
+        return 0.0
+    p = np.asarray(list(weights.values())) / sum(weights.values())
+    return float(-(p * np.log2(p)).sum())
+
+
+def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[int],
+                    genres: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Length distribution, like rate, genre spread and entropy, and repeat share of sessions given as
+    their consumed items in order (``likes``/``repeats``: liked / already-consumed items per session)."""
+    lengths = np.asarray([len(s) for s in sessions], dtype=np.float64)
+    windows = [s[:GENRE_WINDOW] for s in sessions if len(s) >= GENRE_WINDOW]
+    total = max(float(lengths.sum()), 1.0)
     return {
-        "sessions": len(lengths),
-        "mean_items": float(lengths_array.mean()) if len(lengths) else None,
-        "median_items": float(np.median(lengths_array)) if len(lengths) else None,
-        "like_rate": float(np.sum(likes) / max(np.sum(lengths), 1)),
-        "genre_spread": float(np.mean(spreads)) if spreads else None,
-        "share_with_window": float(len(spreads) / max(len(lengths), 1)),
+        "sessions": len(sessions),
+        "mean_items": float(lengths.mean()) if len(lengths) else None,
+        "median_items": float(np.median(lengths)) if len(lengths) else None,
+        "length_quantiles": ({f"p{round(100 * q)}": float(v) for q, v in zip(LENGTH_QUANTILES, np.quantile(lengths, LENGTH_QUANTILES),
+                                                                            strict=True)} if len(lengths) else None),
+        "share_single_item": float((lengths == 1).mean()) if len(lengths) else None,
+        "like_rate": float(np.sum(likes) / total),
+        "genre_spread": float(np.mean([len({g for i in w for g in genres[int(i)]}) for w in windows])) if windows else None,
+        "genre_entropy": float(np.mean([genre_entropy(w, genres) for w in windows])) if windows else None,
+        "share_with_window": float(len(windows) / max(len(sessions), 1)),
+        "repeat_share": float(np.sum(repeats) / total),
     }
 
 
 def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECONDS) -> dict[str, Any]:
-    """Sessions of the log (a user's events split where consecutive events are > ``gap`` s apart)."""
+    """Sessions of the log (a user's events split where consecutive events are > ``gap`` s apart);
+    an event is a repeat when its user consumed the item at an earlier event."""
+    if gap < 0:
+        raise ValueError(f"the session gap must be >= 0 seconds, got {gap}")
     new_user = np.ones(log.n_events, dtype=bool)
     new_user[1:] = log.user[1:] != log.user[:-1]
     new_session = new_user.copy()
     new_session[1:] |= np.diff(log.timestamp) > gap
     starts = np.flatnonzero(new_session)
     ends = np.append(starts[1:], log.n_events)
+    repeated = np.ones(log.n_events, dtype=bool)  # events are in time order within a user
+    repeated[np.unique(log.user.astype(np.int64) * log.n_items + log.item, return_index=True)[1]] = False
     liked = log.liked
-    lengths, likes, spreads = [], [], []
-    for start, end in zip(starts, ends, strict=True):
-        lengths.append(int(end - start))
-        likes.append(int(liked[start:end].sum()))
-        if end - start >= GENRE_WINDOW:
-            window = log.item[start : start + GENRE_WINDOW]
-            spreads.append(len({g for i in window for g in log.items.genres[int(i)]}))
-    return _session_summary(lengths, likes, spreads) | {"gap_seconds": gap}
+    sessions = [log.item[start:end] for start, end in zip(starts, ends, strict=True)]
+    likes = [int(liked[start:end].sum()) for start, end in zip(starts, ends, strict=True)]
+    repeats = [int(repeated[start:end].sum()) for start, end in zip(starts, ends, strict=True)]
+    return session_summary(sessions, likes, repeats, log.items.genres) | {"gap_seconds": gap}
 
 
 @torch.no_grad()
@@ -263,28 +294,28 @@ def simulated_session_statistics(
     active = torch.ones(n_sessions, dtype=torch.bool, device=model.device)
     consumed: list[list[int]] = [[] for _ in range(n_sessions)]
     likes = np.zeros(n_sessions, dtype=np.int64)
+    repeats = np.zeros(n_sessions, dtype=np.int64)
     steps = np.zeros(n_sessions, dtype=np.int64)
     from_log = 0
     for _ in range(max_steps):
         weights = popularity.expand(n_sessions, -1).masked_fill(state.consumed, 0.0)
         slate = torch.multinomial(weights, slate_size, replacement=False, generator=generator)
+        before = state.consumed.clone()  # history + earlier steps: what counts as a repeat
         outcome = simulator.step(state, slate, generator)
         for row in torch.nonzero(active & outcome.clicked).squeeze(1).tolist():
             consumed[row].append(int(outcome.item[row]))
+            repeats[row] += int(before[row, int(outcome.item[row])])
         likes += (active & outcome.liked).cpu().numpy()
         from_log += int((active & outcome.from_log).sum())
         steps += active.cpu().numpy()
         active &= ~outcome.left
         if not bool(active.any()):
             break
-    spreads = [
-        len({g for i in items[:GENRE_WINDOW] for g in genres[i]})
-        for items in consumed
-        if len(items) >= GENRE_WINDOW
-    ]
-    summary = _session_summary([len(c) for c in consumed], likes.tolist(), spreads)
+    summary = session_summary([np.asarray(c, dtype=np.int64) for c in consumed], likes.tolist(), repeats.tolist(), genres)
     return summary | {
+        "users": "sampled by the simulator (a training user at a sampled point of their history)",
         "mean_steps": float(steps.mean()),
+        "median_steps": float(np.median(steps)),
         "left_before_cap": float(1.0 - active.float().mean()),
         "chosen_from_log_share": float(from_log / max(sum(len(c) for c in consumed), 1)),
         "policy": f"popularity sampling, slate {slate_size}",
@@ -323,6 +354,7 @@ def run_report(
     user_text_embeddings: torch.Tensor | None = None,
     simulate: bool = True,
     progress: bool = True,
+    session_gap: int = SESSION_GAP_SECONDS,
 ) -> dict[str, Any]:
     """Fit each variant on the training split and score it on held-out data; see the module docstring."""
     split = make_split(log, split_protocol)
@@ -362,7 +394,7 @@ def run_report(
     if simulate and "combined" in fitted:
         model = fitted["combined"]
         report["sessions"] = {
-            "logged": logged_session_statistics(log),
+            "logged": logged_session_statistics(log, session_gap),
             "simulated": simulated_session_statistics(
                 split, model, item_embeddings, seed=int(model.config.seed)
             ),
@@ -444,14 +476,28 @@ def format_tables(report: dict[str, Any]) -> str:
         lines += [
             "### sessions: logged vs simulated",
             "",
-            f"| source | sessions | mean items | median items | like rate | genre spread (first {GENRE_WINDOW}) |",
-            "|---|---|---|---|---|---|",
+            f"| source | sessions | mean items | items p10 / p25 / median / p75 / p90 | single-item sessions | like rate "
+            f"| genre spread (first {GENRE_WINDOW}) | genre entropy, bits (first {GENRE_WINDOW}) | repeat share |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for source in ("logged", "simulated"):
             s = sessions[source]
+            q = s.get("length_quantiles") or {}
+            quantiles = " / ".join(_fmt(q.get(f"p{p}"), 0) for p in (10, 25, 50, 75, 90)) if q else "n/a"
             lines.append(
-                f"| {source} | {s['sessions']} | {_fmt(s['mean_items'], 2)} | {_fmt(s['median_items'], 1)} | "
-                f"{_fmt(s['like_rate'], 3)} | {_fmt(s['genre_spread'], 2)} |"
+                f"| {source} | {s['sessions']} | {_fmt(s['mean_items'], 2)} | {quantiles} | {_fmt(s.get('share_single_item'), 3)} | "
+                f"{_fmt(s['like_rate'], 3)} | {_fmt(s['genre_spread'], 2)} | {_fmt(s.get('genre_entropy'), 2)} | "
+                f"{_fmt(s.get('repeat_share'), 3)} |"
             )
-        lines.append("")
+        logged, simulated = sessions["logged"], sessions["simulated"]
+        lines += [
+            "",
+            f"Logged sessions: a user's events split at gaps > {logged.get('gap_seconds')} s. Simulated: "
+            f"{simulated['sessions']} users {simulated.get('users', 'sampled by the simulator')}, {simulated.get('policy')}, "
+            f"{simulated.get('choice')}, until they leave (cap {simulated.get('max_steps')} steps; "
+            f"{_fmt(simulated.get('left_before_cap'), 3)} left before it); items = items consumed (clicked), "
+            f"{_fmt(simulated.get('mean_steps'), 1)} steps per session on average. Genre figures over sessions with "
+            f">= {GENRE_WINDOW} items; repeats = consumed items the user had consumed before.",
+            "",
+        ]
     return "\n".join(lines)

@@ -117,7 +117,8 @@ def run_trial(tune_config: dict[str, Any]) -> None:
     def listener(tag: str, value: float, step: int) -> None:
         if tag != "train_eval/episodic_return":
             return
-        tune.report({"step": step, "episodic_return": value})
+        if step < config.train.total_steps:  # the final figures come with the scores (ASHA would stop it here)
+            tune.report({"step": step, "episodic_return": value})
         if trial.get("kill_after_checkpoint") and not record.get("killed") and latest_checkpoint(run_dir / "checkpoints"):
             record["killed"] = step
             atomic_write_json(record_path, record)
@@ -214,7 +215,8 @@ class _Progress:
                 progress.done += 1
                 shown = ", ".join(f"{m} {trial.last_result[m]:.4g}" for m in progress.measures
                                   if isinstance(trial.last_result.get(m), (int, float)))
-                _log(f"{trial}: finished ({progress.done}/{progress.total}) {shown}")
+                what = f"finished: {shown}" if shown else f"stopped early at step {trial.last_result.get('step')}"
+                _log(f"{trial}: {what} ({progress.done}/{progress.total})")
 
             def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
                 progress.done += 1
@@ -253,6 +255,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
     _log(f"{len(trials)} trials ({len(trials) // len(spec.seeds)} configurations x {len(spec.seeds)} seeds), "
          f"{len(trials) - len(pending)} done already; sweep directory {sweep_dir}")
     if pending:
+        prepare_simulators(pending)
         own_ray = not ray.is_initialized()
         if own_ray and address is None:
             start_local_ray()
@@ -264,15 +267,35 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
             if own_ray:
                 stop_ray()
     records = sweep_report.read_records(sweep_dir)
-    for record in records.values():
+    for name, record in records.items():
         if record.get("status") == "running":  # stopped by ASHA, or failed for good, mid-run
             record["status"] = "stopped early" if spec.early_stopping is not None else "failed"
+            atomic_write_json(sweep_dir / TRIALS_DIR / f"{name}.json", record)
     results = sweep_report.summarize(sweep, records)
     minutes = (time.perf_counter() - started) / 60
     notes = [f"Wall time of the last `recarena sweep` invocation on this directory: {minutes:.1f} min."]
     paths = sweep_report.write_results(sweep_dir, results, notes)
     _log(f"best configuration by {spec.select}: {results['best']}; table {paths['md']} ({minutes:.1f} min)")
     return {**results, "notes": notes}
+
+
+def prepare_simulators(trials: list[Trial]) -> None:
+    """Build each distinct training simulator of ``trials`` once in this process, so its one-time work
+    (item encodings, preference and choice model fits, cached in $RECARENA_CACHE) is done once here
+    rather than by every trial that starts at the same time. On a cluster it warms this machine's cache only."""
+    from recarena.envs.common import build_simulator, clear_simulator_cache, parse_options
+    from recarena.training.config import run_config_from_dict
+
+    seen = set()
+    for trial in trials:
+        config = run_config_from_dict(trial.config)
+        kwargs = config.env.env_kwargs(config.data, config.simulator, "cpu")
+        key = json.dumps([kwargs["simulator"], kwargs["data"], kwargs["simulator_config"]], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            _log(f"preparing the simulator of {trial.name} (one-time fits are cached for every trial)")
+            build_simulator(parse_options(**kwargs))
+    clear_simulator_cache()
 
 
 def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: int | None) -> None:

@@ -185,8 +185,14 @@ def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_p
     assert report["config"]["simulator"]["max_steps"] == MAX_STEPS  # the run's env.max_steps
     run = report["candidates"][trained_run.name]
     assert run["source"] == str(trained_run) and set(run) == {"source", "ranking", "replay", "ope", "simulated"}
-    for entry in (run, report["candidates"]["most_popular"]):
-        for split in ("leave-last-out", "temporal"):
+    # The run trained on the leave-last-out split: the temporal split's test events are mostly in its training part.
+    assert report["config"]["runs_trained_on"] == {trained_run.name: "leave-last-out"}
+    for section in (run["ranking"]["temporal"], run["replay"], run["ope"]):
+        assert section == {"not_scored": "n/a: trained on leave-last-out"}
+    assert "n/a: trained on leave-last-out" in printed and "- replay: n/a: trained on leave-last-out" in (out / "report.md").read_text()
+    popular = report["candidates"]["most_popular"]
+    for entry, splits in ((run, ("leave-last-out",)), (popular, ("leave-last-out", "temporal"))):
+        for split in splits:
             ranking = entry["ranking"][split]["metrics"]
             assert 0.0 <= ranking["NDCG@5"] <= ranking["HR@5"] <= 1.0 and 0.0 < ranking["MRR"] <= 1.0
         assert entry["ranking"]["leave-last-out"]["n_users"] == 30
@@ -198,7 +204,7 @@ def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_p
         # Rating reward: 1-5 per click, so the return lies between the clicks and five times them.
         clicks = simulated["metrics"]["ctr"] * simulated["metrics"]["session_length"]
         assert clicks - 1e-9 <= simulated["metrics"]["episodic_return"] <= 5 * clicks + 1e-9
-        assert 0.0 <= entry["replay"]["match_rate"] <= 1.0 and entry["replay"]["n_matched"] <= entry["replay"]["n_events"]
+    assert 0.0 <= popular["replay"]["match_rate"] <= 1.0 and popular["replay"]["n_matched"] <= popular["replay"]["n_events"]
     assert report["candidates"]["most_popular"]["ranking"]["leave-last-out"]["metrics"]["HR@5"] > 0.0
     for name in ("report.md", "metrics.png", "tradeoff.png", "learning_curves.png"):
         assert (out / name).stat().st_size > 0
@@ -207,6 +213,57 @@ def test_train_then_evaluate_round_trip(trained_run: Path, data_dir: Path, tmp_p
     curves = read_learning_curves(trained_run, ("train_eval/episodic_return", "eval/ranking_leave-last-out/HR_at_5"))
     assert [step for step, _ in curves["train_eval/episodic_return"]] == [0, 128, TOTAL_STEPS]  # train.py's
     assert [step for step, _ in curves["eval/ranking_leave-last-out/HR_at_5"]] == [TOTAL_STEPS]
+
+
+def interleave_times(folder: Path) -> Path:
+    """``write_tiny_data``'s ratings with the users' events interleaved in time (event p of user u at
+    1000 + 100 p + u), so that the temporal split's test users have a training history."""
+    lines = (folder / "ratings.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    times = [f"{1000 + 100 * (int(t) - 1000 - 100 * (int(u) - 1)) + int(u)}" for u, _, _, t in rows]
+    (folder / "ratings.csv").write_text("\n".join([lines[0]] + [",".join([*r[:3], t]) for r, t in zip(rows, times, strict=True)]) + "\n")
+    return folder
+
+
+def test_run_trained_on_the_temporal_split_is_scored_only_there(trained_run: Path, tmp_path: Path, capsys) -> None:
+    """data.split: temporal trains the env's logged users on the temporal split's training part; evaluate.py
+    scores that run on the temporal ranking, replay, OPE and simulated users of that split, and says n/a on
+    leave-last-out (whose test events it trained on)."""
+    from recarena.data import temporal_split
+    from recarena.data.spec import data_spec
+
+    data_dir = interleave_times(write_tiny_data(tmp_path / "data"))
+    config = train_config(data_dir)
+    config["data"]["split"] = "temporal"
+    (tmp_path / "temporal.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "temporal_run"
+    assert train_script.main(["--config", str(tmp_path / "temporal.yaml"), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    record = read_run(run_dir)
+    train_part = temporal_split(data_spec(str(data_dir)).load()).train
+    assert record.split == "temporal" and record.data_fingerprint == train_part.fingerprint()
+    out = tmp_path / "report"
+    assert evaluate.main([str(run_dir), "--baseline", "most_popular", "--out", str(out), "--k", "5",
+                          "--splits", "leave-last-out,temporal,validation", *RUN_FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    run = report["candidates"][run_dir.name]
+    for section in (run["ranking"]["leave-last-out"], run["ranking"]["validation"]):
+        assert section == {"not_scored": "n/a: trained on temporal"}
+    assert 0.0 <= run["ranking"]["temporal"]["metrics"]["HR@5"] <= 1.0
+    assert run["replay"]["n_events"] == report["candidates"]["most_popular"]["replay"]["n_events"] > 0
+    assert "DR" in run["ope"]["estimates"] and run["simulated"]["n_sessions"] > 0
+    assert report["config"]["fitted_on"]["simulated"].startswith("the temporal split's training part")
+    assert "n/a: trained on temporal" in capsys.readouterr().out
+    # Runs of different splits have no common simulated users: refused (evaluate them separately).
+    assert evaluate.main([str(run_dir), str(trained_run), *SIM_ONLY, "--out", str(tmp_path / "mixed")]) == 2
+    assert "trained on different splits" in capsys.readouterr().err
+
+
+def test_data_split_is_validated(data_dir: Path, tmp_path: Path, capsys) -> None:
+    config = train_config(data_dir)
+    config["data"]["split"] = "random"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    assert train_script.main(["--config", str(tmp_path / "bad.yaml"), "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "data.split" in capsys.readouterr().err
 
 
 def test_evaluating_again_replaces_the_points_it_wrote(trained_run: Path, tmp_path: Path) -> None:
@@ -224,7 +281,8 @@ def test_evaluating_again_replaces_the_points_it_wrote(trained_run: Path, tmp_pa
     assert evaluate.main([str(run), "--protocols", "ranking", "--k", "5", "--bootstrap", "50",
                           "--out", str(tmp_path / "report")]) == 0
     scalars = read_scalars(run / "tb")
-    assert len(scalars["eval/simulated/episodic_return"]) == 1 and len(scalars["eval/ranking_temporal/HR_at_5"]) == 1
+    assert len(scalars["eval/simulated/episodic_return"]) == 1 and len(scalars["eval/ranking_leave-last-out/HR_at_5"]) == 1
+    assert "eval/ranking_temporal/HR_at_5" not in scalars  # trained on leave-last-out: not scored on the temporal split
     from recarena.training.tensorboard import read_descriptions
 
     description = read_descriptions(run / "tb")["eval/simulated/episodic_return"]

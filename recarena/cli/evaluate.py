@@ -9,12 +9,15 @@ under leave-last-out and the temporal split), ``replay`` (Li et al. 2011 on the 
 held-out events), ``ope`` (IPS, SNIPS, DM, DR on held-out events, plus the estimators' validation
 on simulated logs with known truth), ``simulated`` (return in the logged-user simulator from
 held-out users; a run is evaluated on the simulator its config.yaml records, baselines next to it on
-the same one). See docs/evaluation.md.
+the same one). Held out means held out: every model that scores a split (baselines, preference
+model, simulator) is fitted on that split's training part only, and a trained run is scored only on
+the held-out events of the split it trained on (``data.split``), "n/a" elsewhere. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from recarena.evaluation.ranking import evaluate_ranking
     from recarena.evaluation.replay import evaluate_replay
     from recarena.evaluation.simulated import evaluate_simulated
+    from recarena.evaluation.split_fits import SplitFits
 
     if not args.runs and not args.baseline:
         raise ConfigError("nothing to evaluate: give RUN_DIR(s) and/or --baseline NAME")
@@ -134,15 +138,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = spec.load()
     splits = {"leave-last-out": data.leave_last_out(log), "temporal": data.temporal_split(log)}
     splits["validation"] = data.validation_split(splits["leave-last-out"])
-    _check_held_out(spec.path, log, splits, args)
+    # The simulated users come from the training part of the split the runs trained on (leave-last-out without runs).
+    sim_split = sources.common_split({c.label: c.run.split for c in runs}) if "simulated" in args.protocols else None
+    _check_held_out(spec.path, log, splits, args, sim_split)
     for candidate in runs:
-        sources.check_run_matches(candidate.run, log, splits["leave-last-out"])
+        sources.check_run_matches(candidate.run, log, splits[candidate.run.split])
     item_embeddings = sources.item_embeddings_for(log, args.item_encoder)
-    train = splits["leave-last-out"].train
-    self_information = metrics.item_self_information(train.item, train.user, log.n_items, log.n_users)
+    self_information = {name: metrics.item_self_information(part.train.item, part.train.user, log.n_items, log.n_users)
+                        for name, part in splits.items()}  # novelty: item popularity in each split's training part
 
     candidates: list[sources.Candidate] = []
-    preference_model = None
     # Simulated return runs on the simulator the runs were trained on (their config.yaml), when they record one.
     greedy = "greedy" in [sources.BASELINES[b] for b in args.baseline]
     if greedy and not log.has_ratings:
@@ -155,37 +160,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if need_simulator and sim_spec is not None and sim_spec.name != "logged":
         raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
                           f"greedy baseline need the 'logged' one (drop 'simulated' from --protocols)")
-    # Implicit logs: the simulated users are the choice model alone (reward = click), no preference model.
-    need_preference = greedy or ("simulated" in args.protocols
-                                 and sources.simulator_uses_ratings(sim_spec.options if sim_spec else {}, log))
-    if need_preference and sim_spec is not None:
-        _log("loading the preference model of the runs' simulator")
-        preference_model = sources.simulator_preference_model(sim_spec, data_source, splits["leave-last-out"], item_embeddings,
-                                                              args.item_encoder, options.get("preference"))
-    elif need_preference:
-        _log("fitting the preference model on the training log")
-        preference_model = sources.fit_preference(splits["leave-last-out"], item_embeddings, options.get("preference"))
-    for name in dict.fromkeys(args.baseline):
-        _log(f"building baseline {name}")
-        agent = sources.build_baseline(name, splits["leave-last-out"], item_embeddings, args.seed,
-                                       options.get(name), preference_model)
-        candidates.append(sources.Candidate(name, agent, args.history_length))
+
+    def source_on(split: str) -> Any:  # the data spec whose ``split`` is ``split`` (the preference store's cache key)
+        return dataclasses.replace(spec, split=split).to_value()
+
+    def preference_for(split_name: str, split: Any) -> Any:
+        """A split's preference model, fitted on its training part: the one the runs' simulator config fits
+        and caches for that split, else a fresh fit (the validation split: without early stopping)."""
+        if sim_spec is not None and split_name in data.TRAINING_SPLITS:
+            return sources.simulator_preference_model(sim_spec, source_on(split_name), split, item_embeddings,
+                                                      args.item_encoder, options.get("preference"))
+        preference = sim_spec.options.get("preference") if sim_spec is not None else None
+        overrides = {**(preference if isinstance(preference, dict) else {}), **options.get("preference", {})}
+        return sources.fit_preference(split, item_embeddings, overrides)
+
+    # Every model that scores a split is fitted on that split's training part, once, when first needed.
+    fits = SplitFits(splits, item_embeddings, preference_for, args.seed, options, _log)
+    candidates += [sources.Candidate(name, None, args.history_length) for name in dict.fromkeys(args.baseline)]
     candidates.extend(runs)
 
-    needed = {*args.splits, "leave-last-out", "temporal"}  # replay, OPE and simulated users use these two
+    def agent_on(candidate: sources.Candidate, split: str) -> Any:
+        """The agent that scores ``split``'s held-out events: a baseline fitted on its training part; a
+        trained run only on the split it trained on (None: not scored)."""
+        if candidate.run is None:
+            return fits.baseline(candidate.label, split)
+        return candidate.agent if sources.scores_split(candidate.run.split, split) else None
+
+    def not_scored(candidate: sources.Candidate) -> dict[str, str]:
+        return {"not_scored": f"n/a: trained on {candidate.run.split}"}  # type: ignore[union-attr]
+
+    needed = set(args.splits) if "ranking" in args.protocols else set()
+    needed |= {"temporal"} if {"replay", "ope"} & set(args.protocols) else set()
+    needed |= {sim_split} if sim_split is not None else set()
     queries = {split: histories.build_queries(splits[split], args.max_users, args.seed) for split in needed}
     simulator = None
-    if "simulated" in args.protocols:
+    if sim_split is not None:
         sim_options = sim_spec.options if sim_spec is not None else {}
         if sim_spec is not None:  # the next-item model the runs' simulator fitted and cached, where it did
-            sim_options = sources.with_cached_choice_model(sim_options, data_source, args.item_encoder)
-        simulator = simulators.make("logged", splits["leave-last-out"], device=device, **sim_options,
-                                    components={"preference_model": preference_model, "item_embeddings": item_embeddings})
+            sim_options = sources.with_cached_choice_model(sim_options, source_on(sim_split), args.item_encoder)
+        uses_ratings = sources.simulator_uses_ratings(sim_options, log)  # implicit logs: no preference model
+        simulator = simulators.make("logged", splits[sim_split], device=device, **sim_options,
+                                    components={"preference_model": fits.preference(sim_split) if uses_ratings else None,
+                                                "item_embeddings": item_embeddings})
     common = {"batch_size": args.batch_size, "device": device}
     # What every candidate is scored on, chosen once.
-    ope_queries = queries["temporal"].subset(sources.subsample(len(queries["temporal"]), args.ope_max_events, args.seed))
-    sim_users = np.unique(queries["leave-last-out"].user)
-    sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
+    ope_queries = reward_queries = None
+    if "ope" in args.protocols:
+        ope_queries = queries["temporal"].subset(sources.subsample(len(queries["temporal"]), args.ope_max_events, args.seed))
+        # DM/DR's reward model: fitted on the temporal split's validation events (before the test period), not on test events.
+        reward_queries = histories.build_queries(data.validation_split(splits["temporal"]))
+        reward_queries = reward_queries.subset(sources.subsample(len(reward_queries), args.ope_max_events, args.seed))
+    sim_users = np.zeros(0, dtype=np.int64)
+    if sim_split is not None:  # held-out users with a training history to start from
+        sim_users = np.unique(queries[sim_split].user)
+        sim_users = sim_users[splits[sim_split].train.sequence_lengths()[sim_users] > 0]
+        if len(sim_users) == 0:
+            raise ConfigError(f"{spec.path}: no held-out user of the {sim_split} split has a training history to start a "
+                              f"simulated session from; use more data, or --protocols without simulated")
+        sim_users = sim_users[sources.subsample(len(sim_users), args.sim_users, args.seed)]
     results: dict[str, Any] = {"candidates": {}}
     per_user: dict[str, dict[str, Any]] = {}  # the values behind the intervals, per candidate: per_user.npz
     for candidate in candidates:
@@ -195,26 +227,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "ranking" in args.protocols:
             entry["ranking"] = {}
             for split in args.splits:
+                if (agent := agent_on(candidate, split)) is None:
+                    entry["ranking"][split] = not_scored(candidate)
+                    continue
                 _log(f"{candidate.label}: ranking ({split})")
-                result = evaluate_ranking(candidate.agent, queries[split], item_embeddings, (args.k,), h,
-                                          self_information=self_information, n_bootstrap=args.bootstrap, seed=args.seed, **common)
+                result = evaluate_ranking(agent, queries[split], item_embeddings, (args.k,), h,
+                                          self_information=self_information[split], n_bootstrap=args.bootstrap,
+                                          seed=args.seed, **common)
                 entry["ranking"][split] = result.to_dict()
                 units.update(panel.from_ranking(result, split))
-        if "replay" in args.protocols:
+        temporal_agent = agent_on(candidate, "temporal") if {"replay", "ope"} & set(args.protocols) else None
+        if "replay" in args.protocols and temporal_agent is None:
+            entry["replay"] = not_scored(candidate)
+        elif "replay" in args.protocols:
             _log(f"{candidate.label}: replay")
-            replayed = evaluate_replay(candidate.agent, queries["temporal"], item_embeddings, args.k, "like", h,
+            replayed = evaluate_replay(temporal_agent, queries["temporal"], item_embeddings, args.k, "like", h,
                                        n_bootstrap=args.bootstrap, seed=args.seed, **common)
             entry["replay"] = replayed.to_dict()
             units.update(panel.from_replay(replayed))
-        if "ope" in args.protocols:
+        if "ope" in args.protocols and temporal_agent is None:
+            entry["ope"] = not_scored(candidate)
+        elif "ope" in args.protocols:
             _log(f"{candidate.label}: off-policy estimators")
-            entry["ope"] = evaluate_ope(candidate.agent, ope_queries, splits["temporal"].train, item_embeddings, h,
-                                        clip=args.ope_clip if args.ope_clip > 0 else None,
-                                        n_bootstrap=args.bootstrap, seed=args.seed, **common)
-        if simulator is not None:
+            entry["ope"] = evaluate_ope(temporal_agent, ope_queries, splits["temporal"].train, item_embeddings, h,
+                                        clip=args.ope_clip if args.ope_clip > 0 else None, n_bootstrap=args.bootstrap,
+                                        seed=args.seed, reward_queries=reward_queries, **common)
+        sim_agent = agent_on(candidate, sim_split) if simulator is not None else None
+        if simulator is not None and sim_agent is None:
+            entry["simulated"] = not_scored(candidate)
+        elif simulator is not None:
             _log(f"{candidate.label}: simulated return")
-            simulated = evaluate_simulated(candidate.agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
-                                           self_information=self_information, seed=args.seed, n_bootstrap=args.bootstrap)
+            simulated = evaluate_simulated(sim_agent, simulator, sim_users, k=args.k, max_steps=sim_steps,
+                                           self_information=self_information[sim_split], seed=args.seed, n_bootstrap=args.bootstrap)
             entry["simulated"] = simulated.to_dict()
             units.update(panel.from_simulated(simulated))
         results["candidates"][candidate.label] = entry
@@ -236,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "item_set_fingerprint": log.item_set_fingerprint(), "data_fingerprint": log.fingerprint(),
         "protocols": args.protocols, "splits": args.splits, "k": args.k, "seed": args.seed,
         "max_users": args.max_users, "item_encoder": args.item_encoder, "device": str(device),
+        "fitted_on": _fitted_on(splits, args, sim_split), "runs_trained_on": {c.label: c.run.split for c in runs},
         "simulator": {"source": "the runs' config" if sim_spec is not None else "default logged simulator",
                       "options": sim_spec.options if sim_spec is not None else {}, "max_steps": sim_steps},
         "command": "python evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -266,16 +311,36 @@ def _expand_sweeps(paths: list[str]) -> list[str]:
     return expanded
 
 
-def _check_held_out(data_source: str, log: Any, splits: dict[str, Any], args: argparse.Namespace) -> None:
+def _fitted_on(splits: dict[str, Any], args: argparse.Namespace, sim_split: str | None) -> dict[str, str]:
+    """What the models scoring each protocol were fitted on (report.json ``config.fitted_on``)."""
+    def part(name: str) -> str:
+        train = splits[name].train
+        return f"the {name} split's training part ({train.n_events} events)"
+
+    fitted = {f"ranking/{name}": part(name) for name in args.splits} if "ranking" in args.protocols else {}
+    if "replay" in args.protocols:
+        fitted["replay"] = part("temporal")
+    if "ope" in args.protocols:
+        fitted["ope"] = part("temporal") + "; the DM/DR reward model on its validation events"
+    if sim_split is not None:
+        fitted["simulated"] = part(sim_split)
+    return fitted
+
+
+def _check_held_out(data_source: str, log: Any, splits: dict[str, Any], args: argparse.Namespace,
+                    sim_split: str | None = None) -> None:
     """Refuse, in one line, data whose splits hold out no event for the protocols asked for."""
     from recarena.core.errors import ConfigError
 
     needed = list(args.splits) if "ranking" in args.protocols else []
     if "replay" in args.protocols or "ope" in args.protocols:
         needed.append("temporal")
-    if "simulated" in args.protocols:
-        needed.append("leave-last-out")
+    if sim_split is not None:
+        needed.append(sim_split)
     empty = [name for name in dict.fromkeys(needed) if splits[name].test.n_events == 0]
+    if "ope" in args.protocols and splits["temporal"].valid.n_events == 0:
+        raise ConfigError(f"{data_source}: the temporal split's validation part, which the off-policy reward model "
+                          f"is fitted on, holds no events; use more data, or --protocols without ope")
     if empty:
         plural = "s hold" if len(empty) > 1 else " holds"
         raise ConfigError(

@@ -34,8 +34,9 @@ from pydantic import Field, field_validator, model_validator
 
 from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import ConfigError
-from recarena.data.interactions import InteractionLog
+from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.data.logs import BUNDLED, check_rating_scale, check_timestamp_format, load_logs
+from recarena.data.splits import split_log
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 """A string path with one of these suffixes names a spec file, not a log."""
@@ -76,6 +77,11 @@ class DataSpec:
     duplicate_key: Literal["user-item", "user-item-time"] | None = None
     min_user_interactions: Annotated[int, Field(ge=0)] = 0
     min_item_interactions: Annotated[int, Field(ge=0)] = 0
+    split: Literal["leave-last-out", "temporal"] = "leave-last-out"
+    """Which split's training part the logged users (and the models fitted for them) come from:
+    ``leave-last-out`` (each user's last event is test, the second-last validation) or ``temporal``
+    (one global time cut-off: the last 10% of events test, the 10% before validation). A run trained
+    on one is scored by evaluate.py only on that split's held-out events (docs/evaluation.md)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -123,13 +129,17 @@ class DataSpec:
 
     def load_options(self) -> dict[str, Any]:
         """The keyword arguments of ``load_logs(self.path, **options)``."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("path", "split")}
 
     def load(self, return_report: bool = False) -> InteractionLog | Any:
         """The log, read by :func:`recarena.data.load_logs`."""
         if self.path is None:
             raise ConfigError("the data spec names no log (path is null); give a bundled name or a file")
         return load_logs(self.path, return_report=return_report, **self.load_options())
+
+    def load_split(self) -> LogSplit:
+        """The log split by :attr:`split` (``recarena.data.splits.split_log``)."""
+        return split_log(self.load(), self.split)
 
     def files(self) -> list[Path]:
         """The files the log is read from (for change detection): the log's files and the item file."""

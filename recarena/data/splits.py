@@ -99,6 +99,20 @@ def temporal_split(log: InteractionLog, valid_fraction: float = 0.1, test_fracti
     return _split(log, valid, test, "temporal")
 
 
+TRAINING_SPLITS = ("leave-last-out", "temporal")
+"""The splits a run can train on (``data.split``): its logged users and fitted models see only the
+split's training part, and evaluate.py scores it only on that split's held-out events."""
+
+
+def split_log(log: InteractionLog, name: str) -> LogSplit:
+    """``log`` split by the training split ``name`` (:data:`TRAINING_SPLITS`)."""
+    if name == "leave-last-out":
+        return leave_last_out(log)
+    if name == "temporal":
+        return temporal_split(log)
+    raise ValueError(f"unknown split {name!r}; choose from {list(TRAINING_SPLITS)}")
+
+
 def user_last_split(log: InteractionLog, test_fraction: float = 0.2, valid_fraction: float = 0.1) -> LogSplit:
     """Per-user time split: each user's last ``test_fraction`` of events is test (at least one),
     the last ``valid_fraction`` of the rest validation; users with fewer than 3 events stay in train."""

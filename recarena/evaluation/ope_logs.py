@@ -5,7 +5,8 @@ the item the user rated, the reward its like (rating >= 4). The logging policy i
 estimated from logged frequencies: pi_0(a | x) = (count(a) + 1) / sum of (count + 1) over the items
 the user has not consumed, with counts from the training log. The evaluated policy is the agent's
 deterministic top-1 unconsumed item. DR and DM use a linear reward model on the LLM state fitted on
-these same events. Intervals are bootstraps over users. On MovieLens this frequency model of why a
+other events than those estimated on (evaluate.py: the temporal split's validation events, which
+precede the test period): held out means held out, no test event reaches a fit. Intervals are bootstraps over users. On MovieLens this frequency model of why a
 user rated a film is crude, so these figures are indicative; the estimators themselves are
 validated where the truth is known (:mod:`recarena.evaluation.ope_validation`).
 """
@@ -34,10 +35,17 @@ def evaluate_ope(
     device: torch.device | str = "cpu",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    reward_queries: EvalQueries | None = None,
 ) -> dict:
-    """IPS, SNIPS, DM and DR estimates (with intervals) of the agent's top-1 policy on ``queries``."""
+    """IPS, SNIPS, DM and DR estimates (with intervals) of the agent's top-1 policy on ``queries``.
+
+    The logging policy is counted on ``train_log``; the reward model of DM/DR is fitted on
+    ``reward_queries`` (events disjoint from ``queries``; None: on ``queries`` themselves).
+    """
     if len(queries) == 0:
         raise ValueError("no held-out events for off-policy estimation")
+    if reward_queries is not None and len(reward_queries) == 0:
+        raise ValueError("no events to fit the reward model on")
     counts = torch.as_tensor(np.bincount(train_log.item, minlength=queries.n_items) + 1.0, dtype=torch.float64)
     n = len(queries)
     chosen = np.empty(n, dtype=np.int64)
@@ -53,7 +61,11 @@ def evaluate_ope(
     features_t = torch.cat(features)
     action = torch.as_tensor(queries.target)
     reward = queries.reward("like")
-    model = LinearRewardModel(features_t.shape[1], queries.n_items).fit(features_t, action, torch.as_tensor(reward), seed=seed)
+    fit_on = queries if reward_queries is None else reward_queries
+    fit_features = features_t if reward_queries is None else _llm_states(
+        reward_queries, history_length, item_embeddings, batch_size, device)
+    model = LinearRewardModel(features_t.shape[1], queries.n_items).fit(
+        fit_features, torch.as_tensor(fit_on.target), torch.as_tensor(fit_on.reward("like")), seed=seed)
     # q(x, a) is needed only at the logged and the chosen action: fill a sparse-by-construction table.
     expected = np.zeros((n, queries.n_items), dtype=np.float32)
     rows = np.arange(n)
@@ -72,6 +84,16 @@ def evaluate_ope(
         "match_rate": float((chosen == queries.target).mean()),
         "clip": clip,
         "logging_policy": "estimated: training-log item frequencies over unconsumed items",
+        "reward_model": ("linear on the LLM state, fitted on the events estimated on" if reward_queries is None else
+                         f"linear on the LLM state, fitted on {len(reward_queries)} other events ({reward_queries.protocol})"),
         "evaluated_policy": "deterministic top-1 unconsumed item",
         "estimates": estimates,
     }
+
+
+def _llm_states(queries: EvalQueries, history_length: int, item_embeddings: torch.Tensor, batch_size: int,
+                device: torch.device | str) -> torch.Tensor:
+    """Float32 [Q, d] LLM state of each query's history (the reward model's features)."""
+    states = [query_batch(queries, index, history_length, item_embeddings, device).observation["llm_state"].cpu()
+              for index in batches(len(queries), batch_size)]
+    return torch.cat(states)

@@ -21,6 +21,16 @@ LEARNING_CURVE_TAGS = ("charts/episodic_return", "charts/ctr", "train_eval/episo
 LEGACY_TAGS = {"eval/episodic_return": "train_eval/episodic_return"}
 """Tags of runs trained before train.py wrote its periodic evaluation under ``train_eval/``."""
 
+NOT_SCORED = "not_scored"
+"""The key of a protocol section evaluate.py did not score, with why (``{"not_scored": "n/a: trained on
+leave-last-out"}``): a trained run is scored only on the held-out events of the split it trained on."""
+
+
+def scored(section: Any) -> bool:
+    """Whether a protocol section holds figures (not a :data:`NOT_SCORED` marker)."""
+    return isinstance(section, dict) and NOT_SCORED not in section
+
+
 INTERVAL_NOTE = ("error bars: 95% percentile bootstrap intervals (resampling users for ranking, replay and "
                  "SNIPS/DR; simulated sessions for sim return and sim CTR)")
 
@@ -47,7 +57,7 @@ def metric_value(candidate: dict[str, Any], path: str, metric: str) -> tuple[flo
     section: Any = candidate
     for part in path.split("/"):
         section = section.get(part) if isinstance(section, dict) else None
-    if not isinstance(section, dict):
+    if not scored(section):
         return None, None
     if path == "replay":
         value = section.get(metric)
@@ -72,7 +82,7 @@ def column_meaning(candidates: dict[str, Any], name: str, path: str, metric: str
             value: Any = candidate
             for part in section.split("/"):
                 value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, dict):
+            if scored(value):
                 return value
         return {}
 
@@ -109,7 +119,7 @@ def shown_columns(results: dict[str, Any], k: int) -> tuple[list[tuple[str, str,
         columns = [column for column in columns if column[0] != "replay match"]
         notes.append(f"replay match (in report.json) = HR@{k} temp by construction for every policy that shows the "
                      f"top {k} of its scores (all but random): the same temporal-split queries; not repeated here.")
-    simulated = next((c["simulated"] for c in candidates.values() if c.get("simulated")), None)
+    simulated = next((c["simulated"] for c in candidates.values() if scored(c.get("simulated"))), None)
     if simulated and {"sim return", "sim CTR"} & present:
         notes.append(f"sim return, sim CTR: evaluate.py's simulated sessions of {simulated['n_sessions']} "
                      f"{simulated['users']}, slate {simulated['k']}, at most {simulated['max_steps']} steps; return = "
@@ -132,13 +142,26 @@ def table(results: dict[str, Any], k: int) -> str:
     rows = {label: [metric_value(c, path, m)[0] for _, path, m in columns] for label, c in candidates.items()}
     keep = [i for i in range(len(columns)) if any(row[i] is not None for row in rows.values())]
     header = ["policy"] + [columns[i][0] for i in keep]
-    body = [[label] + [_format(row[i]) for i in keep] for label, row in rows.items()]
+    body = [[label] + ["n/a" if _not_scored(candidates[label], columns[i][1]) else _format(row[i]) for i in keep]
+            for label, row in rows.items()]
     widths = [max(len(line[j]) for line in [header] + body) for j in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) for line in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    reasons = sorted({_not_scored(c, path) for c in candidates.values() for _, path, _ in columns} - {None})
+    notes += [f"n/a: {reason.removeprefix('n/a: ')}; a run is scored only on the held-out events of the split it "
+              f"trained on (data.split)"
+              for reason in reasons]
     if notes:
         lines += [""] + [f"* {note}" for note in notes]
     return "\n".join(lines)
+
+
+def _not_scored(candidate: dict[str, Any], path: str) -> str | None:
+    """Why a candidate's protocol section was not scored, None if it was (or is absent)."""
+    section: Any = candidate
+    for part in path.split("/"):
+        section = section.get(part) if isinstance(section, dict) else None
+    return section.get(NOT_SCORED) if isinstance(section, dict) else None
 
 
 def _pyplot() -> Any:
@@ -248,8 +271,8 @@ def _tradeoff_plot(results: dict[str, Any], k: int, path: Path) -> bool:
         axis.axhline(ret, color="black", lw=0.6, ls="--")
     candidates = results["candidates"]
     llo = next((c["ranking"]["leave-last-out"] for c in candidates.values()
-                if "leave-last-out" in c.get("ranking", {})), {})
-    simulated = next((c["simulated"] for c in candidates.values() if c.get("simulated")), {})
+                if scored(c.get("ranking", {}).get("leave-last-out"))), {})
+    simulated = next((c["simulated"] for c in candidates.values() if scored(c.get("simulated"))), {})
     axis.set_xlabel(f"HR@{k}, leave-last-out: share of {llo.get('n_users', '?')} users whose held-out last item "
                     f"is in the top {k}", fontsize=9)
     axis.set_ylabel(f"simulated return (rewards per session; {simulated.get('n_sessions', '?')} held-out users,\n"
@@ -376,7 +399,7 @@ def eval_descriptions(candidate: dict[str, Any], k: int) -> dict[str, str]:
         section: Any = candidate
         for part in path.split("/"):
             section = section.get(part) if isinstance(section, dict) else None
-        if not isinstance(section, dict):
+        if not scored(section):
             continue
         tag = f"eval/{path.replace('/', '_')}/{metric}".replace("@", "_at_")
         if path.startswith("ranking/"):
@@ -421,6 +444,8 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
     lines += [f"- data: `{config.get('data')}` ({config.get('n_users')} users, {config.get('n_items')} items)",
               f"- command: `{config.get('command')}`",
               f"- protocols: {', '.join(config.get('protocols', []))}; K = {k}; seed = {config.get('seed')}",
+              *[f"- {protocol} scored with models fitted on {what}" for protocol, what in config.get("fitted_on", {}).items()],
+              *[f"- run {label} trained on the {split} split" for label, split in config.get("runs_trained_on", {}).items()],
               ""]
     lines += ["## Comparison", "", "```", table(results, k), "```", ""]
     if "bars" in plots:
@@ -434,6 +459,9 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
     for label, candidate in results["candidates"].items():
         lines += [f"## {label}", "", f"- source: {candidate.get('source')}"]
         for split, ranking in candidate.get("ranking", {}).items():
+            if not scored(ranking):
+                lines.append(f"- ranking ({split}): {ranking[NOT_SCORED]}")
+                continue
             metric_text = ", ".join(
                 f"{name} {value:.4f} [{ranking['intervals'][name][0]:.4f}, {ranking['intervals'][name][1]:.4f}]"
                 for name, value in ranking["metrics"].items()
@@ -441,23 +469,25 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
             extra = ", ".join(f"{name} {value:.4f}" for name, value in ranking["beyond_accuracy"].items())
             lines.append(f"- ranking ({split}, {ranking['n_queries']} queries, {ranking['n_users']} users, "
                          f"{ranking['seconds']:.1f} s): {metric_text}; {extra}")
+        lines += [f"- {name}: {candidate[name][NOT_SCORED]}" for name in ("replay", "ope", "simulated")
+                  if isinstance(candidate.get(name), dict) and not scored(candidate[name])]
         replay = candidate.get("replay")
-        if replay:
+        if scored(replay):
             ci = replay["interval"]
             reward = "-" if replay["reward"] is None else f"{replay['reward']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
             lines.append(f"- replay (slate {replay['k']}, {replay['n_events']} events): match rate "
                          f"{replay['match_rate']:.4f}, {replay['n_matched']} matched, {replay['reward_kind']} reward {reward}")
         ope = candidate.get("ope")
-        if ope:
+        if scored(ope):
             text = ", ".join(f"{n} {e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]" for n, e in ope["estimates"].items())
             lines.append(f"- off-policy ({ope['n_events']} events, {ope['evaluated_policy']}, clip {ope['clip']}): {text}")
         simulated = candidate.get("simulated")
-        if simulated:
+        if scored(simulated):
             text = ", ".join(f"{n} {v:.4f}" for n, v in simulated["metrics"].items())
             lines.append(f"- simulated ({simulated['n_sessions']} sessions, {simulated['users']}, slate {simulated['k']}, "
                          f"<= {simulated['max_steps']} steps): {text}")
         lines.append("")
-    if any(c.get("replay") for c in results["candidates"].values()):
+    if any(scored(c.get("replay")) for c in results["candidates"].values()):
         from recarena.evaluation.replay import BIAS_NOTE
 
         lines += ["## Note on replay", "", BIAS_NOTE, ""]

@@ -37,10 +37,13 @@ BASELINES = {
 
 @dataclass(frozen=True)
 class Candidate:
-    """One policy to evaluate: a label, the agent, its history length and, for a trained run, its record."""
+    """One policy to evaluate: a label, the agent, its history length and, for a trained run, its record.
+
+    A baseline has no agent here: evaluate.py fits it per split, on that split's training part
+    (:class:`recarena.evaluation.split_fits.SplitFits`)."""
 
     label: str
-    agent: Agent
+    agent: Agent | None
     history_length: int
     run: RunRecord | None = None
 
@@ -181,19 +184,43 @@ def load_run(run_dir: str | Path, **context: Any) -> Candidate:
 
 
 def check_run_matches(run: RunRecord, log: InteractionLog, split: LogSplit) -> None:
-    """Refuse a run trained on another item catalogue (or other data) than ``log``."""
+    """Refuse a run trained on another item catalogue (or other data) than ``log``, or on more than
+    the training part of ``split`` (the split it trained on, ``run.split``): it would be scored on
+    events it learned from."""
     found = log.item_set_fingerprint()
     if run.item_set_fingerprint != found:
         raise CheckpointError(
             f"{run.path}: trained on a different item set (fingerprint {run.item_set_fingerprint}) than the evaluation "
             f"data '{log.name}' ({found}); evaluate it on the data it was trained on"
         )
-    accepted = {log.fingerprint(), split.train.fingerprint()}
-    if run.data_fingerprint and run.data_fingerprint not in accepted:
+    if run.data_fingerprint and run.data_fingerprint == log.fingerprint() != split.train.fingerprint():
         raise CheckpointError(
-            f"{run.path}: trained on different data (fingerprint {run.data_fingerprint}) than the evaluation data "
-            f"'{log.name}' (full {log.fingerprint()}, train {split.train.fingerprint()})"
+            f"{run.path}: trained on every event of '{log.name}' (fingerprint {run.data_fingerprint}), the held-out "
+            f"ones included; evaluate.py scores only runs trained on a split's training part (data.split)"
         )
+    if run.data_fingerprint and run.data_fingerprint != split.train.fingerprint():
+        raise CheckpointError(
+            f"{run.path}: trained on different data (fingerprint {run.data_fingerprint}) than the training part of "
+            f"the {run.split} split of the evaluation data '{log.name}' ({split.train.fingerprint()})"
+        )
+
+
+def scores_split(trained_on: str, split: str) -> bool:
+    """Whether a run trained on split ``trained_on`` may be scored on ``split``'s held-out events: its
+    own split, and for leave-last-out also its validation events (in neither run's training part)."""
+    return split == trained_on or (trained_on == "leave-last-out" and split == "validation")
+
+
+def common_split(splits: dict[str, str]) -> str:
+    """The one split every run (label -> split) trained on, whose simulator scores simulated return;
+    leave-last-out without runs. Runs trained on different splits are refused (no common simulator)."""
+    found = sorted(set(splits.values()))
+    if len(found) > 1:
+        raise ConfigError(
+            f"the runs were trained on different splits ({splits}); their simulated users differ: evaluate them "
+            f"separately, or with --protocols without 'simulated'"
+        )
+    return found[0] if found else "leave-last-out"
 
 
 def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:

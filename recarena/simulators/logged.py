@@ -153,9 +153,7 @@ def _train_log(data: Any) -> InteractionLog:
     if isinstance(data, InteractionLog):
         return data
     if is_data_spec(data):
-        from recarena.data.splits import leave_last_out
-
-        return leave_last_out(data_spec(data).load()).train
+        return data_spec(data).load_split().train
     raise ConfigError(
         "the logged simulator needs data: an InteractionLog (training log), a LogSplit, or a data spec "
         f"(a bundled name, a path, a spec file or a mapping: recarena.data.data_spec); got {type(data).__name__}"
@@ -174,7 +172,7 @@ class LoggedUserSimulator(ComposedSimulator):
     ``data``: a ``LogSplit`` (sessions start from its training log; the learned choice fits its
     utility weights on the first validation event of each user), an ``InteractionLog`` (the
     training log; the choice fit holds out each user's last event), or a data spec (a bundled name,
-    a path, a spec file or a mapping: ``recarena.data.data_spec``; its leave-last-out split, with the
+    a path, a spec file or a mapping: ``recarena.data.data_spec``; the split its ``split`` names, with the
     preference and next-item models cached on disk:
     :mod:`recarena.simulators.preference_store`). ``components``: ``preference_model``,
     ``item_embeddings``, ``choice_model`` (a fitted ``NextItemModel``).
@@ -193,7 +191,7 @@ class LoggedUserSimulator(ComposedSimulator):
     ) -> None:
         config = config or self.config_class()
         if is_data_spec(data) and preference_model is None:
-            # A named source: the leave-last-out split, with the fitted models cached on disk.
+            # A named source: its split (data.split), with the fitted models cached on disk.
             from recarena.simulators.preference_store import logged_simulator_arguments
 
             data, options = logged_simulator_arguments(data, to_dict(config))

@@ -25,7 +25,6 @@ from typing import Any
 
 from recarena.core.config import from_dict, to_dict
 from recarena.data.spec import data_spec
-from recarena.data.splits import leave_last_out
 from recarena.llm.encoder import EncoderConfig, encode_items
 from recarena.llm.models import cache_root
 from recarena.simulators import preference as preference_code
@@ -50,10 +49,10 @@ def clear_split_cache() -> None:
 
 
 def _split(data: Any) -> Any:
-    """The leave-last-out split of a data spec (once per process and file version)."""
+    """The split of a data spec (its ``split``: leave-last-out by default), once per process and file version."""
     key = source_key(data)
     if key not in _SPLITS:
-        _SPLITS[key] = leave_last_out(data_spec(data).load())
+        _SPLITS[key] = data_spec(data).load_split()
     return _SPLITS[key]
 
 

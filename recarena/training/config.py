@@ -159,6 +159,8 @@ def load_run_config(
     raw = load_yaml(path) if path is not None else {}
     if data is not None:
         raw["data"] = data
+    if isinstance(raw.get("data"), str):  # `data: ml-1m`: its mapping, so that data.* overrides (data.split=...) apply
+        raw["data"] = to_dict(data_spec(raw["data"]))
     raw = apply_overrides(raw, overrides)
     return validate_sections(from_dict(RunConfig, raw))
 

@@ -149,6 +149,12 @@ class RunRecord:
         return self.path.name
 
     @property
+    def split(self) -> str:
+        """The split whose training part the run trained on (``data.split``); evaluate.py scores it
+        only on that split's held-out events."""
+        return self.config.data.split
+
+    @property
     def metadata_file(self) -> Path:
         return self.path / METADATA_FILE
 

@@ -155,3 +155,16 @@ def test_fits_are_shared_between_splits_with_the_same_training_part(recorder: Re
     agents = [agent for _, agent, _, _ in recorder.scored]
     assert len(agents) == 3 and agents[0] is agents[2] and agents[0] is not agents[1]
     assert len(recorder.seen) == 2 and np.all([isinstance(a, MostPopularAgent) for a in agents])
+
+
+def test_table_shows_n_a_where_a_run_was_not_scored() -> None:
+    """A split no candidate was scored on keeps its columns, as n/a with the reason under the table."""
+    from recarena.evaluation.report import table
+
+    marker = {"not_scored": "n/a: trained on leave-last-out"}
+    results = {"candidates": {"run": {"ranking": {"leave-last-out": {"metrics": {"HR@10": 0.09, "NDCG@10": 0.05, "MRR": 0.05}},
+                                                  "temporal": marker}, "replay": marker}}}
+    header, _, row, *notes = table(results, 10).splitlines()
+    assert "HR@10 temp" in header and "replay reward" in header
+    assert row.split() == ["run", "0.0900", "0.0500", "0.0500", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert any(note.startswith("* n/a: trained on leave-last-out; a run is scored only") for note in notes)

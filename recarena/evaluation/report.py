@@ -140,7 +140,8 @@ def table(results: dict[str, Any], k: int) -> str:
     columns, notes = shown_columns(results, k)
     candidates = results["candidates"]
     rows = {label: [metric_value(c, path, m)[0] for _, path, m in columns] for label, c in candidates.items()}
-    keep = [i for i in range(len(columns)) if any(row[i] is not None for row in rows.values())]
+    keep = [i for i in range(len(columns)) if any(row[i] is not None or _not_scored(candidates[label], columns[i][1])
+                                                  for label, row in rows.items())]
     header = ["policy"] + [columns[i][0] for i in keep]
     body = [[label] + ["n/a" if _not_scored(candidates[label], columns[i][1]) else _format(row[i]) for i in keep]
             for label, row in rows.items()]

@@ -11,6 +11,7 @@ same algorithm.
     python bench/train_throughput.py --env recarena/ML1M-v0  # logged ML-1M users (fits/caches once)
     python bench/train_throughput.py --device cuda --native-envs 4096 --steps 2000000
     python bench/train_throughput.py --agents native_ppo,native_ppo:update_epochs=2,sb3_ppo
+    python bench/train_throughput.py --agents native_ppo,native_ppo:state=sequence:encoder.max_length=50 --history-length 50
 
 A native agent may carry config overrides after a colon (``name:key=value:key=value``); each
 spec runs as its own agent, compared with the SB3 agent of the same algorithm.
@@ -46,6 +47,8 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, device: str, **extr
         kwargs = {"simulator": "synthetic", "simulator_config": dict(ML1M_SIZED)}
     else:
         kwargs = dict(ENV_KWARGS[args.env])
+    if args.history_length is not None:
+        kwargs["history_length"] = args.history_length
     return RecommendationVectorEnv(num_envs=num_envs, device=device, max_steps=args.max_steps, **kwargs, **extra)
 
 
@@ -65,7 +68,8 @@ def evaluate_return(args: argparse.Namespace, act) -> float:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"native_ppo:update_epochs=2"`` -> ("native_ppo", {"update_epochs": 2}); values parsed as YAML scalars."""
+    """``"native_ppo:update_epochs=2"`` -> ("native_ppo", {"update_epochs": 2}); values parsed as YAML
+    scalars; a dotted key sets a nested section (``encoder.max_length=50`` -> {"encoder": {"max_length": 50}})."""
     import yaml
 
     name, *pairs = spec.split(":")
@@ -74,7 +78,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"agent spec {spec!r}: expected key=value after ':', got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
+        *sections, leaf = key.split(".")
+        target = overrides
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = yaml.safe_load(value)
     if name not in AGENTS or (overrides and not name.startswith("native")):
         raise SystemExit(f"unknown agent spec {spec!r}; agents are {AGENTS} (overrides only for native ones)")
     return name, overrides
@@ -167,6 +175,8 @@ def main() -> None:
     parser.add_argument("--sb3-ppo-envs", type=int, default=8, help="parallel envs of SB3 PPO")
     parser.add_argument("--eval-users", type=int, default=256)
     parser.add_argument("--max-steps", type=int, default=20, help="session cap")
+    parser.add_argument("--history-length", type=int, default=None,
+                        help="observation history window of every agent's env (default: the env's own, 20)")
     parser.add_argument("--agents", default=",".join(AGENTS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -212,7 +222,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     return ["--env", args.env, "--device", args.device, "--points", str(args.points),
             "--native-envs", str(args.native_envs), "--native-ppo-envs", str(args.native_ppo_envs), "--sb3-ppo-envs", str(args.sb3_ppo_envs),
             "--eval-users", str(args.eval_users), "--max-steps", str(args.max_steps),
-            "--threads", str(args.threads), "--seed", str(args.seed)]
+            "--threads", str(args.threads), "--seed", str(args.seed)] + (
+            ["--history-length", str(args.history_length)] if args.history_length is not None else [])
 
 
 if __name__ == "__main__":

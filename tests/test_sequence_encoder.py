@@ -112,6 +112,20 @@ def test_scores_do_not_depend_on_padding(architecture):
     assert torch.allclose(batch[0], short[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_newest_state_alone_equals_the_full_pass(n_layers):
+    """encode_last computes only the newest position in the last block; it equals the full pass's."""
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(30, SequenceEncoderConfig(n_layers=n_layers, hidden_dim=16, max_length=10),
+                              torch.randn(30, 5)).eval()
+    items = torch.randint(0, 30, (7, 10))
+    items[0, :6], items[1, :9] = -1, -1
+    responses = torch.rand(7, 10) * 5
+    full = encoder(items, responses)[:, -1]
+    torch.testing.assert_close(encoder(items, responses, last_only=True)[:, -1], full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder.encode_last(items, responses), full, atol=1e-5, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------- save / load
 
 

@@ -102,8 +102,9 @@ class ItemScorer(nn.Module):
             representation = representation + self.item_residual
         return representation
 
-    def encode_state(self, observation: Observation) -> torch.Tensor:
-        """Float [B, hidden_dim]."""
+    def encode_state(self, observation: Observation, item_representations: torch.Tensor | None = None) -> torch.Tensor:
+        """Float [B, hidden_dim]. (``item_representations`` is unused: the pooled state reads the
+        items' text; the argument keeps the interface of the sequence state's scorer.)"""
         return self.state_encoder(observation, self.item_text)
 
     def forward(self, observation: Observation, item_representations: torch.Tensor | None = None) -> torch.Tensor:

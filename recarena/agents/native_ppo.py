@@ -116,13 +116,17 @@ class ActorCritic(nn.Module):
         self.critic_head = nn.Linear(width, 1)
         self.hierarchy = HierarchicalHead(item_embeddings, width, seed) if head == "hierarchical" else None
 
-    def value(self, observation: Observation, actor_state: torch.Tensor | None = None) -> torch.Tensor:
-        """Float [B] state values. ``actor_state``: the actor's :meth:`encode_state` of ``observation``
-        where already computed (used when the state is shared, ignored otherwise)."""
+    def value(self, observation: Observation, actor_state: torch.Tensor | None = None,
+              item_representations: torch.Tensor | None = None) -> torch.Tensor:
+        """Float [B] state values. When the state is shared (ignored otherwise): ``actor_state``, the
+        actor's :meth:`encode_state` of ``observation`` where already computed, or else the actor's
+        precomputed ``item_representations`` to encode it with."""
         if self.critic_encoder is not None:
             state = self.critic_encoder(observation, self.actor.item_text)
+        elif actor_state is None:
+            state = self.actor.encode_state(observation, item_representations)
         else:
-            state = self.actor.encode_state(observation) if actor_state is None else actor_state
+            state = actor_state
         return self.critic_head(torch.relu(state).to(self.critic_head.weight.dtype)).squeeze(-1)
 
     def hierarchical_log_probs(self, observation: Observation) -> torch.Tensor:
@@ -193,10 +197,14 @@ class NativePPOAgent(NativeAgent):
         return None if env_mask is None else ~allowed_items(env_mask)
 
     def _logits(self, observation: Observation, blocked: torch.Tensor | None,
-                item_representations: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked logits [B, n_items]: blocked items get ``MASKED_SCORE``."""
+                item_representations: torch.Tensor | None = None, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked logits [B, n_items]: blocked items get ``MASKED_SCORE``. ``state``: the actor's
+        :meth:`encode_state` of ``observation`` where already computed (with ``item_representations``)."""
         with self._autocast():
-            logits = self._score(observation, item_representations).float()
+            if state is None:
+                logits = self._score(observation, item_representations).float()
+            else:
+                logits = torch.addmm(self.network.actor.item_bias, state, item_representations.T).float()
         return logits if blocked is None else logits.masked_fill_(blocked, MASKED_SCORE)
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,18 +289,22 @@ class NativePPOAgent(NativeAgent):
             obs = with_pooled_text(self.observation, actor.item_text) if pool else self.observation
             env_mask = env.action_masks() if config.mask == "env" else None
             with torch.no_grad():
+                shared = None  # a shared (sequence) state is encoded once for the actor and the critic
+                if self.network.shared_state and self.hierarchy is None:
+                    with self._autocast():
+                        shared = actor.encode_state(obs, item_representations)
                 if self.hierarchy is None:
                     blocked = self._blocked(obs, env_mask)
-                    slate, log_prob = self._sample(self._logits(obs, blocked, item_representations))
+                    slate, log_prob = self._sample(self._logits(obs, blocked, item_representations, shared))
                 else:  # blocked = (clusters [N, C], the drawn cluster's members [N, M]): no [N, n_items] mask kept
                     slate, log_prob, blocked = self._sample_hierarchical(obs, env_mask, tables)
-                value = self.network.value(obs)
+                value = self.network.value(obs, shared, item_representations)
             next_obs, reward, terminated, truncated, info = env.step(slate)  # [N, k]; the env takes [N, 1] for single items
             env_reward = reward.to(torch.float32)
             # Bootstrap cut-off sessions from their final observation (computed for every row: a
             # data-dependent branch would synchronise the device every step).
             with torch.no_grad():
-                final_value = self.network.value(info["final_obs"])
+                final_value = self.network.value(info["final_obs"], None, item_representations)
             train_reward = env_reward + config.gamma * final_value * (truncated & ~terminated).to(torch.float32)
             for key in observations:
                 observations[key].append(obs[key])
@@ -310,7 +322,7 @@ class NativePPOAgent(NativeAgent):
             self.stats.update(slate, env_reward, terminated, truncated, info["clicked"])
 
         with torch.no_grad():
-            next_value = self.network.value(self.observation)
+            next_value = self.network.value(self.observation, None, item_representations)
         values_t = torch.stack(values)
         advantages = gae(torch.stack(rewards), values_t, torch.stack(dones), next_value, config.gamma, config.gae_lambda)
         if masks and self.hierarchy is not None:
@@ -354,7 +366,7 @@ class NativePPOAgent(NativeAgent):
                         items = actor.item_representations()
                     if self.slate_size == 1:  # the fused head: same values and gradients, far fewer sweeps
                         with self._autocast():
-                            state = actor.encode_state(obs)
+                            state = actor.encode_state(obs, items)
                         new_log_prob, entropies = categorical_head(state, items, actor.item_bias, blocked,
                                                                    batch["actions"][index, 0], self._workspace)
                     else:

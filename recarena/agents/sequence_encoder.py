@@ -114,9 +114,19 @@ class _Block(nn.Module):
         )
         self.residual_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, dim] -> [B, L, dim]; ``last_only``: only the newest position's output [B, 1, dim]
+        (its query against every key), which is all :meth:`SequenceEncoder.encode_last` needs of the
+        last block."""
         batch, length, dim = x.shape
-        q, k, v = self.qkv(self.attention_norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        normed = self.attention_norm(x)
+        if last_only:  # keys and values of every position, the query of the newest one
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(normed[:, -1:], weight[:dim], bias[:dim]).view(batch, 1, self.heads, -1).transpose(1, 2)
+            k, v = F.linear(normed, weight[dim:], bias[dim:]).view(batch, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+            x, allowed, length = x[:, -1:], allowed[:, :, -1:], 1
+        else:
+            q, k, v = self.qkv(normed).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )
@@ -188,10 +198,12 @@ class SequenceEncoder(nn.Module):
     # ----------------------------------------------------------------------------------- states
 
     def forward(self, items: torch.Tensor, responses: torch.Tensor | None = None,
-                vectors: torch.Tensor | None = None) -> torch.Tensor:
+                vectors: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """Hidden states [B, L, dim] of left-padded histories ``items`` [B, L] (L <= max_length;
         ``-1`` = padding, newest last) with their ``responses`` [B, L]. ``vectors``: a precomputed
-        :meth:`item_vectors` (saves recomputing it when the caller scores with it too)."""
+        :meth:`item_vectors` (saves recomputing it when the caller scores with it too).
+        ``last_only`` (transformer): [B, 1, dim], the newest position only, whose last block then
+        costs one query instead of L (the GRU returns every position either way)."""
         vectors = self.item_vectors() if vectors is None else vectors
         x = self._inputs(items, responses, vectors)
         real = items >= 0
@@ -205,8 +217,8 @@ class SequenceEncoder(nn.Module):
         causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
         eye = torch.eye(length, dtype=torch.bool, device=items.device)
         allowed = ((causal & real.unsqueeze(1)) | eye).unsqueeze(1)  # [B, 1, L(query), L(key)]
-        for block in self.blocks:
-            x = block(x, allowed)
+        for index, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only and index == len(self.blocks) - 1)
         return self.output_norm(x)
 
     def _gru(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -234,7 +246,7 @@ class SequenceEncoder(nn.Module):
         width = max(int((items >= 0).sum(dim=1).max()) if items.numel() else 0, 1)
         items = items[:, -width:]
         responses = None if responses is None else responses[:, -width:]
-        return self(items, responses, vectors)[:, -1]
+        return self(items, responses, vectors, last_only=True)[:, -1]
 
     def initial_state(self, batch: int) -> torch.Tensor:
         """GRU only: the state [n_layers, B, dim] of an empty history."""

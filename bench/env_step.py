@@ -10,7 +10,9 @@
 resampled every step; ``pip install -e .[bench]`` installs ``recsim-no-tf``) side by side in one
 process: ``--repeats`` rounds, each timing every env for ``--min-seconds`` with random valid actions
 and a reset whenever an episode ends, in turn; it prints the median steps per CPU-second (and per
-wall-second) over the rounds and the ratio to RecSim.
+wall-second) over the rounds and the ratio to RecSim, and the steps per CPU-second of ``step`` alone
+(the resets' CPU time left out). ``--history-lengths 20 200`` times each id at those history
+lengths (``gymnasium.make(id, history_length=H)``; the step cost should not grow with H).
 
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
@@ -152,25 +154,37 @@ def time_sync_env(kwargs: dict[str, Any], n: int, min_seconds: float) -> dict[st
 RECSIM_CONFIG = {"num_candidates": 10, "slate_size": 2, "resample_documents": True, "seed": 0}
 """RecSim's interest_evolution env as its README and tutorial configure it."""
 
-SINGLE_IDS = ["recarena/Synthetic-v0", "recarena/ML100K-v0"]
+SINGLE_IDS = ["recarena/Synthetic-v0", "recarena/ML100K-v0", "recarena/ML100K-v1"]
 
 
 def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str, float]:
-    """Steps per wall- and CPU-second of ``step(action)`` (``step`` returns whether the episode ended)."""
+    """Steps per wall- and CPU-second of ``step(action)`` (``step`` returns whether the episode ended),
+    resets included; and per CPU-second of the steps alone (``steps_per_cpu_s_without_resets``)."""
     reset()
     for action in actions[:10]:  # warm-up
         if step(action):
             reset()
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    steps, resets, reset_cpu = 0, 0, 0.0
+    start, cpu_start = time.perf_counter(), time.process_time()
     while True:
         for _ in range(100):
             if step(actions[steps % len(actions)]):
+                began = time.process_time()
                 reset()
+                reset_cpu += time.process_time() - began
+                resets += 1
             steps += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             break
-    return _result(1, steps, elapsed, time.process_time() - cpu_start)
+    cpu = time.process_time() - cpu_start
+    result = _result(1, steps, elapsed, cpu)
+    result.update(
+        resets=resets,
+        steps_per_episode=steps / max(resets, 1),
+        steps_per_cpu_s_without_resets=steps / max(cpu - reset_cpu, 1e-9),
+    )
+    return result
 
 
 def single_env_timer(env_id: str, kwargs: dict[str, Any]):
@@ -224,23 +238,31 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if "ML" in env_id:
             kwargs["simulator_config"] = {"preference": {"epochs": args.preference_epochs}}
-        for slate_size in args.slate_sizes:
-            timers[f"{env_id} k={slate_size}"] = single_env_timer(env_id, {**kwargs, "slate_size": slate_size})
+        for history_length in args.history_lengths or [None]:
+            for slate_size in args.slate_sizes:
+                name, options = f"{env_id} k={slate_size}", {**kwargs, "slate_size": slate_size}
+                if history_length is not None:
+                    name, options["history_length"] = f"{name} H={history_length}", history_length
+                timers[name] = single_env_timer(env_id, options)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in timers}
     for _ in range(args.repeats):
         for name, timer in timers.items():
             runs[name].append(timer(args.min_seconds))
     baseline = "RecSim interest_evolution"
     results: dict[str, Any] = {}
-    print(f"{'env':<36}{'steps/CPU-s (median)':>22}{'steps/s wall':>14}{'x RecSim (CPU)':>16}  runs (steps/CPU-s)")
+    print(f"{'env':<42}{'steps/CPU-s (median)':>22}{'steps/s wall':>14}{'x RecSim (CPU)':>16}"
+          f"{'steps/episode':>15}{'without resets':>16}  runs (steps/CPU-s)")
     for name, rounds in runs.items():
         cpu = float(np.median([r["env_steps_per_cpu_s"] for r in rounds]))
         wall = float(np.median([r["env_steps_per_s"] for r in rounds]))
-        results[name] = {"steps_per_cpu_s": cpu, "steps_per_s": wall, "runs": rounds}
+        alone = float(np.median([r["steps_per_cpu_s_without_resets"] for r in rounds]))
+        length = float(np.median([r["steps_per_episode"] for r in rounds]))
+        results[name] = {"steps_per_cpu_s": cpu, "steps_per_s": wall, "steps_per_cpu_s_without_resets": alone,
+                         "steps_per_episode": length, "runs": rounds}
         ratio = cpu / results[baseline]["steps_per_cpu_s"] if baseline in results else float("nan")
         results[name]["ratio_vs_recsim_cpu"] = ratio
         each = ", ".join(f"{r['env_steps_per_cpu_s']:,.0f}" for r in rounds)
-        print(f"{name:<36}{cpu:>22,.0f}{wall:>14,.0f}{ratio:>15.2f}x  {each}", flush=True)
+        print(f"{name:<42}{cpu:>22,.0f}{wall:>14,.0f}{ratio:>15.2f}x{length:>15.1f}{alone:>16,.0f}  {each}", flush=True)
     return results
 
 
@@ -263,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="time the single env next to RecSim's interest_evolution env instead")
     parser.add_argument("--ids", nargs="+", default=SINGLE_IDS, help="single-env ids for --vs-recsim")
     parser.add_argument("--slate-sizes", type=int, nargs="+", default=[1], help="slate sizes for --vs-recsim")
+    parser.add_argument("--history-lengths", type=int, nargs="+", default=None,
+                        help="history lengths for --vs-recsim (default: each id's own)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
     args = parser.parse_args(argv)
 

@@ -22,9 +22,9 @@ class RecommendationEnv(gym.Env):
     a slate of items; the user's simulator (``simulators``: preference model, choice, boredom and
     leave models) responds, possibly consumes one item, and may leave. The env is the batch of one
     of :class:`recarena.envs.RecommendationVectorEnv`, with the same dynamics; on the CPU the stock
-    simulators (synthetic users, logged users with the rating-only choice) step in NumPy
-    (:mod:`recarena.envs.single_user`), reproducing the batched step bit for bit at a fraction of its
-    per-step cost.
+    simulators (synthetic users, logged users with the rating-only or the learned choice) step in
+    NumPy (:mod:`recarena.envs.single_user`), reproducing the batched step (bit for bit, the learned
+    choice's GRU state to float32 tolerance) at a fraction of its per-step cost.
 
     ## Action Space
 

@@ -5,10 +5,11 @@
 dispatch, and a step plus its observation is ~100 of them, so the single env ran ~8x slower per step
 than RecSim's NumPy envs. On the CPU, for the stock composition - a
 :class:`recarena.simulators.composed.ComposedSimulator` with the rating-only
-:class:`recarena.simulators.behaviour.ChoiceModel`, the stock interest, leave and sampler parts and
-a rating lookup known here (synthetic users, logged users with a rating table) -
-:class:`SingleUserStep` runs ``reset``, ``step`` and the observation in NumPy on views of the *same*
-``UserState`` tensors, reproducing them bit for bit:
+:class:`recarena.simulators.behaviour.ChoiceModel` or the learned
+:class:`recarena.simulators.choice.LearnedChoice` (the ``-v1`` ids), the stock interest, leave and
+sampler parts and a rating lookup known here (synthetic users, logged users with a rating table or
+implicit logs) - :class:`SingleUserStep` runs ``reset``, ``step`` and the observation in NumPy on
+views of the *same* ``UserState`` tensors, reproducing them bit for bit:
 
 * the same float32 operations in the same order (the batched matmul of ``InterestModel.fatigue`` on
   a batch of one is a sequential float32 sum over the topics, reproduced item by item);
@@ -20,9 +21,15 @@ a rating lookup known here (synthetic users, logged users with a rating table) -
   The generator therefore runs ahead of the session's draws until the next reset: the batch's
   ``get_state()`` taken mid-session (the single env offers none) would not resume the same choices.
 
+The learned choice's next-item GRU and catalogue logits (:mod:`recarena.envs.single_user_choice`)
+are the exception: NumPy cannot reproduce torch's matrix products and gates bit for bit, so its GRU
+state and choice utilities agree with the batched path's to float32 tolerance (the draws, and so
+the choices unless a Gumbel-max is decided within that tolerance, stay the same); the warm-started
+interest (``InterestModel.replay``) and everything else stay bit-identical.
+
 Tests compare rollouts with the batched path's and with rollouts recorded before this module
-existed. Anything else - CUDA, the learned choice model, plug-in parts, a simulator that overrides
-``step`` or ``reset`` - steps the batched path. The vector env's private state (generator, step
+existed. Anything else - CUDA, plug-in parts (a choice model, network or rating not known here), a
+simulator that overrides ``step`` or ``reset`` - steps the batched path. The vector env's private state (generator, step
 counter) and the simulator's running statistics are this module's to update, as the batched step
 would.
 """
@@ -39,6 +46,7 @@ import torch
 
 from recarena.envs.common import check_slates
 from recarena.envs.observation import MAX_RESPONSE
+from recarena.envs.single_user_choice import NumpyLearnedChoice, supports
 from recarena.simulators.behaviour import (
     LIKE_THRESHOLD,
     MAX_RATING,
@@ -61,8 +69,9 @@ BLAS kernel takes over from there, with its own order): the NumPy step reproduce
 _COUNTERS = ("_counts", "_user_steps", "_shown")
 """The running statistics a ComposedSimulator step updates (``statistics()`` reads them)."""
 
-RateFunction = Callable[[int, int, np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""``(user, prefix_length, slate int64 [k]) -> (ratings float32 [k], from_log bool [k])``."""
+RateFunction = Callable[[int, int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""``(user, prefix_length, slate int64 [k]) -> (ratings float32 [k], from_log bool [k], predicted float32 [k])``:
+``rate_with_prediction``, the last the model's own prediction (the learned choice's rating feature)."""
 
 
 def _numpy_rewards() -> dict[Any, Callable[[bool, bool, np.float32], np.float32]]:
@@ -82,7 +91,8 @@ def _overrides(simulator: ComposedSimulator, name: str, base: type) -> bool:
 
 
 def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
-    """A NumPy ``rate`` for the simulators whose rating is a table lookup; None for the others."""
+    """A NumPy ``rate_with_prediction`` for the simulators whose rating is a table lookup (or, for
+    implicit logs, the top of the scale); None for the others."""
     from recarena.simulators.logged import LoggedUserSimulator
     from recarena.simulators.synthetic import SyntheticSimulator
 
@@ -95,17 +105,20 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
         table = simulator.true_ratings.numpy()
         never = np.zeros(simulator.n_items, dtype=bool)
 
-        def synthetic(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return table[user, slate], never[: len(slate)]
+        def synthetic(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            ratings = table[user, slate]
+            return ratings, never[: len(slate)], ratings
 
         return synthetic
 
     if isinstance(simulator, LoggedUserSimulator):
-        if any(_overrides(simulator, name, LoggedUserSimulator) for name in ("rate", "rate_with_prediction")):
+        names = ("rate", "rate_with_prediction", "predicted_ratings")
+        if any(_overrides(simulator, name, LoggedUserSimulator) for name in names):
             return None
-        if getattr(simulator, "rating_table", None) is None or getattr(simulator, "preference_model", None) is None:
+        implicit = getattr(simulator, "preference_model", None) is None  # every rating the top of the scale
+        if not implicit and getattr(simulator, "rating_table", None) is None:
             return None
-        table = simulator.rating_table.numpy()
+        table = np.full((1, n_items), MAX_RATING, dtype=np.float32) if implicit else simulator.rating_table.numpy()
         model_only = simulator.config.mode == "model-only"
         # A sentinel key past every (user, item) key: searchsorted's answer is always an index.
         keys = np.append(simulator.lookup.keys.numpy(), np.iinfo(np.int64).max)
@@ -113,17 +126,19 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
         logged = np.append(simulator.lookup.rating.numpy(), np.float32(0.0))
         nothing = np.zeros(n_items, dtype=bool)
 
-        def logged_first(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            predicted = table[user, slate]
+        def logged_first(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            predicted = table[0 if implicit else user, slate]
             if model_only:
-                return predicted, nothing[: len(slate)]
+                return predicted, nothing[: len(slate)], predicted
             query = slate + user * n_items
             index = keys.searchsorted(query)
             from_log = keys[index] == query
-            if not from_log.any():
-                return predicted, from_log
+            if not np.count_nonzero(from_log):  # (cheaper than .any() on a few items)
+                return predicted, from_log, predicted
             from_log &= positions[index] >= prefix
-            return np.where(from_log, logged[index], predicted), from_log
+            if implicit:
+                return predicted, from_log, predicted
+            return np.where(from_log, logged[index], predicted), from_log, predicted
 
         return logged_first
     return None
@@ -172,15 +187,27 @@ class SingleUserStep:
         interest = simulator.interest_model.config
         self._topic_weights = simulator.interest_model.topic_weights.numpy()
         self._penalise = bool(getattr(simulator, "penalise_response", True))
-        self._boredom = _F32(interest.boredom_penalty)
+        penalty = getattr(simulator, "response_penalty", None)
+        self._boredom = _F32(interest.boredom_penalty if penalty is None else penalty)
         self._decay = _F32(interest.fatigue_decay)
         self._gain = (_F32(False) * _F32(interest.fatigue_gain), _F32(True) * _F32(interest.fatigue_gain))
         self._drift = float(interest.drift)
         self._max_fatigue, self._min_fatigue = _F32(interest.max_fatigue), -_F32(interest.max_fatigue)
-        choice = simulator.choice_model.config
-        self._temperature = _F32(choice.temperature)
+        choice = simulator.choice_model
+        self._learned = None if type(choice) is ChoiceModel else NumpyLearnedChoice(simulator)
         self._logits = np.zeros(self.slate_size + 1, dtype=np.float32)  # the utilities, then no choice
-        self._logits[-1] = _no_choice_utility(simulator.choice_model)
+        if self._learned is None:
+            self._temperature = _F32(choice.config.temperature)
+            self._logits[-1] = _no_choice_utility(choice)
+        else:
+            self._temperature = _ONE
+            self._logits[-1] = self._learned.no_choice
+        # Warm-started interest (InterestModel.replay of the starting history): each item's gain row,
+        # and whether the clamp can bind (never, from 0, while |gain| / (1 - decay) < max_fatigue).
+        self._warm_interest = bool(choice.warm_interest)
+        self._gain_rows = list(self._topic_weights * self._gain[True])  # (a list: no view taken per item)
+        bound = abs(float(self._gain[True])) / (1.0 - float(self._decay)) if self._decay < 1 else math.inf
+        self._replay_clamps = not bound < 0.99 * float(self._max_fatigue)
         leave = simulator.leave_model.config
         self._like_bonus, self._dislike_cost = _F32(leave.like_bonus), _F32(leave.dislike_cost)
         self._no_click_cost, self._max_patience = _F32(leave.no_click_cost), _F32(leave.max_patience)
@@ -228,14 +255,14 @@ class SingleUserStep:
             return None
         if _overrides(simulator, "step", ComposedSimulator) or _overrides(simulator, "_respond", ComposedSimulator):
             return None
-        parts = (
-            (simulator.choice_model, ChoiceModel),
-            (simulator.interest_model, InterestModel),
-            (simulator.leave_model, LeaveModel),
-        )
+        parts = ((simulator.interest_model, InterestModel), (simulator.leave_model, LeaveModel))
         if any(type(part) is not kind for part, kind in parts):
             return None
-        if getattr(simulator.choice_model, "state_size", 0) or getattr(simulator.choice_model, "warm_interest", False):
+        choice = simulator.choice_model
+        if type(choice) is ChoiceModel:  # the rating-only choice, as shipped: no state, fresh interest
+            if choice.state_size or choice.warm_interest:
+                return None
+        elif not supports(choice):  # else only the stock learned choice on the CPU
             return None
         if any(not hasattr(simulator, name) for name in _COUNTERS):
             return None
@@ -262,6 +289,8 @@ class SingleUserStep:
         self._patience, self._step = state.patience.numpy(), state.step.numpy()
         self._env_steps = self.env._steps.numpy()
         self._counts = self.simulator._counts.numpy()
+        if self._learned is not None:
+            self._learned.bind(state.choice_state.numpy()[0], self._consumed)
 
     def _check_bound(self) -> None:
         bound = self._bound
@@ -294,6 +323,11 @@ class SingleUserStep:
         self._consumed[:] = False
         self._consumed[self._items_log[start : start + prefix]] = True
         self._interest[:] = 0.0
+        if self._warm_interest:
+            self._replay(self._items_log[events])
+        if self._learned is not None:  # the GRU reads the last `window` prefix items
+            first_read = start + max(prefix - self._learned.tables.window, 0)
+            self._learned.start(self._items_log[first_read : start + prefix], self._ratings_log[first_read : start + prefix])
         self._patience[0] = self._initial_patience
         self._step[0] = 0
         self._env_steps[0] = 0
@@ -301,6 +335,17 @@ class SingleUserStep:
         self._clean = False
         self._observe()
         return self.observation()
+
+    def _replay(self, items: np.ndarray) -> None:
+        """``InterestModel.replay`` of the starting history ``items`` (oldest first, no padding):
+        decay, add the item's gain row, clamp (only where it can bind), item by item in float32."""
+        interest, decay, rows = self._interest, self._decay, self._gain_rows
+        multiply, add, clamps = np.multiply, np.add, self._replay_clamps
+        for item in items.tolist():
+            multiply(interest, decay, interest)
+            add(interest, rows[item], interest)
+            if clamps:
+                np.minimum(np.maximum(interest, self._min_fatigue, interest), self._max_fatigue, interest)
 
     def _sample(self) -> tuple[int, int]:
         """``UserSampler.sample(1, generator)``: its two torch draws, its arithmetic in NumPy."""
@@ -386,7 +431,7 @@ class SingleUserStep:
         interest = self._interest
 
         # 1. respond: rating (log or model) minus the boredom penalty.
-        ratings, from_log = self._ratings(slate)
+        ratings, from_log, predicted = self._ratings(slate)
         fatigue = self._fatigue(slate, interest)
         if self._penalise:
             response = np.minimum(np.maximum(ratings - self._boredom * fatigue, _MIN_RATING), _MAX_RATING)
@@ -395,7 +440,10 @@ class SingleUserStep:
 
         # 2. choose: Gumbel-max over the utilities and the no-choice option.
         logits = self._logits
-        logits[:k] = response if self._temperature == 1 else response / self._temperature  # x / 1 == x
+        if self._learned is not None:
+            logits[:k] = self._learned.utilities(slate, predicted, fatigue)
+        else:
+            logits[:k] = response if self._temperature == 1 else response / self._temperature  # x / 1 == x
         slot = int((logits + self._choice_noise(k + 1)).argmax())
         clicked = slot < k
         if clicked:
@@ -421,6 +469,8 @@ class SingleUserStep:
             noise = torch.randn((1, interest.shape[0]), generator=self.env._generator).numpy()[0]
             new += _F32(self._drift) * noise
         np.minimum(np.maximum(new, self._min_fatigue, out=new), self._max_fatigue, out=interest)
+        if clicked and self._learned is not None:
+            self._learned.advance(item, chosen)
         self._step[0] += 1
 
         # 4. leave.
@@ -443,8 +493,9 @@ class SingleUserStep:
             counts[4] += chosen_from_log
         if left:
             counts[2] += 1
-        if from_log.any():
-            counts[3] += int(from_log.sum())
+        shown_from_log = np.count_nonzero(from_log)
+        if shown_from_log:
+            counts[3] += shown_from_log
         self.simulator._user_steps += 1
         self.simulator._shown += k
 
@@ -489,15 +540,15 @@ class SingleUserStep:
         self._gumbel_left -= n
         return self._gumbel[start : start + n]
 
-    def _ratings(self, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _ratings(self, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ratings, from_log, predicted) of the slate, as ``rate_with_prediction``."""
         if self._rate is not None:
-            ratings, from_log = self._rate(int(self._user[0]), int(self._prefix[0]), slate)
-            return ratings.astype(np.float32, copy=False), from_log
+            ratings, from_log, predicted = self._rate(int(self._user[0]), int(self._prefix[0]), slate)
+            return ratings.astype(np.float32, copy=False), from_log, predicted.astype(np.float32, copy=False)
         tensor = torch.from_numpy(slate.reshape(1, -1))
-        rate = getattr(self.simulator, "rate_with_prediction", None)
         with torch.no_grad():
-            result = rate(self.env.user_state, tensor) if rate is not None else self.simulator.rate(self.env.user_state, tensor)
-        return result[0].to(torch.float32).numpy()[0], result[1].numpy()[0]
+            ratings, from_log, predicted = self.simulator.rate_with_prediction(self.env.user_state, tensor)
+        return ratings.to(torch.float32).numpy()[0], from_log.numpy()[0], predicted.to(torch.float32).numpy()[0]
 
     def _reward_of(self, clicked: bool, liked: bool, response: np.float32) -> float:
         if self._reward is not None:

@@ -259,7 +259,23 @@ def test_gymnasium_vector_wrappers_run_the_stock_loop(wrapper, mode):
     env.close()
 
 
-@pytest.mark.parametrize("mode", ["SameStep", "NextStep"])
+# Gymnasium before 1.4 counts every same-step session after the first one step short (its wrapper
+# assumed next-step autoreset; fixed upstream in 1.4). ray[rllib] 2.60 pins 1.2.2 (docs/envs.md).
+OLD_EPISODE_STATISTICS = tuple(int(part) for part in gym.__version__.split(".")[:2]) < (1, 4)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(
+            "SameStep",
+            marks=pytest.mark.xfail(
+                OLD_EPISODE_STATISTICS, strict=True, reason="gymnasium<1.4 RecordEpisodeStatistics miscounts same-step"
+            ),
+        ),
+        "NextStep",
+    ],
+)
 def test_record_episode_statistics_counts_each_session(mode):
     from gymnasium.wrappers.vector import RecordEpisodeStatistics
 

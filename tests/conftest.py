@@ -6,6 +6,8 @@
 * The simulators an env shares within a process are forgotten at the start of every test module,
   so no module depends on what an earlier one built.
 * Tests marked ``gpu`` need CUDA and are skipped where it is not available.
+* Tests marked ``rllib`` need the ``rllib`` extra (ray[rllib]; README: RLlib) and are skipped where
+  its distributions are not installed (checked from package metadata, without importing Ray).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from importlib import metadata
 
 import pytest
 
@@ -32,12 +35,34 @@ from recarena.envs.common import clear_simulator_cache  # noqa: E402
 configure_torch_threads(1)
 
 
+def rllib_missing() -> str | None:
+    """What of ray's ``rllib`` extra is not installed (None: all of it)."""
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = [Requirement(line) for line in metadata.requires("ray") or []]
+    except metadata.PackageNotFoundError:
+        return "ray"
+    for requirement in requirements:
+        marker = requirement.marker
+        if marker is not None and marker.evaluate({"extra": "rllib"}) and not marker.evaluate({"extra": ""}):
+            try:
+                metadata.version(requirement.name)
+            except metadata.PackageNotFoundError:
+                return requirement.name
+    return None
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
-    for item in items:
-        if "gpu" in item.keywords:
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    rllib_items = [item for item in items if item.get_closest_marker("rllib")]
+    if rllib_items and (missing := rllib_missing()):
+        skip = pytest.mark.skip(reason=f"needs the rllib extra, pip install -e '.[rllib]' ({missing} is not installed)")
+        for item in rllib_items:
             item.add_marker(skip)
 
 

@@ -73,6 +73,16 @@ def test_readme_python_block_runs_as_printed(code: str, scratch: Path, tmp_path:
     run_python(["-c", code], scratch, tmp_path / "cache")
 
 
-@pytest.mark.parametrize("name, args", example_scripts(), ids=[name for name, _ in example_scripts()])
+def example_params() -> list:
+    """example_scripts() as pytest params; a script whose docstring says it needs the rllib extra is
+    marked slow and rllib (it trains for minutes; tests/conftest.py skips it where the extra is absent)."""
+    params = []
+    for name, args in example_scripts():
+        needs_rllib = "needs the rllib extra" in (ROOT / "examples" / name).read_text()
+        params.append(pytest.param(name, args, id=name, marks=[pytest.mark.slow, pytest.mark.rllib] if needs_rllib else []))
+    return params
+
+
+@pytest.mark.parametrize("name, args", example_params())
 def test_example_runs_as_printed(name: str, args: list[str], scratch: Path, tmp_path: Path) -> None:
     run_python([f"examples/{name}", *args], scratch, tmp_path / "cache")

@@ -89,8 +89,9 @@ def _units_description(results: dict[str, Any], k: int) -> dict[str, str]:
 
     out = {}
     for name, path, metric in headline(results, k):
-        title, unit = column_meaning(results["candidates"], name, path, metric, k)
-        out[name] = f"{unit}; {title}"
+        title, unit = column_meaning(results["candidates"], name, path, metric, k)  # title: "NAME (what, how many)"
+        detail = title.removeprefix(name).strip().removeprefix("(").removesuffix(")")
+        out[name] = f"{unit} ({detail})" if detail else unit
     return out
 
 

@@ -226,14 +226,17 @@ def agreement_markdown(section: dict[str, Any], plot: str | None = None, heading
 
 def plot_agreement(section: dict[str, Any], path: str | Path, title: str = "Policy-ranking agreement") -> Path:
     """Scatter of the reference (y) against each held-out measure (x), one labelled point per policy
-    with its interval bars, the correlations and their intervals in each panel's title; PNG at ``path``."""
+    (colour legend on top) with its interval bars, the correlations and their intervals in each
+    panel's title; PNG at ``path``."""
     from recarena.evaluation.report import _footer, _policy_colors, _pyplot, _save
 
     plt = _pyplot()
     ref, measures, policies = section["reference"], section["measures"], section["policies"]
     n_cols = min(3, len(measures))
     n_rows = math.ceil(len(measures) / n_cols)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(5.4 * n_cols, 4.4 * n_rows + 0.9), squeeze=False)
+    legend_rows = math.ceil(len(policies) / 5)
+    height = 4.4 * n_rows + 0.9 + 0.2 * legend_rows
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(5.4 * n_cols, height), squeeze=False)
     colors = _policy_colors(policies)
 
     def bar(value: dict[str, Any]) -> list[list[float]] | None:
@@ -252,10 +255,13 @@ def plot_agreement(section: dict[str, Any], path: str | Path, title: str = "Poli
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(measures):]:
         axis.axis("off")
-    figure.suptitle(f"{title}: {len(policies)} policies", fontsize=11)
+    figure.suptitle(f"{title}: {len(policies)} policies", fontsize=11, y=1 - 0.08 / height)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[policy]) for policy in policies]
+    figure.legend(handles, policies, loc="upper center", ncol=min(len(policies), 5), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, 1 - 0.32 / height))
     note = (f"Points: policies; bars: {100 * (1 - section['alpha']):.0f}% bootstrap intervals of each value. Titles: rank "
             f"correlation of {ref} with the x measure over the policies, with bootstrap intervals. {section['resampling']}")
     bottom = _footer(figure, note)
-    figure.tight_layout(rect=(0, bottom, 1, 0.95))
+    figure.tight_layout(rect=(0, bottom, 1, 1 - (0.3 + 0.2 * legend_rows) / height))
     _save(figure, Path(path), layout=False)
     return Path(path)

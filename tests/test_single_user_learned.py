@@ -216,6 +216,28 @@ def test_a_deep_copy_of_a_learned_env_steps_on_its_own_state(simulator):
     assert torch.equal(twin._batch.user_state.choice_state, before)  # the copy steps on its own tensors
 
 
+def test_weights_set_mid_session_are_used_at_once():
+    from recarena.simulators.choice import UtilityWeights
+
+    sim = learned_simulator()
+    fast, slow = pair(sim, slate_size=3)
+    fitted = sim.choice_model.weights
+    changed = UtilityWeights(choice=0.5, rating=1.5, boredom=-0.3, no_choice=-0.5)
+    traces = {}
+    for name, env in (("fast", fast), ("slow", slow)):
+        sim.choice_model.weights = fitted
+        env.reset(seed=2)
+        trace = [env.step(np.array([0, 1, 2]))]
+        sim.choice_model.weights = changed  # mid-session
+        for i in range(3, 40):
+            trace.append(env.step(np.array([i % 12, i % 12 + 12, i % 12 + 24])))
+            if trace[-1][2] or trace[-1][3]:
+                trace.append(env.reset())
+        traces[name] = trace
+    assert_same(traces["fast"], traces["slow"])
+    assert fast._fast._logits[-1] == np.float32(-0.5)
+
+
 def test_parts_the_numpy_step_does_not_know_take_the_batched_path(simulator):
     class OwnChoice(LearnedChoice):
         pass

@@ -442,6 +442,7 @@ class SingleUserStep:
         logits = self._logits
         if self._learned is not None:
             logits[:k] = self._learned.utilities(slate, predicted, fatigue)
+            logits[k] = self._learned.no_choice
         else:
             logits[:k] = response if self._temperature == 1 else response / self._temperature  # x / 1 == x
         slot = int((logits + self._choice_noise(k + 1)).argmax())

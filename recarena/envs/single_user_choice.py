@@ -66,7 +66,7 @@ class _Tables:
         self.scores = _f32(output @ vectors.T)  # [dim, n_items]: logits = h @ scores + bias
         self.bias = _f32(bias)
         self.dim, self.window = dim, int(choice.window)
-        weights = choice.weights
+        weights = self.weights = choice.weights
         self.w_choice, self.w_boredom = _F32(weights.choice), _F32(weights.boredom)
         self.w_rating = _F32(weights.rating) if choice.use_rating else None
         self.no_choice = _F32(weights.no_choice)
@@ -89,9 +89,10 @@ def supports(choice: Any) -> bool:
 
 
 def _tables(simulator: Any) -> _Tables:
-    """The tables of the simulator's current choice model, built once (rebuilt if it was replaced)."""
+    """The tables of the simulator's current choice model, built once (rebuilt when the model or its
+    weights object was replaced; the model itself is frozen, as for ``LearnedChoice.table``)."""
     entry = _TABLES.get(simulator)
-    if entry is None or entry[0] is not simulator.choice_model:
+    if entry is None or entry[0] is not simulator.choice_model or entry[1].weights is not simulator.choice_model.weights:
         entry = _TABLES[simulator] = (simulator.choice_model, _Tables(simulator.choice_model))
     return entry[1]
 
@@ -214,6 +215,9 @@ class NumpyLearnedChoice:
 
     def utilities(self, slate: np.ndarray, predicted: np.ndarray, fatigue: np.ndarray) -> np.ndarray:
         """Float32 [k]: the utility of each slate item (``LearnedChoice.utilities``)."""
+        if self.tables.weights is not self.simulator.choice_model.weights:  # new weights were set
+            self.tables = _tables(self.simulator)
+            self.no_choice = self.tables.no_choice
         t = self.tables
         log_p = (self._logits[slate] - self._shift) - self._log_sum
         utility = t.w_choice * log_p + t.w_boredom * fatigue

@@ -11,8 +11,13 @@ resampled every step; ``pip install -e .[bench]`` installs ``recsim-no-tf``) sid
 process: ``--repeats`` rounds, each timing every env for ``--min-seconds`` with random valid actions
 and a reset whenever an episode ends, in turn; it prints the median steps per CPU-second (and per
 wall-second) over the rounds and the ratio to RecSim, and the steps per CPU-second of ``step`` alone
-(the resets' CPU time left out). ``--history-lengths 20 200`` times each id at those history
-lengths (``gymnasium.make(id, history_length=H)``; the step cost should not grow with H).
+(the resets' CPU time left out). A second table puts the first round apart from the median of the
+later ones, each against RecSim's same rounds: the ``-v1`` ids' reset memo
+(``recarena.envs.reset_memo``) starts empty in the first round ("cold") and has filled in the later
+ones ("warm"), with its hit rate (resets served whole from the memo) per round and the resets run
+before the second round; ``--warm-resets N`` runs N untimed resets of each single env first.
+``--history-lengths 20 200`` times each id at those history lengths
+(``gymnasium.make(id, history_length=H)``; the step cost should not grow with H).
 
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
@@ -187,10 +192,16 @@ def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str,
     return result
 
 
-def single_env_timer(env_id: str, kwargs: dict[str, Any]):
-    """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps)."""
+def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0):
+    """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps),
+    with the reset memo's counters over each round (``recarena.envs.reset_memo``; -v1 ids only);
+    ``warm_resets`` untimed resets first (they fill the memo)."""
+    from recarena.envs.single_user_choice import reset_memo
+
     env = gym.make(env_id, **kwargs)
     env.reset(seed=0)
+    for _ in range(warm_resets):
+        env.reset()
     rng = np.random.default_rng(0)
     space = env.action_space
     if isinstance(space, gym.spaces.Discrete):
@@ -202,7 +213,22 @@ def single_env_timer(env_id: str, kwargs: dict[str, Any]):
         _, _, terminated, truncated, _ = env.step(action)
         return terminated or truncated
 
-    return lambda seconds: _time_loop(step, env.reset, actions, seconds)
+    def timed(seconds: float) -> dict[str, float]:
+        memo = reset_memo(env.unwrapped.simulator)
+        before = memo.statistics() if memo is not None else None
+        result = _time_loop(step, env.reset, actions, seconds)
+        if memo is not None and reset_memo(env.unwrapped.simulator) is memo:
+            after = memo.statistics()
+            resets = after["resets"] - before["resets"]
+            result.update(
+                memo_resets_before=before["resets"], memo_resets=resets,
+                memo_hit_rate=(after["hits"] - before["hits"]) / max(resets, 1),
+                memo_extended_rate=(after["extended"] - before["extended"]) / max(resets, 1),
+                memo_entries=after["entries"], memo_bytes=after["bytes"], memo_clears=after["clears"],
+            )
+        return result
+
+    return timed
 
 
 def recsim_timer():
@@ -243,7 +269,7 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
                 name, options = f"{env_id} k={slate_size}", {**kwargs, "slate_size": slate_size}
                 if history_length is not None:
                     name, options["history_length"] = f"{name} H={history_length}", history_length
-                timers[name] = single_env_timer(env_id, options)
+                timers[name] = single_env_timer(env_id, options, args.warm_resets)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in timers}
     for _ in range(args.repeats):
         for name, timer in timers.items():
@@ -263,7 +289,32 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
         results[name]["ratio_vs_recsim_cpu"] = ratio
         each = ", ".join(f"{r['env_steps_per_cpu_s']:,.0f}" for r in rounds)
         print(f"{name:<42}{cpu:>22,.0f}{wall:>14,.0f}{ratio:>15.2f}x{length:>15.1f}{alone:>16,.0f}  {each}", flush=True)
+    if args.repeats >= 2:
+        _cold_and_warm(runs, baseline, results)
     return results
+
+
+def _cold_and_warm(runs: dict[str, list[dict[str, float]]], baseline: str, results: dict[str, Any]) -> None:
+    """The first round (reset memo cold) apart from the median of the later ones (warm), each against
+    RecSim's same rounds, with the memo's hit rate (exact (user, prefix) hits per reset)."""
+    print(f"\n{'env':<42}{'round 1 (cold)':>16}{'x RecSim':>10}{'hit rate':>10}{'rounds 2+ (warm)':>18}"
+          f"{'x RecSim':>10}{'hit rate':>10}{'resets before':>15}")
+    recsim = runs.get(baseline)
+    for name, rounds in runs.items():
+        cold, warm = rounds[0]["env_steps_per_cpu_s"], float(np.median([r["env_steps_per_cpu_s"] for r in rounds[1:]]))
+        cold_ratio = cold / recsim[0]["env_steps_per_cpu_s"] if recsim else float("nan")
+        warm_ratio = warm / float(np.median([r["env_steps_per_cpu_s"] for r in recsim[1:]])) if recsim else float("nan")
+        memo = "memo_hit_rate" in rounds[0]
+        hits_cold = rounds[0]["memo_hit_rate"] if memo else float("nan")
+        hits_warm = float(np.median([r["memo_hit_rate"] for r in rounds[1:]])) if memo else float("nan")
+        before = rounds[1]["memo_resets_before"] if memo else float("nan")
+        results[name].update(
+            cold_steps_per_cpu_s=cold, cold_ratio_vs_recsim_cpu=cold_ratio, warm_steps_per_cpu_s=warm,
+            warm_ratio_vs_recsim_cpu=warm_ratio, cold_memo_hit_rate=hits_cold, warm_memo_hit_rate=hits_warm,
+        )
+        rate = (lambda x: f"{x:>10.1%}") if memo else (lambda x: f"{'-':>10}")
+        print(f"{name:<42}{cold:>16,.0f}{cold_ratio:>9.2f}x{rate(hits_cold)}{warm:>18,.0f}{warm_ratio:>9.2f}x"
+              f"{rate(hits_warm)}{before if memo else '-':>15}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -288,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--history-lengths", type=int, nargs="+", default=None,
                         help="history lengths for --vs-recsim (default: each id's own)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
+    parser.add_argument("--warm-resets", type=int, default=0,
+                        help="untimed resets of each single env before the rounds of --vs-recsim (fill the reset memo)")
     args = parser.parse_args(argv)
 
     threads = configure_torch_threads(args.threads)

@@ -43,10 +43,8 @@ def learned_simulator(implicit: bool = False, **options):
     if not implicit:
         components["preference_model"] = TableModel(in_group_ratings(log.n_users))
     options.setdefault("history_length", 6)
-    return simulators.make(
-        "logged", leave_last_out(log), sampler={"min_prefix": 2}, choice={"sequence": QUICK_SEQUENCE},
-        components=components, **options,
-    )
+    options.setdefault("choice", {"sequence": QUICK_SEQUENCE})
+    return simulators.make("logged", leave_last_out(log), sampler={"min_prefix": 2}, components=components, **options)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ The learned choice's next-item GRU and catalogue logits (:mod:`recarena.envs.sin
 are the exception: NumPy cannot reproduce torch's matrix products and gates bit for bit, so its GRU
 state and choice utilities agree with the batched path's to float32 tolerance (the draws, and so
 the choices unless a Gumbel-max is decided within that tolerance, stay the same); the warm-started
-interest (``InterestModel.replay``) and everything else stay bit-identical.
+interest (``InterestModel.replay``) and everything else stay bit-identical. A ``-v1`` reset takes its
+GRU state, normaliser and warm-started interest from a per-simulator memo keyed by (user, prefix
+length) where it can (:mod:`recarena.envs.reset_memo`; bit-identical either way).
 
 Tests compare rollouts with the batched path's and with rollouts recorded before this module
 existed. Anything else - CUDA, plug-in parts (a choice model, network or rating not known here), a
@@ -323,11 +325,17 @@ class SingleUserStep:
         self._consumed[:] = False
         self._consumed[self._items_log[start : start + prefix]] = True
         self._interest[:] = 0.0
-        if self._warm_interest:
-            self._replay(self._items_log[events])
-        if self._learned is not None:  # the GRU reads the last `window` prefix items
-            first_read = start + max(prefix - self._learned.tables.window, 0)
-            self._learned.start(self._items_log[first_read : start + prefix], self._ratings_log[first_read : start + prefix])
+        learned = self._learned
+        warm = self._interest if self._warm_interest else None
+        # The GRU state, its normaliser and the warm-started interest depend on (user, prefix) alone:
+        # from the memo when it holds them (recarena.envs.reset_memo).
+        if learned is None or not learned.recall(user, prefix, warm):
+            if self._warm_interest:
+                self._replay(self._items_log[events])
+            if learned is not None:  # the GRU reads the last `window` prefix items
+                first_read = start + max(prefix - learned.tables.window, 0)
+                read = slice(first_read, start + prefix)
+                learned.start(self._items_log[read], self._ratings_log[read], user, prefix, warm)
         self._patience[0] = self._initial_patience
         self._step[0] = 0
         self._env_steps[0] = 0

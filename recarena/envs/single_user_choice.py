@@ -15,12 +15,25 @@ choice model is :class:`recarena.simulators.choice.LearnedChoice` over a
 
 **Not bit for bit.** The GRU's matrix products and gates (torch's sgemm, sigmoid and tanh kernels) and
 the catalogue's logits cannot be reproduced bit for bit in NumPy: here the input side of the GRU is a
-per-item table ``v_i W_ih^T + b`` computed once, the logits are ``h (A V^T) + b`` with ``A V^T`` computed
-once, both in float64 and rounded to float32. The GRU state and ``log_p`` therefore agree with the
+per-item table ``v_i W_ih^T + b`` computed once (the response features' part added elementwise, so
+a row's bits do not depend on how many rows are computed), the logits are ``h (A V^T) + b`` with
+``A V^T`` computed once, both tables in float64 and rounded to float32. The GRU state and ``log_p`` therefore agree with the
 batched path's to float32 tolerance (about 1e-6), not exactly; every random draw is the same (the
 choice draws ``k + 1`` uniforms whatever the utilities), so a rollout makes the same choices unless
 a Gumbel-max is decided by less than that tolerance (tests compare rollouts over many steps).
 Everything else of the step (ratings, boredom, response, leave, observation) stays bit-identical.
+
+**Reset memo** (:mod:`recarena.envs.reset_memo`). The reset's GRU state, its log-normaliser and the
+warm-started interest depend on the (user, prefix length) of the session alone (the models are
+frozen), and the read costs about 30 GRU steps on ML-100K. Each simulator's tables keep them in a
+:class:`~recarena.envs.reset_memo.ResetMemo` (:func:`reset_memo`): a reset at a (user, prefix) seen
+before copies them out instead of recomputing them (figures: docs/benchmarks.md), and a read from
+the user's first item continues from the longest such prefix kept.
+*Cost*: at most ``MEMO_BYTES`` (64 MiB) per simulator, counted generously and cleared when full;
+ML-100K's 93,399 starts fit. *Safe*: the memo holds copies of exactly what the code computes (the
+inputs of each GRU step computed row by row, so a continued read has the same bits), hits are copied
+out, so rollouts are bit-identical with and without it (tested); it belongs to the tables, which are
+rebuilt with an empty memo whenever the simulator's choice model or its weights object is replaced.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import torch
 from scipy.special import expit
 
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING
+from recarena.envs.reset_memo import ResetMemo
 from recarena.simulators.choice import LearnedChoice
 from recarena.simulators.sequence import NextItemGRU
 
@@ -57,6 +71,8 @@ class _Tables:
         self.item_gates = _f32(vectors @ w_ih[:, :dim].T + folded)  # [n_items, 3 dim]
         # The response features' columns [2, 3 dim] (None: the model reads no responses).
         self.response_gates = _f32(w_ih[:, dim : dim + 2].T) if network.config.use_responses else None
+        # The reset's results by (user, prefix): valid as long as these tables (reset_memo module).
+        self.memo = ResetMemo(dim)
         # Hidden side: [h, 1] @ [W_hh^T; (0, 0, b_hn)], so the new gate's bias is multiplied by r.
         hidden = torch.zeros(dim + 1, 3 * dim, dtype=torch.float64)
         hidden[:dim] = w_hh.T
@@ -66,18 +82,23 @@ class _Tables:
         self.scores = _f32(output @ vectors.T)  # [dim, n_items]: logits = h @ scores + bias
         self.bias = _f32(bias)
         self.dim, self.window = dim, int(choice.window)
+        self.choice = choice
         weights = self.weights = choice.weights
         self.w_choice, self.w_boredom = _F32(weights.choice), _F32(weights.boredom)
         self.w_rating = _F32(weights.rating) if choice.use_rating else None
         self.no_choice = _F32(weights.no_choice)
         self.exclude_consumed = bool(choice.model.exclude_consumed)
 
+    def current(self, choice: LearnedChoice) -> bool:
+        """Whether these are the tables of ``choice`` as it is now (the same model and weights objects)."""
+        return self.choice is choice and self.weights is choice.weights
+
 
 def _f32(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.to(torch.float32).numpy())
 
 
-_TABLES: weakref.WeakKeyDictionary[Any, tuple[LearnedChoice, _Tables]] = weakref.WeakKeyDictionary()
+_TABLES: weakref.WeakKeyDictionary[Any, _Tables] = weakref.WeakKeyDictionary()
 
 
 def supports(choice: Any) -> bool:
@@ -89,12 +110,20 @@ def supports(choice: Any) -> bool:
 
 
 def _tables(simulator: Any) -> _Tables:
-    """The tables of the simulator's current choice model, built once (rebuilt when the model or its
-    weights object was replaced; the model itself is frozen, as for ``LearnedChoice.table``)."""
-    entry = _TABLES.get(simulator)
-    if entry is None or entry[0] is not simulator.choice_model or entry[1].weights is not simulator.choice_model.weights:
-        entry = _TABLES[simulator] = (simulator.choice_model, _Tables(simulator.choice_model))
-    return entry[1]
+    """The tables of the simulator's current choice model, built once (rebuilt, with a new empty reset
+    memo, when the model or its weights object was replaced; the model itself is frozen, as for
+    ``LearnedChoice.table``)."""
+    tables = _TABLES.get(simulator)
+    if tables is None or not tables.current(simulator.choice_model):
+        tables = _TABLES[simulator] = _Tables(simulator.choice_model)
+    return tables
+
+
+def reset_memo(simulator: Any) -> ResetMemo | None:
+    """The reset memo of ``simulator``'s current choice tables (None before a NumPy learned env was
+    built on it): its ``statistics()``, or ``max_bytes = 0`` to turn it off."""
+    tables = _TABLES.get(simulator)
+    return tables.memo if tables is not None and tables.current(simulator.choice_model) else None
 
 
 class NumpyLearnedChoice:
@@ -145,36 +174,88 @@ class NumpyLearnedChoice:
 
     # ------------------------------------------------------------------------------- GRU
 
-    def start(self, items: np.ndarray, responses: np.ndarray) -> None:
+    def _current(self) -> _Tables:
+        """The tables, rebuilt first if the simulator's choice model or its weights were replaced."""
+        if not self.tables.current(self.simulator.choice_model):
+            self.tables = _tables(self.simulator)
+            self.no_choice = self.tables.no_choice
+        return self.tables
+
+    def recall(self, user: int, prefix: int, extra: np.ndarray | None) -> bool:
+        """The reset at (``user``, ``prefix``) from the memo, if it holds it: the state, the logits and
+        their normaliser set as :meth:`start` sets them, the caller's ``extra`` copied into ``extra``
+        (the consumed mask must already be the reset's)."""
+        memo = self._current().memo
+        memo.resets += 1
+        entry = memo.full((user, prefix))
+        if entry is None:
+            return False
+        memo.hits += 1
+        dim = self.tables.dim
+        np.copyto(self._h, entry[:dim])
+        self.state[:] = self._h
+        self._logits_of_state(rebuild=True)
+        self._shift, self._log_sum = entry[dim], entry[dim + 1]
+        if extra is not None:
+            np.copyto(extra, entry[dim + 2 :])
+        return True
+
+    def start(
+        self, items: np.ndarray, responses: np.ndarray, user: int = -1, prefix: int = -1,
+        extra: np.ndarray | None = None,
+    ) -> None:
         """The state after reading ``items`` (int64 [L], oldest first, no padding) with their
         ``responses`` (float32 [L], no NaN: the sampler's) from the zero state (``NextItemGRU.encode``),
-        and its log-normaliser."""
-        t = self.tables
-        self._h[:] = 0.0
-        if len(items):
-            inputs = t.item_gates[items]
+        and its log-normaliser. With the reset's (``user``, ``prefix``) (``items`` its last ``window``
+        prefix items), the results and ``extra`` (the caller's, e.g. the warm-started interest) go to
+        the memo, and a prefix within the window continues from the longest one the memo holds."""
+        t = self._current()
+        memo = t.memo if user >= 0 and t.memo.enabled else None
+        chained = memo is not None and prefix <= t.window  # read from the user's first item
+        first = min(memo.chain.get(user, 0), len(items)) if chained else 0
+        if first:
+            memo.extended += 1
+            self._h[:] = memo.state((user, first))
+        else:
+            self._h[:] = 0.0
+        record: list[np.ndarray] | None = [] if chained else None
+        if first < len(items):
+            inputs = t.item_gates[items[first:]]
             if t.response_gates is not None:
-                inputs += _features(responses) @ t.response_gates
+                inputs += _response_inputs(responses[first:], t.response_gates)
             dim2 = 2 * t.dim
-            self._cells(inputs[:, :dim2], inputs[:, dim2:])
+            self._cells(inputs[:, :dim2], inputs[:, dim2:], record)
         self.state[:] = self._h
         self.refresh()
+        if memo is None:
+            return
+        key = (user, prefix)
+        if record:
+            memo.put_chain(user, first, record)
+        elif not chained:
+            memo.put_state(key, self._h)
+        rest = np.empty(2 + (0 if extra is None else len(extra)), dtype=np.float32)
+        rest[0], rest[1] = self._shift, self._log_sum
+        if extra is not None:
+            rest[2:] = extra
+        memo.complete(key, rest)
 
     def advance(self, item: int, response: np.float32) -> None:
         """The state after consuming ``item`` with ``response`` (``NextItemGRU.advance`` on a click)."""
         t = self.tables
         inputs = t.item_gates[item : item + 1]
         if t.response_gates is not None:
-            inputs = inputs + _features(np.array([response], dtype=np.float32)) @ t.response_gates
+            inputs = inputs + _response_inputs(np.array([response], dtype=np.float32), t.response_gates)
         dim2 = 2 * t.dim
         self._cells(inputs[:, :dim2], inputs[:, dim2:])
         self.state[:] = self._h
         self._blocked[item] = -np.inf if t.exclude_consumed else 0.0
         self.refresh(rebuild=False)
 
-    def _cells(self, inputs_rz: np.ndarray, inputs_n: np.ndarray) -> None:
+    def _cells(self, inputs_rz: np.ndarray, inputs_n: np.ndarray, record: list[np.ndarray] | None = None) -> None:
         """GRU steps on ``self._hidden``, one per row of the input side of the gates (biases folded in):
-        ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (h - n) * z + n``."""
+        ``r, z = sigmoid(.)``, ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = (h - n) * z + n``; with
+        ``record``, a copy of each new state appended to it."""
         hidden, h, table = self._hidden, self._h, self.tables.hidden_gates
         gates, gates_rz, gates_n = self._gates, self._gates_rz, self._gates_n
         rz, r, z, new, step = self._rz, self._r, self._z, self._new, self._step
@@ -189,6 +270,8 @@ class NumpyLearnedChoice:
             subtract(h, new, step)
             multiply(step, z, step)
             add(step, new, h)
+            if record is not None:
+                record.append(h.copy())
 
     # ------------------------------------------------------------------------------- utilities
 
@@ -196,15 +279,9 @@ class NumpyLearnedChoice:
         """The catalogue's logits for the current state and their log-normaliser over the items the
         user may still choose (``LearnedChoice.log_probabilities``); after a change of state (and,
         with ``rebuild``, of the consumed mask)."""
-        t = self.tables
-        if rebuild:
-            self._blocked[:] = 0.0
-            if t.exclude_consumed:
-                self._blocked[self.consumed] = -np.inf
-        logits, masked = self._logits, self._masked
-        np.dot(self._h, t.scores, logits)
-        np.add(logits, t.bias, logits)
-        np.add(logits, self._blocked, masked)
+        self._logits_of_state(rebuild)
+        masked = self._masked
+        np.add(self._logits, self._blocked, masked)
         shift = masked.max()
         if shift == -np.inf:  # nothing left to choose (or no finite logit): every utility is -inf
             self._shift, self._log_sum = _F32(0.0), _F32(0.0)
@@ -213,12 +290,19 @@ class NumpyLearnedChoice:
         np.exp(masked, masked)
         self._shift, self._log_sum = shift, np.log(masked.sum())
 
+    def _logits_of_state(self, rebuild: bool) -> None:
+        """``h @ scores + bias`` into the logits (and, with ``rebuild``, -inf where consumed into the block)."""
+        t = self.tables
+        if rebuild:
+            self._blocked[:] = 0.0
+            if t.exclude_consumed:
+                self._blocked[self.consumed] = -np.inf
+        np.dot(self._h, t.scores, self._logits)
+        np.add(self._logits, t.bias, self._logits)
+
     def utilities(self, slate: np.ndarray, predicted: np.ndarray, fatigue: np.ndarray) -> np.ndarray:
         """Float32 [k]: the utility of each slate item (``LearnedChoice.utilities``)."""
-        if self.tables.weights is not self.simulator.choice_model.weights:  # new weights were set
-            self.tables = _tables(self.simulator)
-            self.no_choice = self.tables.no_choice
-        t = self.tables
+        t = self._current()  # new weights may have been set mid-session
         log_p = (self._logits[slate] - self._shift) - self._log_sum
         utility = t.w_choice * log_p + t.w_boredom * fatigue
         if t.w_rating is not None:
@@ -228,6 +312,16 @@ class NumpyLearnedChoice:
         if t.exclude_consumed:
             utility += self._blocked[slate]  # -inf where consumed
         return utility
+
+
+def _response_inputs(responses: np.ndarray, gates: np.ndarray) -> np.ndarray:
+    """The response features' part of the GRU's input side, float32 [L, 3 dim]: ``f0 * gates[0] + f1 *
+    gates[1]`` elementwise, so each row is the same bits however many rows are computed at once
+    (the reset memo continues a read from a kept state)."""
+    features = _features(responses)
+    part = features[:, :1] * gates[0]
+    part += features[:, 1:] * gates[1]
+    return part
 
 
 def _features(responses: np.ndarray) -> np.ndarray:

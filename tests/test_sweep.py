@@ -114,7 +114,15 @@ def test_mean_interval_over_seeds_is_students_t() -> None:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(data_dir: Path, tmp_path_factory) -> tuple[Path, dict, float]:
+def ray_session():
+    """One local Ray for the module's sweeps (a sweep uses a Ray that is running and leaves it running)."""
+    sweep_cli.start_local_ray(num_cpus=2)
+    yield
+    sweep_cli.stop_ray()
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(ray_session, data_dir: Path, tmp_path_factory) -> tuple[Path, dict, float]:
     """The 2-config x 2-seed sweep, with trial c1_s0 killed (SIGKILL of its Ray worker) after its first checkpoint."""
     folder = tmp_path_factory.mktemp("sweep")
     spec = write_spec(folder, data_dir)
@@ -128,7 +136,7 @@ def finished_sweep(data_dir: Path, tmp_path_factory) -> tuple[Path, dict, float]
 
 def test_local_sweep_writes_the_table_and_picks_the_best_by_validation(finished_sweep) -> None:
     out, results, seconds = finished_sweep
-    assert seconds < 120, f"the tiny 2x2 sweep took {seconds:.0f} s"
+    assert seconds < 120, f"the tiny 2x2 sweep took {seconds:.0f} s"  # (Ray's start, ~8 s, is the fixture's)
     assert {p.name for p in out.iterdir()} >= {"sweep.json", "results.json", "results.md", "results.png", "runs", "trials", "tune"}
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["c0_s0", "c0_s1", "c1_s0", "c1_s1"]
     on_disk = json.loads((out / "results.json").read_text())
@@ -193,3 +201,25 @@ def test_a_finished_sweep_continues_with_nothing_to_do_and_refuses_another_spec(
     other = write_spec(tmp_path, data_dir, seeds=[5])
     with pytest.raises(ConfigError, match="holds another sweep"):
         sweep_cli.sweep(other, out)
+
+
+def test_early_stopping_stops_the_worse_trial_at_a_rung(ray_session, tmp_path: Path) -> None:
+    """ASHA on train_eval/episodic_return: sessions capped at 1 step return far less than at 10, so the
+    second trial (run after the first: max_concurrent 1) is stopped at the 128-step rung; the first finishes."""
+    base = {"data": {"path": None}, "simulator": {"name": "synthetic", "config": {"n_items": 20, "n_users": 50}},
+            "env": {"num_envs": 8, "max_steps": 10},
+            "agent": {"name": "linear_q", "config": {"form": "per_item", "epsilon_decay_steps": 200, "log_interval": 64}},
+            "train": {"total_steps": 512, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
+                      "eval_sessions": 32, "log_every": 64}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {"base": "base.yaml", "params": {"env.max_steps": [10, 1]}, "seeds": [0], "max_concurrent": 1,
+            "select": "train_eval/episodic_return", "measures": ["train_eval/episodic_return"],
+            "early_stopping": {"grace_steps": 128, "reduction_factor": 2}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    results = sweep_cli.sweep(tmp_path / "spec.yaml", tmp_path / "out")
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out" / "trials").glob("*.json")}
+    assert (records["c0_s0"]["status"], records["c0_s0"]["step"]) == ("done", 512)
+    assert records["c1_s0"]["status"] == "stopped early"
+    stopped_at = json.loads((tmp_path / "out" / "runs" / "c1_s0" / "eval.json").read_text())["step"]
+    assert stopped_at < 512
+    assert results["best"] == "c0" and "c1_s0 (stopped early)" in (tmp_path / "out" / "results.md").read_text()

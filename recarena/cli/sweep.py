@@ -59,6 +59,8 @@ def require_ray() -> Any:
 def start_local_ray(num_cpus: int | None = None) -> None:
     """Start a quiet local Ray (no dashboard, workers' output kept in their log files, state in a temp dir)."""
     ray = require_ray()
+    # Ray starts workers 15 niceness steps below the driver; trials are the work, so they keep its priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     temp_dir = tempfile.mkdtemp(prefix="recarena-ray-")  # short: Ray's socket paths must stay < 108 chars
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
              object_store_memory=256 * 2**20, _temp_dir=temp_dir)
@@ -252,6 +254,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
     _prepare_directory(sweep_dir, sweep)
     records = sweep_report.read_records(sweep_dir)
     pending = [t for t in trials if records.get(t.name, {}).get("status") != "done"]
+    errored: set[str] = set()
     _log(f"{len(trials)} trials ({len(trials) // len(spec.seeds)} configurations x {len(spec.seeds)} seeds), "
          f"{len(trials) - len(pending)} done already; sweep directory {sweep_dir}")
     if pending:
@@ -262,14 +265,15 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
         elif own_ray:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         try:
-            _fit(spec, trials, sweep_dir, max_concurrent)
+            errored = _fit(spec, trials, sweep_dir, max_concurrent)
         finally:
             if own_ray:
                 stop_ray()
     records = sweep_report.read_records(sweep_dir)
     for name, record in records.items():
-        if record.get("status") == "running":  # stopped by ASHA, or failed for good, mid-run
-            record["status"] = "stopped early" if spec.early_stopping is not None else "failed"
+        if record.get("status") == "running":  # failed for good, stopped by ASHA, or the sweep was interrupted
+            record["status"] = ("failed" if name in errored else
+                                "stopped early" if spec.early_stopping is not None else "interrupted")
             atomic_write_json(sweep_dir / TRIALS_DIR / f"{name}.json", record)
     results = sweep_report.summarize(sweep, records)
     minutes = (time.perf_counter() - started) / 60
@@ -298,8 +302,9 @@ def prepare_simulators(trials: list[Trial]) -> None:
     clear_simulator_cache()
 
 
-def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: int | None) -> None:
-    """Run the trials on Ray Tune (continuing the Tune experiment in SWEEP_DIR/tune if there is one)."""
+def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: int | None) -> set[str]:
+    """Run the trials on Ray Tune (continuing the Tune experiment in SWEEP_DIR/tune if there is one);
+    returns the names of the trials that failed for good."""
     import ray
     from ray import tune
 
@@ -338,7 +343,7 @@ def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: 
                 callbacks=[_Progress(len(trials), measures).make()],
             ),
         )
-    tuner.fit()
+    return {Path(result.path).name for result in tuner.fit() if result.error is not None}
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -375,6 +380,11 @@ def main(argv: list[str] | None = None, prog: str = "recarena sweep") -> int:
     print((sweep_dir / "results.md").read_text(encoding="utf-8"))
     print(f"sweep directory: {sweep_dir}  (best configuration: {results['best']}; "
           f"evaluate.py {sweep_dir} --baseline most_popular scores its runs)")
+    unfinished = [u for config in results["configs"] for u in config["unfinished"] if u["status"] != "stopped early"]
+    if unfinished:
+        print(f"{prog}: {len(unfinished)} trial(s) did not finish ({', '.join(u['trial'] for u in unfinished)}); "
+              f"run the same command again to continue them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -175,5 +175,8 @@ def pretrain_encoder(encoder: SequenceEncoder, env: Any, options: SequenceStateO
                             learning_rate=options.pretrain_learning_rate, seed=seed)
     state = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
     atomic_write(path, lambda tmp: torch.save({"encoder": state, "history": json.dumps(history)}, tmp))
+    last = history[-1]
+    print(f"sequence encoder: pretrained in {last['seconds']:.0f} s ({last['cpu_seconds']:.0f} s CPU), final loss "
+          f"{last['loss']:.3f}; cached at {path}", file=sys.stderr, flush=True)
     encoder.load_state_dict(fresh.state_dict())
     return {"cached": False, "path": str(path), "history": history}

@@ -15,7 +15,8 @@ wall-second) over the rounds and the ratio to RecSim, and the steps per CPU-seco
 later ones, each against RecSim's same rounds: the ``-v1`` ids' reset memo
 (``recarena.envs.reset_memo``) starts empty in the first round ("cold") and has filled in the later
 ones ("warm"), with its hit rate (resets served whole from the memo) per round and the resets run
-before the second round; ``--warm-resets N`` runs N untimed resets of each single env first.
+before the second round (each env on a simulator of its own, so with a memo of its own);
+``--warm-resets N`` runs N untimed resets of each single env first.
 ``--history-lengths 20 200`` times each id at those history lengths
 (``gymnasium.make(id, history_length=H)``; the step cost should not grow with H).
 
@@ -195,9 +196,14 @@ def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str,
 def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0):
     """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps),
     with the reset memo's counters over each round (``recarena.envs.reset_memo``; -v1 ids only);
-    ``warm_resets`` untimed resets first (they fill the memo)."""
+    ``warm_resets`` untimed resets first (they fill the memo). Each timer's env has a simulator of its
+    own: envs with the same options in one process share one, and with it the memo, and the envs
+    here all reset with seed 0, so a shared memo would serve one env the (user, prefix) starts
+    another one drew before."""
+    from recarena.envs.common import clear_simulator_cache
     from recarena.envs.single_user_choice import reset_memo
 
+    clear_simulator_cache()  # its own simulator (from the disk cache): no reset memo shared with other timers
     env = gym.make(env_id, **kwargs)
     env.reset(seed=0)
     for _ in range(warm_resets):

@@ -296,14 +296,18 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
         each = ", ".join(f"{r['env_steps_per_cpu_s']:,.0f}" for r in rounds)
         print(f"{name:<42}{cpu:>22,.0f}{wall:>14,.0f}{ratio:>15.2f}x{length:>15.1f}{alone:>16,.0f}  {each}", flush=True)
     if args.repeats >= 2:
-        _cold_and_warm(runs, baseline, results)
+        _cold_and_warm(runs, baseline, results, cold=args.warm_resets == 0)
     return results
 
 
-def _cold_and_warm(runs: dict[str, list[dict[str, float]]], baseline: str, results: dict[str, Any]) -> None:
-    """The first round (reset memo cold) apart from the median of the later ones (warm), each against
-    RecSim's same rounds, with the memo's hit rate (exact (user, prefix) hits per reset)."""
-    print(f"\n{'env':<42}{'round 1 (cold)':>16}{'x RecSim':>10}{'hit rate':>10}{'rounds 2+ (warm)':>18}"
+def _cold_and_warm(
+    runs: dict[str, list[dict[str, float]]], baseline: str, results: dict[str, Any], cold: bool = True
+) -> None:
+    """The first round (reset memo cold, unless ``--warm-resets`` filled it) apart from the median of
+    the later ones (warm), each against RecSim's same rounds, with the memo's hit rate (exact (user,
+    prefix) hits per reset)."""
+    first = "round 1 (cold)" if cold else "round 1"
+    print(f"\n{'env':<42}{first:>16}{'x RecSim':>10}{'hit rate':>10}{'rounds 2+ (warm)':>18}"
           f"{'x RecSim':>10}{'hit rate':>10}{'resets before':>15}")
     recsim = runs.get(baseline)
     for name, rounds in runs.items():

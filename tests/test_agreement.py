@@ -14,9 +14,11 @@ from recarena.cli import evaluate
 from recarena.core.errors import ConfigError
 from recarena.evaluation import panel
 from recarena.evaluation.agreement import agreement_markdown, compute_agreement, plot_agreement
-from tests.test_evaluate_cli import FAST, _readability_problems, write_tiny_data
+from tests import test_evaluate_cli
+from tests.test_evaluate_cli import FAST, write_tiny_data
 
 N_POLICIES, N_USERS = 8, 300
+drawn = test_evaluate_cli.drawn  # the fixture that checks every figure the report saves for readability
 
 
 def synthetic_panel(held_out_means: np.ndarray, seed: int = 0, noise: float = 0.05) -> dict[str, dict[str, np.ndarray]]:
@@ -99,21 +101,11 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
     assert path.stat().st_size > 10_000
 
 
-def test_the_agreement_plot_reads_on_its_own(tmp_path: Path, monkeypatch) -> None:
-    from recarena.evaluation import report
-
-    found: dict[str, list[str]] = {}
-    save = report._save
-
-    def checked(figure, path, *args, **kwargs):
-        save(figure, path, *args, **kwargs)
-        found[Path(path).name] = _readability_problems(figure)
-
-    monkeypatch.setattr(report, "_save", checked)
+def test_the_agreement_plot_reads_on_its_own(tmp_path: Path, drawn) -> None:
     section = compute_agreement(synthetic_panel(0.02 * np.arange(1, N_POLICIES + 1)), "sim return", n_bootstrap=50,
                                 units={"sim return": "rewards per session", "NDCG@10 LLO": "NDCG (0-1)"})
     plot_agreement(section, tmp_path / "agreement.png")
-    assert found == {"agreement.png": []}
+    assert drawn == {"agreement.png": []}
 
 
 def test_per_user_file_round_trip_and_unit_checks(tmp_path: Path) -> None:

@@ -242,11 +242,11 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
     """Run (or continue) the sweep in ``spec_path`` into ``out`` (default ``sweeps/<spec name>``) and
     return its results (``results.json``'s content). Uses a Ray that is already initialised, else starts
     a local one (``address``: connects to that cluster instead) and shuts it down at the end."""
-    ray = require_ray()
     started = time.perf_counter()
     spec_path = Path(spec_path)
     spec, base = load_sweep_spec(spec_path)
-    trials = expand(spec, base, where=str(spec_path))  # every config validated before Ray starts
+    trials = expand(spec, base, where=str(spec_path))  # every config validated before Ray is imported
+    ray = require_ray()
     sweep_dir = Path(out if out is not None else Path("sweeps") / spec_path.stem).absolute()
     sweep = {"spec_file": str(spec_path), "base": str(base), "spec": to_dict(spec),
              "trials": [{"name": t.name, "config_id": t.config_id, "seed": t.seed, "overrides": t.overrides,

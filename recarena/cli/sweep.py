@@ -198,8 +198,8 @@ def _prepare_directory(sweep_dir: Path, sweep: dict[str, Any]) -> None:
 class _Progress:
     """Tune callback printing one line per trial event (Tune's own reporter is kept quiet)."""
 
-    def __init__(self, total: int, measures: list[str]) -> None:
-        self.total, self.measures, self.done = total, measures, 0
+    def __init__(self, total: int, measures: list[str], done: int = 0) -> None:
+        self.total, self.measures, self.done = total, measures, done
 
     def make(self) -> Any:
         from ray import tune
@@ -265,7 +265,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, address: str | N
         elif own_ray:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         try:
-            errored = _fit(spec, trials, sweep_dir, max_concurrent)
+            errored = _fit(spec, trials, sweep_dir, max_concurrent, done=len(trials) - len(pending))
         finally:
             if own_ray:
                 stop_ray()
@@ -302,7 +302,7 @@ def prepare_simulators(trials: list[Trial]) -> None:
     clear_simulator_cache()
 
 
-def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: int | None) -> set[str]:
+def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: int | None, done: int = 0) -> set[str]:
     """Run the trials on Ray Tune (continuing the Tune experiment in SWEEP_DIR/tune if there is one);
     returns the names of the trials that failed for good."""
     import ray
@@ -340,7 +340,7 @@ def _fit(spec: SweepSpec, trials: list[Trial], sweep_dir: Path, max_concurrent: 
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(sweep_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=[_Progress(len(trials), measures).make()],
+                callbacks=[_Progress(len(trials), measures, done).make()],
             ),
         )
     return {Path(result.path).name for result in tuner.fit() if result.error is not None}

@@ -84,6 +84,18 @@ def test_every_shipped_config_validates() -> None:
         assert config.agent.config  # defaults filled in
 
 
+def test_a_longer_env_history_alone_widens_the_logged_simulators_window(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"path": "ml-100k"}, "simulator": {"name": "logged"},
+                                    "agent": {"name": "native_ppo"}}))
+    config = load_run_config(path, ["env.history_length=50"])
+    assert config.simulator.config["history_length"] == 50
+    assert load_run_config(path).simulator.config["history_length"] == 20  # the simulator's default otherwise
+    # set on both sides, the env's may not exceed the simulator's
+    with pytest.raises(ConfigError, match=r"env\.history_length: 50 exceeds"):
+        train_script.build_env(load_run_config(path, ["env.history_length=50", "simulator.config.history_length=20"]), "cpu")
+
+
 def test_config_errors_name_the_key_and_the_choices(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"agent": {"name": "dqn"}, "train": {"total_steps": 10}}))

@@ -139,7 +139,13 @@ def validate_sections(config: RunConfig) -> RunConfig:
         agent_data["seed"] = config.train.seed  # train.seed is the one seed of a run
     agent = agent_config(config.agent.name, agent_data, prefix="agent.config.")
     sim_cls = simulator_class(config.simulator.name)  # unknown names list the available ones
-    sim_config = from_dict(sim_cls.config_class, config.simulator.config, prefix="simulator.config.")
+    sim_data = dict(config.simulator.config)
+    sim_fields = {f.name for f in dataclasses.fields(sim_cls.config_class)}
+    if config.env.history_length is not None and "history_length" in sim_fields and "history_length" not in sim_data:
+        # The env's window, as the env itself does (recarena.envs.common.simulator_config): filling in
+        # the simulator's default (20) here would make `env.history_length: 50` alone an error.
+        sim_data["history_length"] = config.env.history_length
+    sim_config = from_dict(sim_cls.config_class, sim_data, prefix="simulator.config.")
     return RunConfig(
         data=config.data,
         simulator=SimulatorConfig(config.simulator.name, to_dict(sim_config)),

@@ -2,7 +2,9 @@
 
 The policies read the observation through :class:`recarena.agents.features.HistoryFeaturesExtractor` (frozen
 cached LLM item encodings, a learned projection, a mean/GRU/attention pooler, plus the llm_state),
-so every SB3 agent sees an LLM-encoded state.
+so every SB3 agent sees an LLM-encoded state; or, with ``features.state: sequence``, through the
+shared causal sequence encoder (:mod:`recarena.agents.sequence_features`), pretrained on the logs
+(``features.pretrain_epochs``) when built with an env and fine-tuned by SB3's loss.
 
 What these wrappers add to stock SB3:
 
@@ -56,6 +58,8 @@ from recarena.agents.base import (
 )
 from recarena.agents.features import HistoryFeaturesExtractor
 from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
+from recarena.agents.sequence_features import SequenceFeaturesExtractor, pretrain_policy_encoders
+from recarena.agents.sequence_state import SequenceStateOptions
 from recarena.agents.serialization import load_agent_files, save_agent_files
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state
 from recarena.core.config import config_dataclass, from_dict, to_dict
@@ -66,15 +70,26 @@ from recarena.envs.observation import observation_space as full_observation_spac
 
 
 @config_dataclass
-class FeaturesConfig:
-    """The LLM-state features extractor shared by every SB3 agent."""
+class FeaturesConfig(SequenceStateOptions):
+    """The features extractor shared by every SB3 agent: which state the policy reads.
+
+    ``state: pooled`` (default): :class:`HistoryFeaturesExtractor`, the LLM-encoded history pooled by
+    ``pooler`` (``embed_dim``, ``use_llm_state``). ``state: sequence``:
+    :class:`recarena.agents.sequence_features.SequenceFeaturesExtractor`, the shared causal sequence
+    encoder (``encoder``), optionally pretrained on the env's logged sequences (``pretrain_*``, the
+    same cache as the native agents) and fine-tuned by SB3's loss. ``state``, ``encoder`` and
+    ``pretrain_*`` are the native agents' :class:`SequenceStateOptions`, under the same names; they
+    live here, not at the config's top level as in the native configs, because in an SB3 config this
+    section is the whole state encoder (the extractor) and the top level is SB3's algorithm.
+    """
 
     embed_dim: Annotated[int, Field(ge=1)] = 64
-    """Width of the projected history tokens and of the pooled history vector."""
+    """Width of the projected history tokens and of the pooled history vector (``state: pooled``)."""
     pooler: Literal["mean", "gru", "attention"] = "mean"
-    """How the history tokens are pooled into one vector."""
+    """How the history tokens are pooled into one vector (``state: pooled``)."""
     use_llm_state: bool = True
-    """Append the env's LLM-encoded state (response-weighted mean item encoding) to the pooled vector."""
+    """Append the env's LLM-encoded state (response-weighted mean item encoding) to the pooled vector
+    (``state: pooled``; the sequence state is the encoder's output alone)."""
 
 
 @config_dataclass
@@ -462,14 +477,27 @@ class SB3Agent(TrainableAgent):
         self._stats = self._new_stats()
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
         self.next_item_generator = torch.Generator().manual_seed(self.seed)
+        self.pretrain_info: dict[str, Any] | None = None
+        if env is not None and config.features.pretrain_epochs:
+            # Cached next-item pretraining of the sequence encoder, before any RL; a resumed run repeats
+            # it (a cache hit) and the checkpoint's weights are then restored over it. It forks the
+            # global RNG, so SB3's seeded draws are the same with or without it.
+            self.pretrain_info = pretrain_policy_encoders(self.model.policy, env, config.features, self.seed)
 
     # ---------------------------------------------------------------- construction helpers
 
     def _policy_keys(self, observation_space: spaces.Dict) -> list[str]:
-        return [k for k in ("history", "responses", "llm_state") if k in observation_space.spaces]
+        keys = ["history", "responses"] if self.config.features.state == "sequence" else ["history", "responses", "llm_state"]
+        return [k for k in keys if k in observation_space.spaces]
 
     def _policy_kwargs(self) -> dict[str, Any]:
         features = self.config.features
+        if features.state == "sequence":
+            return {
+                "features_extractor_class": SequenceFeaturesExtractor,
+                "features_extractor_kwargs": {"item_embeddings": self.item_embeddings, "encoder": features.encoder},
+                "net_arch": list(self.config.net_arch),
+            }
         return {
             "features_extractor_class": HistoryFeaturesExtractor,
             "features_extractor_kwargs": {

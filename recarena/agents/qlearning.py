@@ -1,17 +1,25 @@
-"""Q-learning on the LLM-encoded state: a tabular agent over a k-means codebook and a linear agent.
+"""Q-learning on the LLM-encoded (or sequence-encoded) state: a tabular agent over a k-means codebook and a linear agent.
 
 Both learn online from a recarena vector env (``recarena.envs.RecommendationVectorEnv``, same-step autoreset,
 slate size 1) with epsilon-greedy exploration drawn from the agent's own torch generator, and
 update on the whole batch of N user transitions of each env step ("batched TD updates").
 
-* :class:`TabularQAgent` discretises ``llm_state`` into ``n_states`` codes with a k-means codebook
+* :class:`TabularQAgent` discretises the state into ``n_states`` codes with a k-means codebook
   fitted on the states seen during a short uniform-random warm-up, then runs tabular Q-learning on
   ``Q[code, item]``. The warm-up transitions are replayed into the table once the codebook exists,
   so no step is wasted.
 * :class:`LinearQAgent` uses ``Q(s, a) = phi(s) . w_a`` (``per_item``) or the bilinear
   ``Q(s, a) = phi(s)^T W e_a + b_a`` (``bilinear``; ``e_a`` = the frozen LLM item encoding), with
-  ``phi(s) = [llm_state, 1]``. The bilinear form has ``(d + 1) x d_e + n_items`` parameters, so it
+  ``phi(s) = [state, 1]``. The bilinear form has ``(d + 1) x d_e + n_items`` parameters, so it
   scales to large catalogues and generalises across items with similar text.
+
+The state. ``state: pooled`` (default) is the env's ``llm_state`` (the response-weighted pool of the
+history's LLM item encodings: order-blind). ``state: sequence`` (the native agents' option names,
+:class:`recarena.agents.sequence_state.SequenceStateOptions`) is the causal sequence encoder's
+``encode_last(history, responses)`` [hidden_dim], pretrained on the env's logged training sequences
+(``pretrain_epochs``; cached) and then *frozen*: the codebook is fitted on, and linear Q's features
+are, those states, and no update backpropagates into the encoder. Its weights go into the
+checkpoint, so a resumed or loaded agent does not depend on the pretraining cache.
 
 The k-means is a small torch implementation (k-means++ seeding + Lloyd iterations) rather than
 scikit-learn's: it draws from the agent's explicit ``torch.Generator`` (so a seed fixes it and
@@ -39,6 +47,8 @@ from recarena.agents.base import NullLogger, Observation, ScalarLogger, Trainabl
 from recarena.agents.baselines import _exclude_history
 from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, logged_sequences_of, next_item_loss
 from recarena.agents.returns import linear_schedule, td_target
+from recarena.agents.sequence_encoder import SequenceEncoder
+from recarena.agents.sequence_state import SequenceStateOptions, pretrain_encoder
 from recarena.agents.serialization import (
     generator_state,
     load_agent_files,
@@ -55,8 +65,10 @@ from recarena.core.seeding import torch_generator
 
 
 @config_dataclass
-class _ExplorationConfig:
-    """Options shared by both Q agents (documented on the concrete configs)."""
+class _ExplorationConfig(SequenceStateOptions):
+    """Options shared by both Q agents (documented on the concrete configs). The state options
+    (``state``, ``encoder``, ``pretrain_*``) are the native agents' :class:`SequenceStateOptions`:
+    ``state: sequence`` makes the state vector the (pretrained, frozen) sequence encoder's."""
 
     gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
     """Discount factor."""
@@ -110,10 +122,14 @@ def _llm_state(observation: Observation) -> torch.Tensor:
     return torch.as_tensor(observation["llm_state"]).to(torch.float32)
 
 
+ENCODER_PREFIX = "encoder."
+"""Checkpoint tensor names of the sequence encoder's weights (``state: sequence``)."""
+
+
 class _OnlineQAgent(TrainableAgent):
     """The env loop, epsilon-greedy acting, episode statistics and counters shared by the Q agents.
 
-    Subclasses implement ``_q_values(states) -> [B, n_items]`` (on llm_state [B, d]),
+    Subclasses implement ``_q_values(states) -> [B, n_items]`` (on the states [B, d] of :meth:`_state`),
     ``_td_update(state, action, target) -> td_error [B]``, ``_prepare(env)`` and the tensors of
     their parameters. The base adds the candidate set (``config.candidates``) on top:
     :meth:`_values` is ``_q_values`` with the items outside it scored below every candidate.
@@ -121,7 +137,7 @@ class _OnlineQAgent(TrainableAgent):
 
     config: Any
 
-    def __init__(self, n_items: int, config: Any, log_every: int | None = None) -> None:
+    def __init__(self, n_items: int, config: Any, log_every: int | None = None, env: Any | None = None) -> None:
         if not isinstance(n_items, int) or n_items < 1:
             raise ConfigError(f"n_items must be a positive integer, got {n_items!r}")
         self.n_items = n_items
@@ -141,6 +157,42 @@ class _OnlineQAgent(TrainableAgent):
         # With ``config.candidates``: which items are candidates, and the scores of the others.
         self.candidate_mask: torch.Tensor | None = None
         self.outside_scores: torch.Tensor | None = None
+        # ``state: sequence``: the frozen sequence encoder (built from ``env`` now or at the first learn).
+        self.encoder: SequenceEncoder | None = None
+        self.pretrain_info: dict[str, Any] | None = None
+        if env is not None and config.state == "sequence":
+            self._build_encoder(env)
+
+    # -- the state -------------------------------------------------------------------------------
+    def _build_encoder(self, env: Any) -> None:
+        """``state: sequence``: the encoder over the env's item encodings, initialised under
+        ``config.seed`` and pretrained on ``env.logged_sequences`` (``pretrain_epochs`` > 0; cached,
+        see ``recarena.agents.sequence_state.pretrain_encoder``). It stays frozen: TD and next-item
+        updates move the Q table / weights only, never the encoder."""
+        self._check_env(env)
+        embeddings = _env_item_embeddings(env)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            encoder = SequenceEncoder(self.n_items, self.config.encoder, embeddings)
+        if self.config.pretrain_epochs:
+            self.pretrain_info = pretrain_encoder(encoder, env, self.config, self.config.seed)
+        self._set_encoder(encoder)
+
+    def _set_encoder(self, encoder: SequenceEncoder) -> None:
+        self.encoder = encoder.cpu().eval().requires_grad_(False)  # read without dropout, never trained here
+
+    def _state(self, observation: Observation) -> torch.Tensor:
+        """Float [B, d]: the state the agent reads: ``llm_state`` (``state: pooled``) or the frozen
+        encoder's ``encode_last(history, responses)`` (``state: sequence``, d = encoder.hidden_dim)."""
+        if self.config.state == "pooled":
+            return _llm_state(observation)
+        if self.encoder is None:
+            raise ConfigError(f"{self.name} with state: sequence has no encoder yet: it is built from the env at "
+                              "the first learn() (or pass env= when building the agent)")
+        responses = observation.get("responses")
+        with torch.no_grad():
+            return self.encoder.encode_last(torch.as_tensor(observation["history"]).long().cpu(),
+                                            None if responses is None else torch.as_tensor(responses).cpu())
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _q_values(self, states: torch.Tensor) -> torch.Tensor:
@@ -195,7 +247,7 @@ class _OnlineQAgent(TrainableAgent):
         if self.candidate_mask is not None:  # learn the order of the candidates only
             kept = (target >= 0) & self.candidate_mask[target.clamp(min=0)]
             target = torch.where(kept, target, IGNORED_TARGET)
-        states = _llm_state(observation)
+        states = self._state(observation)
         scores = self._values(states).cpu().requires_grad_(True)
         loss = next_item_loss(scores, observation["history"], target)  # mean over the examples that count
         (gradient,) = torch.autograd.grad(loss, scores)
@@ -216,7 +268,7 @@ class _OnlineQAgent(TrainableAgent):
         return linear_schedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps, steps)
 
     def scores(self, observation: Observation) -> torch.Tensor:
-        scores = self._values(_llm_state(observation)).to(observation["history"].device)
+        scores = self._values(self._state(observation)).to(observation["history"].device)
         return _exclude_history(scores, observation) if self.config.exclude_history else scores
 
     @torch.no_grad()
@@ -289,6 +341,8 @@ class _OnlineQAgent(TrainableAgent):
         self._check_env(env)
         if self.config.candidates > 0 and self.candidate_mask is None:
             self._choose_candidates(env)
+        if self.config.state == "sequence" and self.encoder is None:
+            self._build_encoder(env)
         self._prepare(env)
         if self.config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, self.config.next_item_min_rating)
@@ -296,8 +350,9 @@ class _OnlineQAgent(TrainableAgent):
         observation = self._start_sessions(env)
         n = int(env.num_envs)
         end = self._steps_done + steps
+        carried = None  # state: sequence: the encoded next observation, this step's state (encoded once)
         while self._steps_done < end:
-            states = _llm_state(observation)
+            states = carried if carried is not None else self._state(observation)
             mask = torch.as_tensor(env.action_masks())
             with torch.no_grad():
                 q = self._values(states)
@@ -306,14 +361,16 @@ class _OnlineQAgent(TrainableAgent):
             reward = torch.as_tensor(reward, dtype=torch.float32)
             terminated = torch.as_tensor(terminated, dtype=torch.bool)
             done = terminated | torch.as_tensor(truncated, dtype=torch.bool)
-            next_states = _llm_state(next_observation).clone()
+            encoded_next = self._state(next_observation)
+            carried = encoded_next if self.config.state == "sequence" else None
+            next_states = encoded_next.clone()
             next_mask = torch.as_tensor(env.action_masks()).to(states.device).clone()
             if bool(done.any()):
                 final = info.get("final_obs")
                 if final is None:
                     raise ConfigError("the env must put info['final_obs'] for finished users (final_observation=True)")
                 rows = done.to(states.device)
-                next_states[rows] = _llm_state(final).to(states.device)[rows]
+                next_states[rows] = self._state(final).to(states.device)[rows]
                 next_mask[rows] = True  # the ended session's mask is gone; bootstrap over every item
             td = self._observe_transition(
                 states, actions.to(states.device), reward.to(states.device), next_states,
@@ -356,6 +413,8 @@ class _OnlineQAgent(TrainableAgent):
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {key: value.detach().cpu().clone() for key, value in self._parameter_tensors().items()}
         tensors["generator"] = generator_state(self.generator)
+        if self.encoder is not None:  # in the checkpoint: a resumed or loaded agent needs no pretraining
+            tensors.update({ENCODER_PREFIX + k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()})
         if self.candidate_mask is not None:
             tensors["candidate_mask"] = self.candidate_mask.clone()
             tensors["outside_scores"] = self.outside_scores.clone()
@@ -370,6 +429,7 @@ class _OnlineQAgent(TrainableAgent):
         if int(metadata.get("n_items", -1)) != self.n_items:
             raise CheckpointError(f"checkpoint is for {metadata.get('n_items')} items, the agent has {self.n_items}")
         require_tensors(tensors, ["generator"], "checkpoint")
+        self._restore_encoder(tensors, metadata)
         self._restore_parameters(tensors, metadata)
         if "candidate_mask" in tensors:
             require_tensors(tensors, ["outside_scores"], "checkpoint")
@@ -397,6 +457,25 @@ class _OnlineQAgent(TrainableAgent):
         else:
             self.observation, self._returns = None, torch.zeros(0)
 
+    def _restore_encoder(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        """The checkpoint's sequence encoder (``state: sequence``), rebuilt from its weights alone."""
+        weights = {k[len(ENCODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+        if not weights:
+            if self.config.state == "sequence" and int(metadata.get("steps_done", 0)) > 0:
+                raise CheckpointError(f"checkpoint of a trained {self.name} with state: sequence has no encoder weights")
+            return
+        if self.config.state != "sequence":
+            raise CheckpointError(f"checkpoint holds a sequence encoder but the {self.name} config has state: "
+                                  f"{self.config.state}")
+        require_tensors(weights, ["item_text"], "checkpoint encoder")
+        try:
+            with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten just below
+                encoder = SequenceEncoder(self.n_items, self.config.encoder, weights["item_text"])
+            encoder.load_state_dict(weights)
+        except (ValueError, RuntimeError) as error:
+            raise CheckpointError(f"checkpoint encoder does not fit the config's encoder: {error}") from error
+        self._set_encoder(encoder)
+
     def save(self, directory: str | Path) -> None:
         """Write the full training state (so a loaded agent also resumes training exactly)."""
         tensors, metadata = self.checkpoint_state()
@@ -416,12 +495,12 @@ class _OnlineQAgent(TrainableAgent):
 
 @config_dataclass
 class TabularQConfig(_ExplorationConfig):
-    """Options of tabular Q-learning over a k-means codebook of the LLM state."""
+    """Options of tabular Q-learning over a k-means codebook of the state (LLM or sequence encoder)."""
 
     n_states: Annotated[int, Field(ge=1)] = 32
     """Codebook size: the number of discrete states."""
     codebook_samples: Annotated[int, Field(ge=1)] = 2_048
-    """User-steps of uniform-random warm-up whose llm_states fit the codebook (then replayed)."""
+    """User-steps of uniform-random warm-up whose states fit the codebook (then replayed)."""
     kmeans_iterations: Annotated[int, Field(ge=1)] = 25
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
     """Step size alpha of ``Q <- Q + alpha (target - Q)`` (duplicate (s, a) pairs in a batch are averaged)."""
@@ -429,13 +508,15 @@ class TabularQConfig(_ExplorationConfig):
 
 
 class TabularQAgent(_OnlineQAgent):
-    """Tabular Q-learning on ``Q[code(llm_state), item]`` (see the module docstring)."""
+    """Tabular Q-learning on ``Q[code(state), item]`` (see the module docstring); ``env``: build the
+    sequence encoder (``state: sequence``) now rather than at the first :meth:`learn`."""
 
     name: ClassVar[str] = "tabular_q"
     config_class: ClassVar[type] = TabularQConfig
 
-    def __init__(self, n_items: int, config: TabularQConfig | None = None, log_every: int | None = None) -> None:
-        super().__init__(n_items, config or TabularQConfig(), log_every)
+    def __init__(self, n_items: int, config: TabularQConfig | None = None, log_every: int | None = None,
+                 env: Any | None = None) -> None:
+        super().__init__(n_items, config or TabularQConfig(), log_every, env)
         self.centroids: torch.Tensor | None = None
         self.q_table = torch.full((self.config.n_states, n_items), float(self.config.initial_q))
         self.visits = torch.zeros(self.config.n_states, dtype=torch.int64)
@@ -445,11 +526,11 @@ class TabularQAgent(_OnlineQAgent):
     def fitted(self) -> bool:
         return self.centroids is not None
 
-    def states_of(self, llm_state: torch.Tensor) -> torch.Tensor:
-        """Int64 [B]: the codebook state of each llm_state [B, d] (all 0 before the codebook exists)."""
+    def states_of(self, states: torch.Tensor) -> torch.Tensor:
+        """Int64 [B]: the codebook state of each state vector [B, d] (all 0 before the codebook exists)."""
         if self.centroids is None:
-            return torch.zeros(llm_state.shape[0], dtype=torch.int64, device=llm_state.device)
-        return nearest(llm_state, self.centroids)
+            return torch.zeros(states.shape[0], dtype=torch.int64, device=states.device)
+        return nearest(states, self.centroids)
 
     def _q_values(self, states: torch.Tensor) -> torch.Tensor:
         return self.q_table.to(states.device)[self.states_of(states)]
@@ -524,7 +605,7 @@ class TabularQAgent(_OnlineQAgent):
 
 @config_dataclass
 class LinearQConfig(_ExplorationConfig):
-    """Options of linear Q-learning on ``phi(s) = [llm_state, 1]``."""
+    """Options of linear Q-learning on ``phi(s) = [state, 1]`` (state: LLM or sequence encoder)."""
 
     form: Literal["bilinear", "per_item"] = "bilinear"
     """``bilinear``: Q = phi^T W e_a + b_a (shared W, scales to big catalogues); ``per_item``:
@@ -546,8 +627,9 @@ class LinearQAgent(_OnlineQAgent):
     """Linear (or bilinear) Q-learning with batched semi-gradient TD(0) updates.
 
     ``item_embeddings`` [n_items, d_e] (the LLM item encodings) are needed by the bilinear form;
-    when not given they are read from the env at the first :meth:`learn`. ``state_dim`` (the
-    llm_state width) is taken from the first observation seen.
+    when not given they are read from the env at the first :meth:`learn`. The state width is the
+    LLM encoding width (``state: pooled``) or ``encoder.hidden_dim`` (``state: sequence``). ``env``:
+    build the sequence encoder now rather than at the first :meth:`learn`.
     """
 
     name: ClassVar[str] = "linear_q"
@@ -555,9 +637,9 @@ class LinearQAgent(_OnlineQAgent):
 
     def __init__(
         self, n_items: int, config: LinearQConfig | None = None, item_embeddings: torch.Tensor | None = None,
-        log_every: int | None = None,
+        log_every: int | None = None, env: Any | None = None,
     ) -> None:
-        super().__init__(n_items, config or LinearQConfig(), log_every)
+        super().__init__(n_items, config or LinearQConfig(), log_every, env)
         self.item_embeddings: torch.Tensor | None = None
         if item_embeddings is not None:
             self._set_item_embeddings(torch.as_tensor(item_embeddings, dtype=torch.float32))
@@ -573,8 +655,9 @@ class LinearQAgent(_OnlineQAgent):
         embeddings = _env_item_embeddings(env)
         if self.config.form == "bilinear" and self.item_embeddings is None:
             self._set_item_embeddings(embeddings)
-        if self.weight is None:
-            self._init_weights(int(embeddings.shape[1]))  # llm_state pools item encodings: same width
+        if self.weight is None:  # llm_state pools item encodings: the same width
+            sequence = self.config.state == "sequence"
+            self._init_weights(self.config.encoder.hidden_dim if sequence else int(embeddings.shape[1]))
 
     def _init_weights(self, state_dim: int) -> None:
         if self.config.form == "per_item":
@@ -641,5 +724,8 @@ class LinearQAgent(_OnlineQAgent):
                 self.config.form == "bilinear" and self.item_embeddings is not None
                 and self.weight.shape[1] == self.item_embeddings.shape[1]
             )
+            if ok and self.config.state == "sequence":  # phi = [encoder state, 1]
+                ok = self.weight.shape[1 if self.config.form == "per_item" else 0] == self.config.encoder.hidden_dim + 1
             if not ok:
-                raise CheckpointError(f"checkpoint weight shape {tuple(self.weight.shape)} does not fit form={self.config.form}")
+                raise CheckpointError(f"checkpoint weight shape {tuple(self.weight.shape)} does not fit form="
+                                      f"{self.config.form}, state={self.config.state}")

@@ -46,7 +46,7 @@ PRETRAIN_FORMAT = 1
 
 @config_dataclass
 class SequenceStateOptions:
-    """What the native DQN and PPO configs share about their state encoder."""
+    """What the native DQN and PPO configs (and tabular / linear Q's) share about their state encoder."""
 
     state: Literal["pooled", "sequence"] = "pooled"
     """``pooled``: the response-weighted pool of the history's LLM encodings (``ItemScorer``);

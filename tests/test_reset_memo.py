@@ -15,12 +15,19 @@ import pytest
 import torch
 
 from recarena.envs import RecommendationEnv
+from recarena.envs import start_table as start_table_module
 from recarena.envs.reset_memo import ENTRY_OVERHEAD, ResetMemo
-from recarena.envs.single_user_choice import reset_memo
+from recarena.envs.single_user_choice import reset_memo, start_table
 from recarena.simulators.choice import UtilityWeights
 from tests._choice_fixtures import N_ITEMS, QUICK_SEQUENCE, next_in_group
 from tests.test_envs import assert_same
 from tests.test_single_user_learned import STATE_TOLERANCE, learned_simulator, pair
+
+
+@pytest.fixture(autouse=True)
+def no_start_table(monkeypatch):
+    """The memo alone: no start table (recarena.envs.start_table) ahead of it."""
+    monkeypatch.setattr(start_table_module, "MAX_TABLE_BYTES", 0)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +36,10 @@ def simulator():
 
 
 def fresh_memo(simulator, max_bytes: int | None = None) -> ResetMemo:
-    """An empty memo of ``max_bytes`` (default: the module's) in place of the simulator's current one."""
+    """An empty memo of ``max_bytes`` (default: the module's) in place of the simulator's current one
+    (this module's fixture keeps the start table, which would serve resets ahead of the memo, off)."""
     RecommendationEnv(simulator=simulator)  # builds the choice tables if needed
+    assert start_table(simulator) is None
     memo = reset_memo(simulator)
     memo.clear()
     memo.resets = memo.hits = memo.extended = memo.clears = 0

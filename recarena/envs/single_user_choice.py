@@ -34,6 +34,12 @@ ML-100K's 93,399 starts fit. *Safe*: the memo holds copies of exactly what the c
 inputs of each GRU step computed row by row, so a continued read has the same bits), hits are copied
 out, so rollouts are bit-identical with and without it (tested); it belongs to the tables, which are
 rebuilt with an empty memo whenever the simulator's choice model or its weights object is replaced.
+
+**Start table** (:mod:`recarena.envs.start_table`). Ahead of the memo: the same results for *every*
+(user, prefix) of the sampler's log, computed batched once per simulator (torch's GRU kernels: equal
+to the NumPy read within the state tolerance above, not bit for bit) and cached on disk; a reset
+copies its row. The memo serves the resets only where the table is off (``start_table(simulator)
+.enabled = False``) or over its size bound.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from scipy.special import expit
 
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING
 from recarena.envs.reset_memo import ResetMemo
+from recarena.envs.start_table import StartTable
+from recarena.envs.start_table import start_table as build_start_table
 from recarena.simulators.choice import LearnedChoice
 from recarena.simulators.sequence import NextItemGRU
 
@@ -73,6 +81,7 @@ class _Tables:
         self.response_gates = _f32(w_ih[:, dim : dim + 2].T) if network.config.use_responses else None
         # The reset's results by (user, prefix): valid as long as these tables (reset_memo module).
         self.memo = ResetMemo(dim)
+        self.starts: StartTable | None = None  # every (user, prefix)'s results (start_table module)
         # Hidden side: [h, 1] @ [W_hh^T; (0, 0, b_hn)], so the new gate's bias is multiplied by r.
         hidden = torch.zeros(dim + 1, 3 * dim, dtype=torch.float64)
         hidden[:dim] = w_hh.T
@@ -116,7 +125,15 @@ def _tables(simulator: Any) -> _Tables:
     tables = _TABLES.get(simulator)
     if tables is None or not tables.current(simulator.choice_model):
         tables = _TABLES[simulator] = _Tables(simulator.choice_model)
+        tables.starts = build_start_table(simulator, tables)  # from the disk cache after the first time
     return tables
+
+
+def start_table(simulator: Any) -> StartTable | None:
+    """The start table of ``simulator``'s current choice tables (None before a NumPy learned env was
+    built on it, or over the size bound): its ``statistics()``, or ``enabled = False`` to turn it off."""
+    tables = _TABLES.get(simulator)
+    return tables.starts if tables is not None and tables.current(simulator.choice_model) else None
 
 
 def reset_memo(simulator: Any) -> ResetMemo | None:
@@ -182,15 +199,21 @@ class NumpyLearnedChoice:
         return self.tables
 
     def recall(self, user: int, prefix: int, extra: np.ndarray | None) -> bool:
-        """The reset at (``user``, ``prefix``) from the memo, if it holds it: the state, the logits and
-        their normaliser set as :meth:`start` sets them, the caller's ``extra`` copied into ``extra``
-        (the consumed mask must already be the reset's)."""
-        memo = self._current().memo
-        memo.resets += 1
-        entry = memo.full((user, prefix))
-        if entry is None:
-            return False
-        memo.hits += 1
+        """The reset at (``user``, ``prefix``) from the start table, else from the memo if it holds it:
+        the state, the logits and their normaliser set as :meth:`start` sets them, the caller's ``extra``
+        copied into ``extra`` (the consumed mask must already be the reset's)."""
+        t = self._current()
+        starts = t.starts
+        if starts is not None and starts.enabled and starts.matches(self.simulator):
+            starts.resets += 1
+            entry = starts.entry(user, prefix)
+        else:
+            memo = t.memo
+            memo.resets += 1
+            entry = memo.full((user, prefix))
+            if entry is None:
+                return False
+            memo.hits += 1
         dim = self.tables.dim
         np.copyto(self._h, entry[:dim])
         self.state[:] = self._h

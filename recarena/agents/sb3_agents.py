@@ -57,6 +57,11 @@ from recarena.agents.base import (
     next_log_point,
 )
 from recarena.agents.features import HistoryFeaturesExtractor
+from recarena.agents.item_dot_policies import (
+    ItemDotActorCriticPolicy,
+    ItemDotDQNPolicy,
+    ItemDotMaskableActorCriticPolicy,
+)
 from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 from recarena.agents.sequence_features import SequenceFeaturesExtractor, pretrain_policy_encoders
 from recarena.agents.sequence_state import SequenceStateOptions
@@ -90,6 +95,17 @@ class FeaturesConfig(SequenceStateOptions):
     use_llm_state: bool = True
     """Append the env's LLM-encoded state (response-weighted mean item encoding) to the pooled vector
     (``state: pooled``; the sequence state is the encoder's output alone)."""
+    head: Literal["mlp", "item_dot"] = "mlp"
+    """How the state becomes item scores (DQN's Q-values, PPO's logits). ``mlp``: SB3's MLP head
+    (``net_arch``). ``item_dot`` (``state: sequence`` only): ``state . v_i + b_i`` with the encoder's
+    item vectors ``v_i`` (:mod:`recarena.agents.item_dot_policies`), so at step 0 the agent ranks as the
+    pretrained encoder; DQN then has no hidden layers, PPO's ``net_arch`` is the critic's."""
+
+    @model_validator(mode="after")
+    def _check_head(self) -> FeaturesConfig:
+        if self.head == "item_dot" and self.state != "sequence":
+            raise ValueError(f"head: item_dot needs state: sequence (the encoder's item vectors; got {self.state!r})")
+        return self
 
 
 @config_dataclass
@@ -281,6 +297,9 @@ class _SelectKeys(VecEnvWrapper):
 
     def step_wait(self):  # type: ignore[override]
         observation, reward, done, infos = self.venv.step_wait()
+        for info in infos:  # PPO bootstraps truncated sessions from it through the policy's space
+            if "terminal_observation" in info:
+                info["terminal_observation"] = self._select(info["terminal_observation"])
         return self._select(observation), reward, done, infos
 
 
@@ -429,6 +448,8 @@ class SB3Agent(TrainableAgent):
     name: ClassVar[str]
     config_class: ClassVar[type]
     algorithm: ClassVar[type]
+    item_dot_policy: ClassVar[type]
+    """SB3 policy class for ``features.head: item_dot`` (otherwise SB3's ``MultiInputPolicy``)."""
     loss_tag: ClassVar[str] = "losses/loss"
 
     def __init__(
@@ -508,6 +529,10 @@ class SB3Agent(TrainableAgent):
             },
             "net_arch": list(self.config.net_arch),
         }
+
+    def _policy(self) -> str | type:
+        """The SB3 policy to build: the item-vector head's class, or SB3's stock one."""
+        return self.item_dot_policy if self.config.features.head == "item_dot" else "MultiInputPolicy"
 
     def _build_model(self, placeholder: VecEnv, device: str) -> Any:
         raise NotImplementedError
@@ -756,6 +781,7 @@ class DQNAgent(SB3Agent):
     name = "dqn"
     config_class = DQNConfig
     algorithm = _DQN
+    item_dot_policy = ItemDotDQNPolicy
     loss_tag = "losses/td_loss"
 
     def _policy_keys(self, observation_space: spaces.Dict) -> list[str]:
@@ -767,7 +793,7 @@ class DQNAgent(SB3Agent):
     def _build_model(self, placeholder: VecEnv, device: str) -> Any:
         c = self.config
         return _DQN(
-            "MultiInputPolicy",
+            self._policy(),
             placeholder,
             learning_rate=c.learning_rate,
             buffer_size=c.buffer_size,
@@ -844,11 +870,12 @@ class PPOAgent(SB3Agent):
     name = "ppo"
     config_class = PPOConfig
     algorithm = _PPO
+    item_dot_policy = ItemDotActorCriticPolicy
 
     def _build_model(self, placeholder: VecEnv, device: str) -> Any:
         c = self.config
         return self.algorithm(
-            "MultiInputPolicy",
+            self._policy(),
             placeholder,
             learning_rate=c.learning_rate,
             n_steps=c.n_steps,
@@ -886,6 +913,7 @@ class MaskablePPOAgent(PPOAgent):
 
     name = "maskable_ppo"
     algorithm = _MaskablePPO
+    item_dot_policy = ItemDotMaskableActorCriticPolicy
 
     def _learn_kwargs(self) -> dict[str, Any]:
         return {"use_masking": True}

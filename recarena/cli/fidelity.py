@@ -90,6 +90,12 @@ def build_parser(prog: str = "recarena fidelity") -> argparse.ArgumentParser:
         "--choice-text-ablation", action="store_true",
         help="also fit (and cache) the next-item model without LLM text encodings and rank it (cold items too)",
     )
+    parser.add_argument(
+        "--choice-cold", action="store_true",
+        help="add the cold-items section: on the temporal split's held-out events whose item has <= 5 training "
+             "events (and 0), HR@10/NDCG@10 of the next-item model with and without LLM text (both fitted once on "
+             "the temporal training part and cached), most-popular and SASRec, and the paired difference",
+    )
     parser.add_argument("--cache-dir", default=None, help="embedding/judgement cache (default $RECARENA_CACHE)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 1)")
     parser.add_argument(
@@ -194,6 +200,14 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
             spec.to_value(), Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
             n_sim_users=args.choice_users, text_ablation=args.choice_text_ablation,
         )
+    if args.choice_cold:
+        from recarena.evaluation.cold_choice import cold_report_for_source
+
+        sasrec = {"device": base["device"], "seed": args.seed}
+        if args.sasrec_epochs is not None:
+            sasrec["epochs"] = args.sasrec_epochs
+        report["choice_cold"] = cold_report_for_source(spec.to_value(), device=base["device"], seed=args.seed,
+                                                       sasrec_config=sasrec)
     if agreement is not None:
         from recarena.evaluation.agreement import plot_agreement
 
@@ -221,6 +235,10 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         from recarena.evaluation.choice_fidelity import format_choice_tables
 
         tables += "\n" + format_choice_tables(report["choice"])
+    if "choice_cold" in report:
+        from recarena.evaluation.cold_choice import format_cold_tables
+
+        tables += "\n" + format_cold_tables(report["choice_cold"])
     if agreement is not None:
         from recarena.evaluation.agreement import agreement_markdown
 

@@ -548,8 +548,11 @@ def tiny_log() -> InteractionLog:
 
 
 def logged(mode: str = "logged-first", **options) -> LoggedUserSimulator:
-    """The tiny logged simulator with the rating-only choice (these tests pin its responses and choices)."""
+    """The tiny logged simulator with the rating-only choice (these tests pin its responses and choices)
+    answering with the model's mean where the log does not (``answers: mean``, the -v1 answers;
+    the calibrated ones: tests/test_calibrated_answers.py)."""
     options["choice"] = {"model": "rating", **options.get("choice", {})}
+    options.setdefault("answers", "mean")
     config = simulators.registry.from_dict(LoggedConfig, {"mode": mode, "history_length": 4, "sampler": {"min_prefix": 2}, **options})
     return LoggedUserSimulator(config, tiny_log(), preference_model=ConstantModel(2.5), item_embeddings=torch.eye(8))
 
@@ -613,11 +616,12 @@ def test_logged_simulator_with_a_saved_preference_model(tmp_path):
     sim = simulators.make(
         "logged", LogSplit(log, log, log, "leave-last-out", log), mode="model-only",
         preference_path=str(tmp_path / "pref"), components={"item_embeddings": torch.eye(8)},
-        sampler={"min_prefix": 2}, choice={"model": "rating"},
+        sampler={"min_prefix": 2}, choice={"model": "rating"}, answers="mean",  # the model's own predictions
     )
     assert sim.rating_table is not None  # small: precomputed dense table
     no_table = simulators.make(
         "logged", log, mode="model-only", rating_table="never", sampler={"min_prefix": 2}, choice={"model": "rating"},
+        answers="mean",
         components={"item_embeddings": torch.eye(8), "preference_model": model},
     )
     assert no_table.rating_table is None

@@ -244,3 +244,25 @@ def test_parts_the_numpy_step_does_not_know_take_the_batched_path(simulator):
     sim.choice_model = OwnChoice(sim.next_item_model, sim.choice_model.weights)
     assert RecommendationEnv(simulator=sim)._fast is None
     assert RecommendationEnv(simulator=simulator)._fast is not None
+
+
+def test_the_numpy_step_covers_both_versions_of_the_answers(simulator):
+    """The module's simulator is the -v2 user (calibrated answers, rounded likes: the comparisons above
+    are of -v2); the -v1 user ("logged-v1") steps in NumPy as the batched path too."""
+    assert simulator.calibration is not None and simulator.answer_table is not None
+    assert simulator.like_threshold == 3.5
+    log = cycle_log()
+    v1 = simulators.make(
+        "logged-v1", leave_last_out(log), sampler={"min_prefix": 2}, history_length=6,
+        choice={"sequence": QUICK_SEQUENCE},
+        components={"item_embeddings": group_embeddings(), "preference_model": TableModel(in_group_ratings(log.n_users))},
+    )
+    assert v1.calibration is None and v1.like_threshold == 4.0
+    for sim in (simulator, v1):
+        fast, slow = pair(sim, slate_size=3, reward="like")
+        trace_fast, statistics_fast, clicks = rollout(fast, 6, 300)
+        trace_slow, statistics_slow, _ = rollout(slow, 6, 300)
+        assert clicks >= 30 and statistics_fast["likes"] > 0
+        assert_same(trace_fast, trace_slow)
+        assert statistics_fast == statistics_slow
+        assert_same_state(fast, slow)

@@ -191,7 +191,7 @@ def build_simulator(options: EnvOptions) -> Simulator:
     key = json.dumps([options.simulator, data_key, options.device, config], sort_keys=True, default=str)
     if key not in _SIMULATORS:
         data: Any = options.data
-        if options.simulator == "logged" and data is not None:
+        if options.simulator in ("logged", "logged-v1") and data is not None:
             # Named data: fit the preference model once and load it from $RECARENA_CACHE afterwards.
             data, config = logged_simulator_arguments(data, config)
         _SIMULATORS[key] = simulators.make(options.simulator, data=data, device=options.device, **config)

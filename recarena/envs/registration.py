@@ -16,9 +16,15 @@ VECTOR_ENTRY_POINT = "recarena.envs.vector_env:RecommendationVectorEnv"
 
 ENV_KWARGS: dict[str, dict[str, Any]] = {
     # Logged users of MovieLens-100K / -1M (bundled data) who choose with the learned choice model
-    # (next-item model + preference model + boredom, weights fitted on validation events).
-    "recarena/ML100K-v1": {"simulator": "logged", "data": "ml-100k"},
-    "recarena/ML1M-v1": {"simulator": "logged", "data": "ml-1m"},
+    # (next-item model + preference model + boredom, weights fitted on validation events), answer
+    # films the log does not answer with a fixed draw from the calibrated rating distribution, and
+    # like a response that rounds to 4 or more (simulator "logged", its defaults).
+    "recarena/ML100K-v2": {"simulator": "logged", "data": "ml-100k"},
+    "recarena/ML1M-v2": {"simulator": "logged", "data": "ml-1m"},
+    # v1: the same users answering with the preference model's mean prediction and liking a
+    # response >= 4 (simulator "logged-v1": "logged" with answers: mean, like_rounding: false).
+    "recarena/ML100K-v1": {"simulator": "logged-v1", "data": "ml-100k"},
+    "recarena/ML1M-v1": {"simulator": "logged-v1", "data": "ml-1m"},
     # v0: the same users choosing by the rating-only logit (kept for comparison).
     "recarena/ML100K-v0": {"simulator": "logged-rating", "data": "ml-100k"},
     "recarena/ML1M-v0": {"simulator": "logged-rating", "data": "ml-1m"},

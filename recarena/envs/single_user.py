@@ -121,6 +121,10 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
         if not implicit and getattr(simulator, "rating_table", None) is None:
             return None
         table = np.full((1, n_items), MAX_RATING, dtype=np.float32) if implicit else simulator.rating_table.numpy()
+        calibrated = not implicit and getattr(simulator, "calibration", None) is not None
+        if calibrated and getattr(simulator, "answer_table", None) is None:
+            return None
+        answers = simulator.answer_table.numpy() if calibrated else table  # the user's own answers (-v2: drawn)
         model_only = simulator.config.mode == "model-only"
         # A sentinel key past every (user, item) key: searchsorted's answer is always an index.
         keys = np.append(simulator.lookup.keys.numpy(), np.iinfo(np.int64).max)
@@ -130,17 +134,18 @@ def _rate_function(simulator: ComposedSimulator) -> RateFunction | None:
 
         def logged_first(user: int, prefix: int, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             predicted = table[0 if implicit else user, slate]
+            answered = answers[user, slate] if calibrated else predicted
             if model_only:
-                return predicted, nothing[: len(slate)], predicted
+                return answered, nothing[: len(slate)], predicted
             query = slate + user * n_items
             index = keys.searchsorted(query)
             from_log = keys[index] == query
             if not np.count_nonzero(from_log):  # (cheaper than .any() on a few items)
-                return predicted, from_log, predicted
+                return answered, from_log, predicted
             from_log &= positions[index] >= prefix
             if implicit:
                 return predicted, from_log, predicted
-            return np.where(from_log, logged[index], predicted), from_log, predicted
+            return np.where(from_log, logged[index], answered), from_log, predicted
 
         return logged_first
     return None
@@ -191,6 +196,7 @@ class SingleUserStep:
         self._penalise = bool(getattr(simulator, "penalise_response", True))
         penalty = getattr(simulator, "response_penalty", None)
         self._boredom = _F32(interest.boredom_penalty if penalty is None else penalty)
+        self._like_threshold = _F32(getattr(simulator, "like_threshold", LIKE_THRESHOLD))
         self._decay = _F32(interest.fatigue_decay)
         self._gain = (_F32(False) * _F32(interest.fatigue_gain), _F32(True) * _F32(interest.fatigue_gain))
         self._drift = float(interest.drift)
@@ -460,7 +466,7 @@ class SingleUserStep:
             chosen_from_log = bool(from_log[slot])
         else:
             item, chosen, chosen_from_log = -1, _F32(0.0), False
-        liked = clicked and bool(chosen >= LIKE_THRESHOLD)
+        liked = clicked and bool(chosen >= self._like_threshold)
 
         # 3. update: history, consumed items, fatigue.
         if clicked:

@@ -396,6 +396,16 @@ def format_choice_tables(report: dict[str, Any]) -> str:
             f"fitted response boredom penalty {_f(weights.get('response_penalty'))}",
             "",
         ]
+    answers = weights.get("answers") if weights else None
+    if answers:
+        info = answers.get("info", {})
+        lines += [
+            f"Calibrated answers (ordered probit, {info.get('n_events')} {info.get('events')} events): mu = "
+            f"{_f(answers['a'])} * predicted + {_f(answers['b'])}, sd {_f(answers['sd'])}; like rate of the "
+            f"validation picks: real {_f(info.get('real_like_rate'), 3)}, calibrated {_f(info.get('calibrated_like_rate'), 3)} "
+            f"(drawn {_f(info.get('drawn_like_rate'), 3)}), mean prediction >= 4 {_f(info.get('mean_prediction_like_rate'), 3)}",
+            "",
+        ]
     lines += ["### full ranking", "", f"| ranker | HR@10 | NDCG@10 | HR@10 95% interval | cold HR@10 ({report.get('cold_queries')} queries, <= {COLD_EVENTS} training events) |",
               "|---|---|---|---|---|"]
     for name, r in report["ranking"].items():

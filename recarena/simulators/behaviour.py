@@ -438,6 +438,7 @@ class LeaveModel:
         return new, left
 
 
-def is_liked(response: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
-    """A chosen item is liked when its response reaches the like threshold (4 of 5)."""
-    return clicked & (response >= LIKE_THRESHOLD)
+def is_liked(response: torch.Tensor, clicked: torch.Tensor, threshold: float = LIKE_THRESHOLD) -> torch.Tensor:
+    """A chosen item is liked when its response reaches ``threshold`` (the like threshold, 4 of 5; the
+    ``-v2`` logged users: 3.5, a response that rounds to 4 or more)."""
+    return clicked & (response >= threshold)

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 
 from recarena.core.errors import ConfigError
+from recarena.simulators.answers import LEVELS
 from recarena.simulators.base import Simulator, StepOutcome, UserState
 from recarena.simulators.behaviour import (
     FIRST_POSITION_TABLE_LIMIT,
+    LIKE_THRESHOLD,
     BehaviourConfig,
     ChoiceModel,
     InterestModel,
@@ -94,6 +96,16 @@ class ComposedSimulator(Simulator):
     """Whether boredom lowers the response (off for implicit-feedback users, whose response is the click)."""
     response_penalty: float | None = None
     """Rating points lost per unit of fatigue in the response; None: ``interest.boredom_penalty``."""
+    like_threshold: float = LIKE_THRESHOLD
+    """A chosen item is liked when its response reaches this (4; 3.5 = "rounds to 4 or more")."""
+
+    def answer_distribution(
+        self, state: UserState, items: torch.Tensor, from_log: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Float64 [B, m, 5]: the probability of each answer 1..5 of the items a policy cannot know
+        in advance (rows of ``from_log`` items are ignored); None where every answer is what
+        :meth:`rate` returns (the default). :meth:`expected_reward` averages over it."""
+        return None
 
     # ------------------------------------------------------------------ the Simulator interface
 
@@ -309,7 +321,7 @@ class ComposedSimulator(Simulator):
         item = torch.where(clicked, slate.gather(1, safe_slot).squeeze(1), torch.full_like(slot, -1))
         chosen_response = torch.where(clicked, response.gather(1, safe_slot).squeeze(1), torch.zeros_like(response[:, 0]))
         chosen_from_log = clicked & from_log.gather(1, safe_slot).squeeze(1)
-        liked = is_liked(chosen_response, clicked)
+        liked = is_liked(chosen_response, clicked, self.like_threshold)
 
         # 3. update: history, consumed mask, interest dynamics.
         grow = clicked.unsqueeze(1)
@@ -370,18 +382,46 @@ class ComposedSimulator(Simulator):
         """Float [B, m]: each item's expected reward if shown alone now (click probability against
         the no-choice option, times the reward of its response): the one-step value a greedy policy
         on this simulator maximises. ``reward``: a reward name instead of the simulator's own
-        (``"click"``: the click probability). Does not change ``state``."""
+        (``"click"``: the click probability). Does not change ``state``.
+
+        Where the simulator draws hidden answers (:meth:`answer_distribution`), the value is the
+        exact expectation over the answer's distribution, never the draw itself."""
         items = items.to(self.device, torch.int64)
-        ratings, _, predicted = self.rate_with_prediction(state, items)
+        ratings, from_log, predicted = self.rate_with_prediction(state, items)
         fatigue = self.interest_model.fatigue(state.interest, items)
+        function = self.reward_fn if reward is None else reward_function(reward)
+        mass = self.answer_distribution(state, items, from_log)
+        if mass is None:
+            return self._item_value(state, items, ratings, predicted, fatigue, function)
+        levels = len(LEVELS)
+        hidden = ~from_log.unsqueeze(2)
+        level = torch.tensor(LEVELS, dtype=torch.float32, device=self.device)
+        candidates = torch.where(hidden, level, ratings.unsqueeze(2).to(torch.float32))  # [B, m, 5]
+        known = torch.zeros(levels, dtype=mass.dtype, device=self.device)
+        known[0] = 1.0
+        weight = torch.where(hidden, mass.to(self.device), known)
+        value = self._item_value(
+            state,
+            items.repeat_interleave(levels, dim=1),
+            candidates.flatten(1),
+            predicted.repeat_interleave(levels, dim=1),
+            fatigue.repeat_interleave(levels, dim=1),
+            function,
+        )
+        return (weight * value.view(weight.shape).to(weight.dtype)).sum(2).to(torch.float32)
+
+    def _item_value(
+        self, state: UserState, items: torch.Tensor, ratings: torch.Tensor, predicted: torch.Tensor,
+        fatigue: torch.Tensor, function: Any,
+    ) -> torch.Tensor:
+        """Float [B, m]: click probability of each item shown alone times the reward of its response."""
         response = self._respond(ratings, fatigue)
         utility, none = self.choice_model.utilities(
             state.choice_state, state.consumed, items, predicted.to(torch.float32), fatigue, response=response
         )
         click = torch.sigmoid(utility - none)
         clicked = torch.ones_like(items, dtype=torch.bool)
-        function = self.reward_fn if reward is None else reward_function(reward)
-        return click * function(clicked, is_liked(response, clicked), response).to(torch.float32)
+        return click * function(clicked, is_liked(response, clicked, self.like_threshold), response).to(torch.float32)
 
     # ------------------------------------------------------------------ diagnostics
 

@@ -18,6 +18,14 @@ On logs without ratings (``choice.rating: auto``; or ``off``) there is no prefer
 is the next-item model (and boredom) alone, every response is ``MAX_RATING`` and so the reward is
 the click.
 
+**Answers and likes (env ``-v2``).** Where the log does not answer, the user's rating is a fixed draw
+per (user, item) from the preference model's calibrated ordered-probit distribution
+(``answers: calibrated``; :mod:`recarena.simulators.answers`), with ``(a, b, sd)`` fitted by maximum
+likelihood on the validation events' real ratings (those the choice utility is fitted on); the
+*expected* rating in the choice utility stays the mean prediction. A chosen item is liked when its
+response rounds to 4 or more (``like_rounding``: response >= 3.5). The ``-v1`` users (simulator
+"logged-v1") answer with the mean prediction and like at a response >= 4.
+
 The (user, item) -> (logged rating, position) lookup is a sorted int64 key array
 ``user * n_items + item`` searched with ``torch.searchsorted``, on the simulator's device. Where a
 user rated an item twice, the earliest event is used.
@@ -28,19 +36,28 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import field, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import ConfigError
 from recarena.core.seeding import torch_generator
 from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.data.spec import DataSpec, data_spec
+from recarena.simulators.answers import (
+    AnswerCalibration,
+    answer_noise,
+    answer_probabilities,
+    calibrated_answers,
+    fit_answer_calibration,
+)
 from recarena.simulators.base import UserState
 from recarena.simulators.behaviour import (
+    LIKE_THRESHOLD,
     MAX_RATING,
     BehaviourConfig,
     ChoiceConfig,
@@ -50,7 +67,12 @@ from recarena.simulators.behaviour import (
 )
 from recarena.simulators.choice import LearnedChoice, UtilityFitConfig, UtilityWeights, choice_slates, fit_mnl
 from recarena.simulators.composed import ComposedSimulator
-from recarena.simulators.preference import PreferenceConfig, PreferenceModel, fit_preference_model
+from recarena.simulators.preference import (
+    LIKE_MIDPOINT,
+    PreferenceConfig,
+    PreferenceModel,
+    fit_preference_model,
+)
 from recarena.simulators.registry import register
 from recarena.simulators.sequence import (
     NextItemConfig,
@@ -112,11 +134,31 @@ class LoggedConfig(BehaviourConfig):
     """Precompute the model's ratings of every (user, item) into a dense table, so a step is a
     gather: the model is frozen and depends only on (user, item), so this is exact. "auto" does
     it when the table has at most ``RATING_TABLE_LIMIT`` entries (ML-1M: 22.4M, 90 MB)."""
+    answers: Literal["calibrated", "mean"] = "calibrated"
+    """How a user rates an item the log does not answer. ``calibrated`` (env ``-v2``): a fixed draw per
+    (user, item) from the preference model's calibrated ordered probit over 1..5, ``mu = a * predicted
+    + b`` with spread ``sd`` fitted on the validation events' real ratings
+    (:mod:`recarena.simulators.answers`); ``mean`` (``-v1``): the model's mean prediction."""
+    answer_seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    """Fixes every (user, item) draw of the calibrated answers: the population's opinions. The env seed
+    does not change them, so a policy's return is comparable across episodes and seeds."""
+    like_rounding: bool = True
+    """``True`` (``-v2``): a chosen item is liked when its response rounds to 4 or more (>= 3.5);
+    ``False`` (``-v1``): when it is >= 4 (so a logged 4 minus any boredom is not liked)."""
 
 
 @config_dataclass
-class RatingLoggedConfig(LoggedConfig):
-    """Options of "logged-rating": the logged simulator whose choice defaults to the rating model."""
+class V1LoggedConfig(LoggedConfig):
+    """Options of "logged-v1": the logged simulator with the ``-v1`` answers (mean prediction) and likes (>= 4)."""
+
+    answers: Literal["calibrated", "mean"] = "mean"
+    like_rounding: bool = False
+
+
+@config_dataclass
+class RatingLoggedConfig(V1LoggedConfig):
+    """Options of "logged-rating": the logged simulator whose choice defaults to the rating model
+    (and, as the ``-v0`` ids it serves, the mean-prediction answers and likes at >= 4)."""
 
     choice: RatingChoiceConfig = field(default_factory=RatingChoiceConfig)
 
@@ -240,9 +282,86 @@ class LoggedUserSimulator(ComposedSimulator):
         self.data_fingerprint = log.fingerprint()
         self.lookup = LogLookup(log, self.device)
         self.rating_table = self._rating_table(log.n_users) if self._wants_table(log.n_users) else None
+        self.like_threshold = LIKE_MIDPOINT if config.like_rounding else LIKE_THRESHOLD
+        self.answer_seed = int(config.answer_seed)
+        self.calibration: AnswerCalibration | None = None
+        self.answer_table: torch.Tensor | None = None
         self.choice_fit: dict[str, Any] | None = None
         if learned:
             self._build_learned_choice(config, log, valid, item_embeddings, choice_model)
+        if self.uses_ratings and config.answers == "calibrated":
+            self._calibrate_answers(log, valid)
+
+    # ------------------------------------------------------------------ calibrated answers
+
+    def _fit_events(
+        self, log: InteractionLog, valid: InteractionLog | None
+    ) -> tuple[InteractionLog, InteractionLog | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(log the models see, held-out log, users, prefix lengths, items, ratings) of the events the
+        choice utility and the answer calibration are fitted on: each user's first validation event
+        (never a test event), or, without a validation part, each user's last training event."""
+        if valid is not None:
+            users, items = validation_events(log, valid)
+            prefix = log.sequence_lengths()[users]
+            first = valid.user_offsets[:-1][valid.sequence_lengths() > 0]
+            return log, None, users, prefix, items, valid.rating[first]
+        fit_log, held = hold_out_last(log)
+        users, items = held.user.astype(np.int64), held.item.astype(np.int64)
+        return fit_log, held, users, log.sequence_lengths()[users] - 1, items, held.rating
+
+    @torch.no_grad()
+    def _calibrate_answers(self, log: InteractionLog, valid: InteractionLog | None) -> None:
+        """Fit ``(a, b, sd)`` of the calibrated answers on the fit events' real ratings, record them in
+        :attr:`choice_fit` (``answers``), and fold the draws into :attr:`answer_table` where the dense
+        rating table exists."""
+        _, _, users, _, items, ratings = self._fit_events(log, valid)
+        user = torch.as_tensor(users, dtype=torch.int64, device=self.device)
+        item = torch.as_tensor(items, dtype=torch.int64, device=self.device).unsqueeze(1)
+        predicted = self.predicted_ratings(user, item).squeeze(1).cpu().numpy()
+        self.calibration = fit_answer_calibration(predicted, ratings)
+        self.calibration.info["events"] = "validation" if valid is not None else "last training event (no validation part)"
+        self.calibration.info["seed"] = self.answer_seed
+        drawn = calibrated_answers(torch.as_tensor(predicted), answer_noise(self.answer_seed, user.cpu(), item.squeeze(1).cpu()), self.calibration)
+        rated = np.isfinite(ratings)
+        self.calibration.info["drawn_like_rate"] = float((drawn.numpy()[rated] >= LIKE_THRESHOLD).mean()) if rated.any() else None
+        if self.choice_fit is None:
+            self.choice_fit = {}
+        self.choice_fit["answers"] = self.calibration.to_dict()
+        self.reseed_answers(self.answer_seed)
+
+    @torch.no_grad()
+    def reseed_answers(self, seed: int, chunk: int = 1024) -> None:
+        """Draw every calibrated answer again with ``seed`` (a new population's opinions); the answer
+        table, if any, is rewritten in place (views of it stay valid)."""
+        if self.calibration is None:
+            raise ConfigError("reseed_answers needs calibrated answers (answers: calibrated, on a log with ratings)")
+        self.answer_seed = int(seed)
+        if self.rating_table is None:
+            return
+        if self.answer_table is None:
+            self.answer_table = torch.empty(self.rating_table.shape, dtype=torch.float32, device=self.device)
+        items = torch.arange(self.n_items, device=self.device).unsqueeze(0)
+        for start in range(0, self.rating_table.shape[0], chunk):
+            rows = torch.arange(start, min(start + chunk, self.rating_table.shape[0]), device=self.device)
+            noise = answer_noise(self.answer_seed, rows.unsqueeze(1), items)
+            self.answer_table[rows] = calibrated_answers(self.rating_table.index_select(0, rows), noise, self.calibration)
+
+    def model_answers(self, user: torch.Tensor, slate: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """Float32 [B, k]: the users' own answers to the slate items where the log does not answer:
+        the calibrated draw, or the mean ``predicted`` (``answers: mean``)."""
+        if self.calibration is None:
+            return predicted
+        if self.answer_table is not None:
+            return torch.take(self.answer_table, user.unsqueeze(1) * self.n_items + slate)
+        noise = answer_noise(self.answer_seed, user.unsqueeze(1), slate)
+        return calibrated_answers(predicted, noise, self.calibration)
+
+    def answer_distribution(
+        self, state: UserState, items: torch.Tensor, from_log: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.calibration is None:
+            return None
+        return answer_probabilities(self.predicted_ratings(state.user, items), self.calibration)
 
     # ------------------------------------------------------------------ the learned choice
 
@@ -255,15 +374,8 @@ class LoggedUserSimulator(ComposedSimulator):
         model: NextItemModel | None,
     ) -> None:
         """Load or fit the next-item model, then fit the utility weights on validation events."""
-        if valid is not None:
-            fit_log, users, items = log, *validation_events(log, valid)
-            prefix = log.sequence_lengths()[users]
-            first = valid.user_offsets[:-1][valid.sequence_lengths() > 0]
-            ratings = valid.rating[first]
-        else:  # no validation part: hold out each user's last training event for the choice fit
-            fit_log, held = hold_out_last(log)
-            users, items, ratings = held.user.astype(np.int64), held.item.astype(np.int64), held.rating
-            prefix = log.sequence_lengths()[users] - 1
+        # No validation part: each user's last training event is held out for the choice fit.
+        fit_log, held, users, prefix, items, ratings = self._fit_events(log, valid)
         if model is None:
             if config.choice_path is not None:
                 model = NextItemModel.load(config.choice_path, map_location=self.device, log=fit_log)
@@ -399,12 +511,12 @@ class LoggedUserSimulator(ComposedSimulator):
     def rate_with_prediction(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         predicted = self.predicted_ratings(state.user, slate)
         if self.config.mode == "model-only":
-            return predicted, torch.zeros_like(slate, dtype=torch.bool), predicted
+            return self.model_answers(state.user, slate, predicted), torch.zeros_like(slate, dtype=torch.bool), predicted
         found, position, logged = self.lookup(state.user, slate)
         from_log = found & (position >= state.prefix_length.unsqueeze(1))
         if self.preference_model is None:  # implicit feedback: every response is the top of the scale
             return predicted, from_log, predicted
-        return torch.where(from_log, logged, predicted), from_log, predicted
+        return torch.where(from_log, logged, self.model_answers(state.user, slate, predicted)), from_log, predicted
 
     def rate(self, state: UserState, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ratings, from_log, _ = self.rate_with_prediction(state, slate)
@@ -414,6 +526,14 @@ class LoggedUserSimulator(ComposedSimulator):
 def _select_rows(state: UserState, rows: torch.Tensor) -> UserState:
     """The rows ``rows`` of a state (a new state)."""
     return UserState(**{f.name: getattr(state, f.name).index_select(0, rows) for f in fields(state)})
+
+
+@register("logged-v1")
+class V1LoggedUserSimulator(LoggedUserSimulator):
+    """The logged simulator of the ``-v1`` env ids: answers with the mean prediction where the log does
+    not answer (``answers: mean``) and likes at a response >= 4 (``like_rounding: False``)."""
+
+    config_class = V1LoggedConfig
 
 
 @register("logged-rating")

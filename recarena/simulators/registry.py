@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "recarena.simulators"
 _BUILTIN = {
     "logged": "recarena.simulators.logged",
     "logged-rating": "recarena.simulators.logged",
+    "logged-v1": "recarena.simulators.logged",
     "synthetic": "recarena.simulators.synthetic",
 }
 """Built-in simulators and the module that registers each (imported on first use)."""

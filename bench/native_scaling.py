@@ -6,7 +6,7 @@ throughput and a larger N buys env steps almost for free, until the kernels them
 device. This script measures that curve on the synthetic env of ML-1M size (no data needed):
 
     python bench/native_scaling.py --agent native_dqn --device cuda --sizes 4096 16384 65536
-    python bench/native_scaling.py --agent native_ppo --device cuda --sizes 65536 --set update_epochs=2 --profile
+    python bench/native_scaling.py --agent native_ppo --device cuda --sizes 65536 --set n_epochs=2 --profile
 
 For each N it trains an untimed warm-up chunk (at least 48 vector steps), then times ``--steps``
 env steps of ``agent.learn`` (at least 128 vector steps: 8 PPO rollouts). ``--profile`` adds a ``torch.profiler`` table for the first N: PyTorch
@@ -80,15 +80,15 @@ def main() -> None:
         env = RecommendationVectorEnv(num_envs=n, device=args.device, max_steps=20, simulator="synthetic",
                                       simulator_config=dict(ML1M_SIZED))
         agent = make_agent(args.agent, env.n_items, {**overrides, "device": args.device, "seed": 0}, env=env)
-        rollout = 16 * n  # one PPO rollout at the default num_steps; the same unit for DQN
+        rollout = 16 * n  # one PPO rollout at the default n_steps; the same unit for DQN
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         agent.learn(env, max(args.steps // 4, 3 * rollout), NullLogger())  # warm-up: allocations, learning_starts
         synchronize(args.device)
-        start_step, start = agent.global_step, time.perf_counter()
+        start_step, start = agent.steps_done, time.perf_counter()
         agent.learn(env, max(args.steps, 8 * rollout), NullLogger())
         synchronize(args.device)
-        rate = (agent.global_step - start_step) / (time.perf_counter() - start)
+        rate = (agent.steps_done - start_step) / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
         print(f"{n:>8} {rate:>14,.0f} {peak:>13.1f}", flush=True)
         if args.profile and i == 0:

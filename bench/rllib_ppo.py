@@ -37,7 +37,7 @@ def run_native(args: argparse.Namespace) -> dict[str, Any]:
     from recarena.agents.registry import make_agent
 
     env = gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="vector_entry_point")
-    config = {"num_steps": args.batch // args.num_envs, "num_minibatches": 4, "update_epochs": 4,
+    config = {"n_steps": args.batch // args.num_envs, "num_minibatches": 4, "n_epochs": 4,
               "learning_rate": 3e-4, "seed": args.seed}
     agent = make_agent("native_ppo", env.n_items, config, env=env)
     returns: list[float] = []
@@ -49,7 +49,7 @@ def run_native(args: argparse.Namespace) -> dict[str, Any]:
 
     wall, cpu = time.perf_counter(), time.process_time()
     agent.learn(env, args.steps, Recorder())
-    return {"steps": agent.global_step, "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+    return {"steps": agent.steps_done, "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
             "return": returns[-1] if returns else math.nan}
 
 

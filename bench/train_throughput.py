@@ -10,7 +10,7 @@ same algorithm.
     python bench/train_throughput.py                       # CPU, synthetic env of ML-1M size
     python bench/train_throughput.py --env recarena/ML1M-v0  # logged ML-1M users (fits/caches once)
     python bench/train_throughput.py --device cuda --native-envs 4096 --steps 2000000
-    python bench/train_throughput.py --agents native_ppo,native_ppo:update_epochs=2,sb3_ppo
+    python bench/train_throughput.py --agents native_ppo,native_ppo:n_epochs=2,sb3_ppo
     python bench/train_throughput.py --agents native_ppo,native_ppo:state=sequence:encoder.max_length=50 --history-length 50
 
 A native agent may carry config overrides after a colon (``name:key=value:key=value``); each
@@ -68,7 +68,7 @@ def evaluate_return(args: argparse.Namespace, act) -> float:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"native_ppo:update_epochs=2"`` -> ("native_ppo", {"update_epochs": 2}); values parsed as YAML
+    """``"native_ppo:n_epochs=2"`` -> ("native_ppo", {"n_epochs": 2}); values parsed as YAML
     scalars; a dotted key sets a nested section (``encoder.max_length=50`` -> {"encoder": {"max_length": 50}})."""
     import yaml
 
@@ -97,7 +97,7 @@ def run_native(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     agent = make_agent(name, env.n_items, {**overrides, "device": args.device, "seed": args.seed}, env=env)
     act = lambda obs, mask: agent.act({k: v.to(args.device) for k, v in obs.items()}, 1, mask.to(args.device))[:, 0].cpu()  # noqa: E731
     return train_with_curve(args, lambda steps: agent.learn(env, steps, NullLogger()), act,
-                            lambda: agent.global_step)
+                            lambda: agent.steps_done)
 
 
 def run_sb3(args: argparse.Namespace, name: str) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def train_config(data: Path) -> dict[str, Any]:
         "simulator": {"name": "logged", "config": {"history_length": SIMULATOR_HISTORY, "preference": {"epochs": 2},
                                                    "encoder": {"progress": False}}},
         "env": {"num_envs": 8, "max_steps": MAX_STEPS, "reward": "rating"},
-        "agent": {"name": "linear_q", "config": {"form": "per_item", "epsilon_decay_steps": 200, "log_interval": 64}},
+        "agent": {"name": "linear_q", "config": {"form": "per_item", "exploration_steps": 200}},
         "train": {"total_steps": TOTAL_STEPS, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
                   "eval_sessions": 16, "log_every": 64},
     }

@@ -261,11 +261,11 @@ def test_masked_training_never_recommends_a_consumed_item(mask):
 
     env.step = step
     batch = agent._collect(env)
-    assert all(checked) and len(checked) == agent.config.num_steps
+    assert all(checked) and len(checked) == agent.config.n_steps
     if mask == "env":
         clusters, members = batch["blocked"]
-        assert clusters.shape == (16 * agent.config.num_steps, agent.hierarchy.n_clusters)
-        assert members.shape == (16 * agent.config.num_steps, agent.hierarchy.members.shape[1])
+        assert clusters.shape == (16 * agent.config.n_steps, agent.hierarchy.n_clusters)
+        assert members.shape == (16 * agent.config.n_steps, agent.hierarchy.members.shape[1])
     else:
         assert batch["blocked"] is None
     agent._update(batch)  # and the update re-scores the stored actions without error

@@ -47,11 +47,11 @@ def greedy_picks(agent, env: RecommendationVectorEnv, k: int = 1) -> torch.Tenso
 
 
 def make_dqn(env, **overrides) -> NativeDQNAgent:
-    settings = {"learning_starts": 300, "exploration_steps": 3000, "batch_size": 64, "mask_consumed": False,
-                "log_interval": 1000}
+    log_every = overrides.pop("log_every", 1000)
+    settings = {"learning_starts": 300, "exploration_steps": 3000, "batch_size": 64, "mask": "none"}
     config = NativeDQNConfig(**{**settings, **overrides})
     return NativeDQNAgent(env.n_items, config, item_embeddings=env.simulator.item_embeddings,
-                          slate_size=env.slate_size)
+                          slate_size=env.slate_size, log_every=log_every)
 
 
 def make_ppo(env, **overrides) -> NativePPOAgent:
@@ -348,7 +348,7 @@ def test_next_item_min_rating_keeps_only_well_rated_next_events():
 def test_next_item_loss_is_trained_and_logged(make):
     env = known_answer_env(num_envs=16)
     chunk = 16 * 16
-    dqn_logging = {"log_interval": chunk, "learning_starts": 0} if make is make_dqn else {}  # a log per chunk
+    dqn_logging = {"log_every": chunk, "learning_starts": 0} if make is make_dqn else {}  # a log per chunk
     agent = make(env, next_item_coef=1.0, **dqn_logging)
     logger = RecordingLogger()
     for _ in range(12):

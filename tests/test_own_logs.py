@@ -174,7 +174,7 @@ def tiny_run_config() -> dict:
     return {
         "simulator": {"name": "logged", "config": {"history_length": 8, **TINY_CHOICE}},
         "env": {"num_envs": 8, "max_steps": 6},
-        "agent": {"name": "linear_q", "config": {"form": "per_item", "epsilon_decay_steps": 200, "log_interval": 64}},
+        "agent": {"name": "linear_q", "config": {"form": "per_item", "exploration_steps": 200}},
         "train": {"total_steps": 256, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
                   "eval_sessions": 16, "log_every": 64},
     }

@@ -44,9 +44,9 @@ class RecordingLogger:
 
 
 AGENTS = {
-    "tabular_q": {"n_states": 8, "codebook_samples": 256, "epsilon_decay_steps": 1500},
-    "linear_q": {"form": "bilinear", "epsilon_decay_steps": 1500},
-    "linear_q/per_item": {"form": "per_item", "epsilon_decay_steps": 1500},
+    "tabular_q": {"n_states": 8, "codebook_samples": 256, "exploration_steps": 1500},
+    "linear_q": {"form": "bilinear", "exploration_steps": 1500},
+    "linear_q/per_item": {"form": "per_item", "exploration_steps": 1500},
 }
 CANDIDATES = 10
 """Candidate-set size of the ``/candidates`` variants. BEST_ITEM is never logged in the synthetic
@@ -58,9 +58,9 @@ VARIANTS = {
 }
 
 
-def build(key: str, **overrides):
+def build(key: str, log_every: int | None = None, **overrides):
     name = key.split("/")[0]
-    return make_agent(name, N_ITEMS, {**VARIANTS[key], **overrides})
+    return make_agent(name, N_ITEMS, {**VARIANTS[key], **overrides}, log_every=log_every)
 
 
 def parameters(agent) -> dict[str, torch.Tensor]:
@@ -79,7 +79,7 @@ def fraction_best(agent, seed: int = 123) -> float:
 
 @pytest.mark.parametrize("key", list(AGENTS))
 def test_agent_finds_the_obvious_best_item(key):
-    agent = build(key, log_interval=500)
+    agent = build(key, log_every=500)
     assert fraction_best(agent) < 0.5  # untrained: no idea
     logger = RecordingLogger()
     agent.learn(best_item_env(), 3000, logger)
@@ -100,7 +100,7 @@ def test_tabular_q_fits_its_codebook_after_the_warm_up():
 
 
 def test_epsilon_decays_linearly():
-    agent = build("linear_q", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100)
+    agent = build("linear_q", exploration_initial_eps=1.0, exploration_final_eps=0.1, exploration_steps=100)
     assert [agent.epsilon(s) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
 
 
@@ -176,12 +176,12 @@ def test_scores_exclude_history_and_cover_the_catalogue():
         (TabularQConfig, {"n_states": 0}, ">= 1"),
         (TabularQConfig, {"learning_rate": 1.5}, "learning_rate"),
         (TabularQConfig, {"gamma": 1.2}, "gamma"),
-        (TabularQConfig, {"epsilon_end": -0.1}, "epsilon_end"),
+        (TabularQConfig, {"exploration_final_eps": -0.1}, "exploration_final_eps"),
         (TabularQConfig, {"states": 8}, "valid keys"),
         (TabularQConfig, {"candidates": -1}, "candidates"),
         (LinearQConfig, {"form": "deep"}, "bilinear"),
         (LinearQConfig, {"learning_rate": 0}, "learning_rate"),
-        (LinearQConfig, {"epsilon_decay_steps": 0}, "epsilon_decay_steps"),
+        (LinearQConfig, {"exploration_steps": 0}, "exploration_steps"),
         (LinearQConfig, {"seed": -1}, "seed"),
     ],
 )

@@ -29,7 +29,7 @@ from recarena.training.config import run_config_from_dict
 SIMULATOR = {"n_items": 20, "n_users": 50, "events_per_user": 10, "best_item": 3}
 AGENTS = {
     "linear_q": {"form": "bilinear"},
-    "native_ppo": {"hidden_dim": 16, "num_steps": 4},
+    "native_ppo": {"hidden_dim": 16, "n_steps": 4},
     "ppo": {"n_steps": 8, "batch_size": 32, "net_arch": [16], "features": {"embed_dim": 8}},
 }
 

@@ -83,7 +83,7 @@ def test_extractor_state_is_the_pretrained_encoders_encode_last(name: str) -> No
 def test_native_and_sb3_agents_share_the_pretraining_cache() -> None:
     env = _env()
     sb3 = _agent("ppo", env)
-    native = make_agent("native_ppo", env.n_items, {**SEQUENCE, "num_steps": 4, "seed": 0}, env=env)
+    native = make_agent("native_ppo", env.n_items, {**SEQUENCE, "n_steps": 4, "seed": 0}, env=env)
     assert sb3.pretrain_info["cached"] is False and native.pretrain_info["cached"] is True
     assert native.pretrain_info["path"] == sb3.pretrain_info["path"]
     assert Path(sb3.pretrain_info["path"]) == pretrain_cache_path(Path(sb3.pretrain_info["path"]).stem)

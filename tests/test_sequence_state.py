@@ -215,7 +215,7 @@ def test_train_py_pretrains_once_and_resumes_to_the_same_weights(tmp_path, monke
             "data": {"source": None},
             "simulator": {"name": "synthetic", "config": {"n_items": 20, "n_users": 50, "events_per_user": 10}},
             "env": {"num_envs": 8, "max_steps": 10, "history_length": 8},
-            "agent": {"name": "native_ppo", "config": {"num_steps": 4, "state": "sequence", "pretrain_epochs": 2,
+            "agent": {"name": "native_ppo", "config": {"n_steps": 4, "state": "sequence", "pretrain_epochs": 2,
                                                        "encoder": {**ENCODER, "hidden_dim": 16, "max_length": 8}}},
             "train": {"total_steps": total_steps, "device": "cpu", "checkpoint_every": 64, "eval_every": 0,
                       "eval_sessions": 8, "log_every": 64},

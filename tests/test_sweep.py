@@ -35,7 +35,7 @@ def write_spec(folder: Path, data: Path, **changes) -> Path:
     """A base config (tiny logged-simulator linear Q run, 256 steps, checkpoints every 128) and a spec over it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "base.yaml").write_text(yaml.safe_dump(train_config(data)))
-    spec = {"base": "base.yaml", "params": {"agent.config.epsilon_decay_steps": [50, 400]}, "seeds": [0, 1],
+    spec = {"base": "base.yaml", "params": {"agent.config.exploration_steps": [50, 400]}, "seeds": [0, 1],
             "select": "ranking/validation/HR@10", "measures": MEASURES, "max_failures": 1,
             "evaluation": {"sim_users": 10, "sim_steps": 3, "bootstrap": 50}, **changes}
     path = folder / "spec.yaml"
@@ -55,14 +55,14 @@ def test_spec_expands_to_validated_trials(data_dir: Path, tmp_path: Path) -> Non
     spec, base = load_sweep_spec(write_spec(tmp_path, data_dir, set={"train.total_steps": 128}))
     trials = expand(spec, base)
     assert [t.name for t in trials] == ["c0_s0", "c0_s1", "c1_s0", "c1_s1"]
-    assert [t.config["agent"]["config"]["epsilon_decay_steps"] for t in trials] == [50, 50, 400, 400]
+    assert [t.config["agent"]["config"]["exploration_steps"] for t in trials] == [50, 50, 400, 400]
     assert [t.config["train"]["seed"] for t in trials] == [0, 1, 0, 1]
     assert {t.config["train"]["total_steps"] for t in trials} == {128}
     assert {(t.config["train"]["torch_threads"], t.config["train"]["device"]) for t in trials} == {(1, "cpu")}
     # A grid's product, in the order of the keys.
     spec, base = load_sweep_spec(write_spec(tmp_path, data_dir, seeds=[3], params={
-        "agent.config.epsilon_decay_steps": [50, 100, 200], "env.max_steps": [5, 6]}))
-    assert [(t.overrides["agent.config.epsilon_decay_steps"], t.overrides["env.max_steps"]) for t in expand(spec, base)] == [
+        "agent.config.exploration_steps": [50, 100, 200], "env.max_steps": [5, 6]}))
+    assert [(t.overrides["agent.config.exploration_steps"], t.overrides["env.max_steps"]) for t in expand(spec, base)] == [
         (50, 5), (50, 6), (100, 5), (100, 6), (200, 5), (200, 6)]
     # Random search: `samples` draws, in range, the same for the same search_seed.
     params = {"agent.config.learning_rate": {"loguniform": [1e-3, 1e-1]}, "env.max_steps": {"randint": [3, 9]}}
@@ -164,7 +164,7 @@ def test_local_sweep_writes_the_table_and_picks_the_best_by_validation(finished_
         means[config["id"]] = mean
     assert results["best"] == max(means, key=means.get)
     table = (out / "results.md").read_text()
-    assert f"**{results['best']} (best)**" in table and "| config | agent.config.epsilon_decay_steps | seeds |" in table
+    assert f"**{results['best']} (best)**" in table and "| config | agent.config.exploration_steps | seeds |" in table
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -212,7 +212,7 @@ def test_early_stopping_stops_the_worse_trial_at_a_rung(ray_session, tmp_path: P
     second trial (run after the first: max_concurrent 1) is stopped at the 128-step rung; the first finishes."""
     base = {"data": {"path": None}, "simulator": {"name": "synthetic", "config": {"n_items": 20, "n_users": 50}},
             "env": {"num_envs": 8, "max_steps": 10},
-            "agent": {"name": "linear_q", "config": {"form": "per_item", "epsilon_decay_steps": 200, "log_interval": 64}},
+            "agent": {"name": "linear_q", "config": {"form": "per_item", "exploration_steps": 200}},
             "train": {"total_steps": 512, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
                       "eval_sessions": 32, "log_every": 64}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))

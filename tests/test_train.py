@@ -170,7 +170,7 @@ def _fresh_observation(seed: int = 1) -> dict[str, torch.Tensor]:
 def test_known_answer_agents_find_the_best_item(name: str, steps: int) -> None:
     """Every user rates item BEST 5 and every other item at most 3.5: the learnt policy must pick it."""
     env = _env(16)
-    config = dict(SMALL[name], learning_rate=3e-3) if name == "ppo" else dict(SMALL[name], exploration_fraction=0.5)
+    config = dict(SMALL[name], learning_rate=3e-3) if name == "ppo" else dict(SMALL[name], exploration_steps=steps // 2)
     agent = make_agent(name, env.n_items, config, env=env, seed=0, total_steps=steps)
     before = agent.scores(_fresh_observation()).argmax(dim=1)
     agent.learn(env, steps)
@@ -344,7 +344,7 @@ GPU_CONFIG_AT_CI_SIZE = {
     # The GPU configs' interval settings count env steps at 65,536 users; scaled to 32 users here.
     "native_dqn_ml1m_gpu": ["agent.config.buffer_size=4096", "agent.config.batch_size=64",
                             "agent.config.learning_starts=256", "agent.config.target_update_interval=512",
-                            "agent.config.exploration_steps=1024", "agent.config.log_interval=256"],
+                            "agent.config.exploration_steps=1024"],
     "native_ppo_ml1m_gpu": [],
 }
 

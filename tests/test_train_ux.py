@@ -27,7 +27,7 @@ def _config_file(tmp_path: Path, total_steps: int = 200, **train: Any) -> Path:
     data = {
         "simulator": {"name": "synthetic", "config": {"n_items": 20, "n_users": 50, "events_per_user": 10}},
         "env": {"num_envs": USERS, "max_steps": 10, "slate_size": SLATE},
-        "agent": {"name": "native_ppo", "config": {"hidden_dim": 16, "num_steps": 4}},
+        "agent": {"name": "native_ppo", "config": {"hidden_dim": 16, "n_steps": 4}},
         "train": {"total_steps": total_steps, "device": "cpu", "checkpoint_every": 64, "eval_every": 64,
                   "eval_sessions": SESSIONS, "log_every": 32, **train},
     }

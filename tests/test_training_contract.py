@@ -27,12 +27,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "maskable_ppo": {"n_steps": 8, "batch_size": 32, "net_arch": [16], "features": {"embed_dim": 8}},
     "native_dqn": {"hidden_dim": 16, "learning_starts": 32, "batch_size": 16, "buffer_size": 1000,
                    "target_update_interval": 64},
-    "native_ppo": {"hidden_dim": 16, "num_steps": 4},
+    "native_ppo": {"hidden_dim": 16, "n_steps": 4},
     "tabular_q": {"n_states": 4, "codebook_samples": 48},
     "linear_q": {"form": "bilinear"},
 }
 UNIT = {"dqn": 8, "ppo": 64, "maskable_ppo": 64, "native_dqn": 8, "native_ppo": 32, "tabular_q": 8, "linear_q": 8}
-"""User-steps per learn() unit with 8 users: a vector step, or a PPO rollout (n_steps/num_steps x 8)."""
+"""User-steps per learn() unit with 8 users: a vector step, or a PPO rollout (n_steps x 8)."""
 
 
 def _env() -> RecommendationVectorEnv:

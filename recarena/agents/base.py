@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from recarena.core.errors import CheckpointError
+
 Observation = dict[str, torch.Tensor]
 """A batch of observations as built by ``recarena.envs.observation.build_observation`` ([B, ...] tensors)."""
 
@@ -114,6 +116,16 @@ class TrainableAgent(Agent):
     @abstractmethod
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """Restore a state produced by :meth:`checkpoint_state`."""
+
+
+def checkpoint_steps(state: dict[str, Any]) -> int:
+    """The ``steps_done`` count a family's checkpoint state records (every family writes its
+    :attr:`TrainableAgent.steps_done` under that one name); refuses a state without it."""
+    steps = state.get("steps_done")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise CheckpointError(f"checkpoint state has no 'steps_done' step count (got {steps!r}); checkpoints written "
+                              f"before the agent families shared one step counter cannot be resumed")
+    return steps
 
 
 def next_log_point(step: int, log_every: int) -> int:

@@ -1,7 +1,7 @@
 """A two-level (hierarchical) softmax policy head for native PPO over a large catalogue.
 
 The full policy head scores every item, ``softmax(s . e_a + b_a)`` over ``n_items``: each PPO
-update sample then pays an ``[D] x [D, n_items]`` product forward and backward, ``update_epochs``
+update sample then pays an ``[D] x [D, n_items]`` product forward and backward, ``n_epochs``
 times. This head partitions the items into ``C ~ ceil(sqrt(n_items))`` clusters of near-equal size
 ``M ~ n_items / C`` and factorises the policy::
 

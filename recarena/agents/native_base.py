@@ -87,20 +87,20 @@ class NativeAgent(TrainableAgent):
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
-    global_step: int
+    _steps_done: int
 
     @property
     def steps_done(self) -> int:
-        """User-steps trained so far (``global_step``)."""
-        return int(self.global_step)
+        """User-steps trained so far (the one step counter: every family has it, train.py reads it)."""
+        return int(self._steps_done)
 
     def default_log_every(self) -> int:
         """The log cadence when none is given (outside train.py)."""
         return 1
 
     def log_due(self, last_log: int) -> bool:
-        """Whether ``global_step`` has reached a multiple of ``log_every`` past ``last_log``."""
-        return self.global_step // self.log_every > last_log // self.log_every
+        """Whether ``steps_done`` has reached a multiple of ``log_every`` past ``last_log``."""
+        return self._steps_done // self.log_every > last_log // self.log_every
 
     def start_sessions(self, env: Any) -> bool:
         """Reset ``env`` (seeded by the config) when the agent has no current observation or the env was

@@ -4,7 +4,7 @@ Reads top to bottom like a CleanRL script, but is driven in chunks by train.py t
 ``TrainableAgent`` interface (``learn`` / ``checkpoint_state`` / ``restore_checkpoint_state``).
 Nothing inside the loop leaves the device: observations, actions, rewards, the replay buffer and the
 masks are tensors, and there is no per-user Python work. Scalars are synchronised to the host only
-at log points (every ``log_every`` user-steps: train.py's ``train.log_every``, else ``log_interval``).
+at log points (every ``log_every`` user-steps: train.py's ``train.log_every``, else 5,000).
 
 **Q head.** ``Q(s, a) = encode(s) . e_a + b_a`` (``recarena.agents.item_scorer.ItemScorer``): the item
 representations start from the LLM encodings of the item texts, so scoring a catalogue of 1e5 items
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from recarena.agents.base import Observation, ScalarLogger
+from recarena.agents.base import Observation, ScalarLogger, checkpoint_steps
 from recarena.agents.item_scorer import LoggedNextItems, history_mask, mask_scores, next_item_loss
 from recarena.agents.native_base import NativeAgent, compile_module
 from recarena.agents.returns import linear_schedule, td_target
@@ -57,18 +57,17 @@ class NativeDQNConfig(SequenceStateOptions):
     gradient_steps: Annotated[int, Field(ge=1)] = 1  # gradient steps per vector-env step
     target_update_interval: int = 2_000  # env steps between target-network syncs
     tau: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 = hard copy at each sync; < 1 = Polyak averaging
-    exploration_initial: float = 1.0
-    exploration_final: float = 0.05
-    exploration_steps: int = 20_000  # env steps over which epsilon decays linearly
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.05
+    exploration_steps: int = 20_000  # user-steps over which epsilon decays linearly
     double_q: bool = True
     max_grad_norm: float = 10.0
-    mask_consumed: bool = True  # never recommend an item the user already consumed
+    mask: Literal["env", "none"] = "env"  # env: never recommend an item the env's action mask rules out (consumed); none: any item
     next_item_coef: Annotated[float, Field(ge=0)] = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
     next_item_batch_size: Annotated[int, Field(ge=1)] = 256  # logged examples per gradient step for that loss
     next_item_min_rating: float = 0.0  # > 0: only next events rated at least this (e.g. 4 = liked) count
     mixed_precision: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the Q network (the first steps are slow while it compiles)
-    log_interval: Annotated[int, Field(ge=1)] = 5_000  # user-steps between scalar logs outside train.py (train.py uses train.log_every); each log syncs the device once
     seed: int = 0
     device: str = "cpu"
 
@@ -148,7 +147,7 @@ class NativeDQNAgent(NativeAgent):
         self._score = compile_module(self.network) if config.compile else self.network
         self.buffer: ReplayBuffer | None = None
         self.observation: Observation | None = None  # the env's current observation between chunks
-        self.global_step = 0
+        self._steps_done = 0
         self.last_target_sync = 0
         self.last_log = 0
         self.stats: SessionStats | None = None  # episode bookkeeping and sim/ diagnostics, on device
@@ -160,7 +159,8 @@ class NativeDQNAgent(NativeAgent):
 
     def epsilon(self) -> float:
         config = self.config
-        return linear_schedule(config.exploration_initial, config.exploration_final, config.exploration_steps, self.global_step)
+        return linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, config.exploration_steps,
+                               self._steps_done)
 
     def _select(self, observation: Observation, mask: torch.Tensor | None) -> torch.Tensor:
         batch = observation["history"].shape[0]
@@ -172,7 +172,7 @@ class NativeDQNAgent(NativeAgent):
     # ----------------------------------------------------------------------------- learning
 
     def default_log_every(self) -> int:
-        return self.config.log_interval
+        return 5_000  # outside train.py; each log syncs the device once
 
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
         """Collect ``steps`` user-steps (rounded up to whole vector steps), training as it goes."""
@@ -186,10 +186,10 @@ class NativeDQNAgent(NativeAgent):
         if config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, config.next_item_min_rating)
         slot_index = torch.arange(self.slate_size, device=self.device)
-        end = self.global_step + steps
-        while self.global_step < end:
+        end = self._steps_done + steps
+        while self._steps_done < end:
             obs = self.observation
-            mask = env.action_masks() if config.mask_consumed else None
+            mask = env.action_masks() if config.mask == "env" else None
             actions = self._select(obs, mask)
             next_obs, reward, terminated, truncated, info = env.step(actions)  # [N, k]; the env takes [N, 1] for single items
             done = terminated | truncated
@@ -200,15 +200,15 @@ class NativeDQNAgent(NativeAgent):
             slot_rewards = torch.where(slot_index.unsqueeze(0) == chosen.unsqueeze(1), reward.unsqueeze(1), 0.0)
             self.buffer.add(obs, actions, slot_rewards, real_next, terminated)
             self.observation = next_obs
-            self.global_step += n
+            self._steps_done += n
             self.stats.update(actions, reward, terminated, truncated, info["clicked"])
 
-            if self.global_step >= config.learning_starts:
+            if self._steps_done >= config.learning_starts:
                 for _ in range(config.gradient_steps):
                     self._train_step()
-                if self.global_step - self.last_target_sync >= config.target_update_interval:
+                if self._steps_done - self.last_target_sync >= config.target_update_interval:
                     self._sync_target()
-                    self.last_target_sync = self.global_step
+                    self.last_target_sync = self._steps_done
             if self.log_due(self.last_log):
                 self._log(logger)
 
@@ -221,7 +221,7 @@ class NativeDQNAgent(NativeAgent):
         with self._autocast():
             items = self.network.item_representations()
         with torch.no_grad(), self._autocast():
-            next_mask = history_mask(next_obs["history"], self.n_items) if config.mask_consumed else None
+            next_mask = history_mask(next_obs["history"], self.n_items) if config.mask == "env" else None
             target_q = mask_scores(self.target_network(next_obs, self._target_items()).float(), next_mask)
             if config.double_q:
                 best = mask_scores(self._score(next_obs, items.detach()).float(), next_mask).argmax(dim=1, keepdim=True)
@@ -260,7 +260,7 @@ class NativeDQNAgent(NativeAgent):
         return self._target_item_cache
 
     def _log(self, logger: ScalarLogger) -> None:
-        step = self.global_step
+        step = self._steps_done
         self.stats.log(logger, step)
         if self._updates_since_log:
             loss_sum, q_sum, next_item_sum = self._loss_sum.tolist()
@@ -280,7 +280,7 @@ class NativeDQNAgent(NativeAgent):
             "target_network": self.target_network.state_dict(),
             "buffer": self.buffer.state() if self.buffer is not None else None,
             "loss_sum": self._loss_sum,
-            "counters": {"global_step": self.global_step, "last_target_sync": self.last_target_sync,
+            "counters": {"steps_done": self._steps_done, "last_target_sync": self.last_target_sync,
                          "last_log": self.last_log, "updates_since_log": self._updates_since_log},
         })
 
@@ -294,7 +294,7 @@ class NativeDQNAgent(NativeAgent):
         self._loss_sum = torch.zeros(3, device=self.device)
         self._loss_sum[: len(state["loss_sum"])] = state["loss_sum"].to(self.device)  # older checkpoints kept 2 sums
         counters = state["counters"]
-        self.global_step, self.last_target_sync = counters["global_step"], counters["last_target_sync"]
+        self._steps_done, self.last_target_sync = checkpoint_steps(counters), counters["last_target_sync"]
         self.last_log, self._updates_since_log = counters["last_log"], counters["updates_since_log"]
 
     def after_load(self) -> None:

@@ -1,8 +1,8 @@
 """Native PyTorch PPO on the batched recarena vector env, every tensor on the env's device.
 
 Reads top to bottom like a CleanRL script, driven in chunks by train.py through the
-``TrainableAgent`` interface. Each chunk collects whole rollouts of ``num_steps`` vector steps
-(``num_steps * N`` user-steps) into device tensors, computes GAE, and runs ``update_epochs`` epochs
+``TrainableAgent`` interface. Each chunk collects whole rollouts of ``n_steps`` vector steps
+(``n_steps * N`` user-steps) into device tensors, computes GAE, and runs ``n_epochs`` epochs
 of clipped-surrogate minibatch updates. No numpy round trips, no per-user Python work.
 
 **Policy.** Logits over the whole catalogue are ``encode(s) . e_a + b_a`` (``ItemScorer``: item
@@ -13,7 +13,7 @@ Plackett-Luce distribution of the logits; the slate's log-probability is the sum
 The entropy bonus uses the first slot's distribution. With k = 1 this is ordinary categorical PPO.
 
 **Masks.** ``mask="env"`` stores the env's consumed-item mask with each rollout step (exact,
-[num_steps, N, n_items] bools); ``"history"`` derives the mask from the observation's history window
+[n_steps, N, n_items] bools); ``"history"`` derives the mask from the observation's history window
 (no storage, for very large catalogues); ``"none"`` disables masking.
 
 **Auxiliary next-item loss** (``next_item_coef > 0``, off by default). The simulated reward says
@@ -43,7 +43,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recarena.agents.base import Observation, ScalarLogger
+from recarena.agents.base import Observation, ScalarLogger, checkpoint_steps
 from recarena.agents.categorical_head import (
     Workspace,
     categorical_entropy,
@@ -76,16 +76,16 @@ class NativePPOConfig(SequenceStateOptions):
 
     hidden_dim: Annotated[int, Field(ge=1)] = 64  # width of the pooled state (state: pooled)
     learning_rate: float = 3e-4
-    num_steps: Annotated[int, Field(ge=1)] = 16  # vector steps per rollout
+    n_steps: Annotated[int, Field(ge=1)] = 16  # vector steps per rollout
     num_minibatches: Annotated[int, Field(ge=1)] = 4
-    update_epochs: Annotated[int, Field(ge=1)] = 4
+    n_epochs: Annotated[int, Field(ge=1)] = 4
     gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
     gae_lambda: Annotated[float, Field(ge=0, le=1)] = 0.95
-    clip_coef: float = 0.2
+    clip_range: float = 0.2
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    normalize_advantages: bool = True
+    normalize_advantage: bool = True
     mask: Literal["env", "history", "none"] = "env"
     head: Literal["full", "hierarchical"] = "full"  # hierarchical: two-level softmax over item clusters (slate 1)
     next_item_coef: Annotated[float, Field(ge=0)] = 0.0  # weight of the auxiliary next-item cross-entropy on logged prefixes (0 = off)
@@ -171,7 +171,7 @@ class NativePPOAgent(NativeAgent):
         self._score = compile_module(score) if config.compile else score
         self.observation: Observation | None = None
         self.logged: LoggedNextItems | None = None  # logged examples of the auxiliary next-item loss
-        self.global_step = 0
+        self._steps_done = 0
         self.last_log = 0
         self._loss_sum = torch.zeros(6, device=self.device)  # mean losses of the updates since the last log, summed
         self._updates_since_log = 0
@@ -248,8 +248,8 @@ class NativePPOAgent(NativeAgent):
     # ----------------------------------------------------------------------------- learning
 
     def step_unit(self, num_envs: int) -> int:
-        """One rollout: ``num_steps`` vector steps of ``num_envs`` users."""
-        return self.config.num_steps * int(num_envs)
+        """One rollout: ``n_steps`` vector steps of ``num_envs`` users."""
+        return self.config.n_steps * int(num_envs)
 
     def learn(self, env: Any, steps: int, logger: ScalarLogger) -> None:
         """Run whole rollouts until at least ``steps`` more user-steps are done, updating after each;
@@ -260,8 +260,8 @@ class NativePPOAgent(NativeAgent):
             self.stats = SessionStats(n, self.item_embeddings, self.device)
         if config.next_item_coef > 0 and self.logged is None:
             self.logged = LoggedNextItems.from_env(env, config.next_item_min_rating)
-        end = self.global_step + steps
-        while self.global_step < end:
+        end = self._steps_done + steps
+        while self._steps_done < end:
             batch = self._collect(env)
             self._loss_sum += self._update(batch)
             self._updates_since_log += 1
@@ -269,11 +269,11 @@ class NativePPOAgent(NativeAgent):
                 self._log(logger, self._loss_sum / self._updates_since_log)
                 self._loss_sum.zero_()
                 self._updates_since_log = 0
-                self.last_log = self.global_step
+                self.last_log = self._steps_done
 
     def _collect(self, env: Any) -> dict[str, Any]:
-        """One rollout of ``num_steps`` vector steps into device tensors, with GAE advantages."""
-        config, n, t_max = self.config, env.num_envs, self.config.num_steps
+        """One rollout of ``n_steps`` vector steps into device tensors, with GAE advantages."""
+        config, n, t_max = self.config, env.num_envs, self.config.n_steps
         pool = not self.network.shared_state  # the pooled critic and actor read the pooled history text
         observations: dict[str, list[torch.Tensor]] = {k: [] for k in self.observation}
         if pool:
@@ -317,7 +317,7 @@ class NativePPOAgent(NativeAgent):
             done = terminated | truncated
             dones.append(done.to(torch.float32))
             self.observation = next_obs
-            self.global_step += n
+            self._steps_done += n
 
             self.stats.update(slate, env_reward, terminated, truncated, info["clicked"])
 
@@ -345,7 +345,7 @@ class NativePPOAgent(NativeAgent):
         minibatch = max(1, size // config.num_minibatches)
         totals = torch.zeros(6, device=self.device)  # policy, value, entropy, approx_kl, clip fraction, next-item
         count = 0
-        for _ in range(config.update_epochs):
+        for _ in range(config.n_epochs):
             order = torch.randperm(size, device=self.device, generator=self.generator)
             for start in range(0, size, minibatch):
                 index = order[start : start + minibatch]
@@ -377,10 +377,10 @@ class NativePPOAgent(NativeAgent):
                 log_ratio = new_log_prob - batch["log_probs"][index]
                 ratio = log_ratio.exp()
                 advantages = batch["advantages"][index]
-                if config.normalize_advantages and advantages.numel() > 1:
+                if config.normalize_advantage and advantages.numel() > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 policy_loss = torch.max(-advantages * ratio,
-                                        -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+                                        -advantages * ratio.clamp(1 - config.clip_range, 1 + config.clip_range)).mean()
                 value_loss = 0.5 * (self.network.value(obs, state) - batch["returns"][index]).pow(2).mean()
                 entropy_bonus = entropies.mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
@@ -402,14 +402,14 @@ class NativePPOAgent(NativeAgent):
                 self.optimizer.step()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clipped = ((ratio - 1).abs() > config.clip_coef).float().mean()
+                    clipped = ((ratio - 1).abs() > config.clip_range).float().mean()
                 totals += torch.stack([policy_loss.detach(), value_loss.detach(), entropy_bonus.detach(), approx_kl, clipped,
                                        supervised.detach()])
                 count += 1
         return totals / max(count, 1)
 
     def _log(self, logger: ScalarLogger, losses: torch.Tensor) -> None:
-        step = self.global_step
+        step = self._steps_done
         self.stats.log(logger, step)  # one device sync per log point for the stats, one for the losses
         policy, value, entropy_value, approx_kl, clip_fraction, next_item = losses.tolist()
         logger.log_scalar("losses/policy_loss", policy, step)
@@ -423,13 +423,13 @@ class NativePPOAgent(NativeAgent):
     # ----------------------------------------------------------------------------- persistence
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return self._pack_checkpoint({"global_step": self.global_step, "last_log": self.last_log,
+        return self._pack_checkpoint({"steps_done": self._steps_done, "last_log": self.last_log,
                                       "loss_sum": self._loss_sum, "updates_since_log": self._updates_since_log})
 
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         state = self._unpack_checkpoint(tensors, metadata)
-        self.global_step = state["global_step"]
+        self._steps_done = checkpoint_steps(state)
         # Checkpoints written before log_every logged after every rollout: start a fresh window.
-        self.last_log = state.get("last_log", self.global_step)
+        self.last_log = state.get("last_log", self._steps_done)
         self._loss_sum = state["loss_sum"].to(self.device).clone() if "loss_sum" in state else torch.zeros(6, device=self.device)
         self._updates_since_log = state.get("updates_since_log", 0)

@@ -32,7 +32,7 @@ current observation (only an env the agent has not stepped is reset, with a seed
 ``config.seed``), so chunk boundaries change nothing. ``checkpoint_state`` holds the current
 observation and each user's running return; with the env's own state (train.py checkpoints both)
 a resumed run repeats the uninterrupted one exactly on CPU. Scalars are logged at each multiple of
-``log_every`` user-steps (train.py's ``train.log_every``; ``log_interval`` outside train.py).
+``log_every`` user-steps (train.py's ``train.log_every``; 2,000 outside train.py).
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 from pydantic import Field, model_validator
 
-from recarena.agents.base import NullLogger, Observation, ScalarLogger, TrainableAgent, env_needs_reset
+from recarena.agents.base import (
+    NullLogger,
+    Observation,
+    ScalarLogger,
+    TrainableAgent,
+    checkpoint_steps,
+    env_needs_reset,
+)
 from recarena.agents.baselines import _exclude_history
 from recarena.agents.item_scorer import IGNORED_TARGET, LoggedNextItems, logged_sequences_of, next_item_loss
 from recarena.agents.returns import linear_schedule, td_target
@@ -72,16 +79,13 @@ class _ExplorationConfig(SequenceStateOptions):
 
     gamma: Annotated[float, Field(ge=0, le=1)] = 0.9
     """Discount factor."""
-    epsilon_start: Annotated[float, Field(ge=0, le=1)] = 1.0
-    epsilon_end: Annotated[float, Field(ge=0, le=1)] = 0.05
-    epsilon_decay_steps: Annotated[int, Field(ge=1)] = 20_000
-    """User-steps over which epsilon falls linearly from start to end."""
+    exploration_initial_eps: Annotated[float, Field(ge=0, le=1)] = 1.0
+    exploration_final_eps: Annotated[float, Field(ge=0, le=1)] = 0.05
+    exploration_steps: Annotated[int, Field(ge=1)] = 20_000
+    """User-steps over which epsilon falls linearly from the initial to the final value."""
     exclude_history: bool = True
     """In :meth:`scores`, score items in the observed history -inf (acting while learning uses the
     env's action mask instead)."""
-    log_interval: Annotated[int, Field(ge=1)] = 2_000
-    """User-steps between scalar logs when the agent is used outside train.py (train.py logs every
-    ``train.log_every``)."""
     next_item_coef: Annotated[float, Field(ge=0)] = 0.0
     """> 0: after each TD update, also step ``learning_rate * next_item_coef`` along the gradient of
     the softmax cross-entropy of real users' next logged items under Q (the native agents'
@@ -97,6 +101,10 @@ class _ExplorationConfig(SequenceStateOptions):
     is a candidate. Q over thousands of items per state is explored too thinly for its values to
     rise above noise. 0 = every item is a candidate."""
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+
+
+DEFAULT_LOG_EVERY = 2_000
+"""User-steps between scalar logs when the agent is used outside train.py without ``log_every``."""
 
 
 def _env_item_embeddings(env: Any) -> torch.Tensor:
@@ -143,7 +151,7 @@ class _OnlineQAgent(TrainableAgent):
         self.n_items = n_items
         self.config = config
         self.generator = torch_generator(config.seed)
-        self.log_every = int(log_every) if log_every is not None else int(config.log_interval)
+        self.log_every = int(log_every) if log_every is not None else DEFAULT_LOG_EVERY
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         self._steps_done = 0
@@ -265,7 +273,7 @@ class _OnlineQAgent(TrainableAgent):
         """Exploration rate after ``steps`` user-steps (default: the steps done so far)."""
         config = self.config
         steps = self.steps_done if steps is None else steps
-        return linear_schedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps, steps)
+        return linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, config.exploration_steps, steps)
 
     def scores(self, observation: Observation) -> torch.Tensor:
         scores = self._values(self._state(observation)).to(observation["history"].device)
@@ -445,7 +453,7 @@ class _OnlineQAgent(TrainableAgent):
         else:
             self.candidate_mask = self.outside_scores = None
         set_generator_state(self.generator, tensors["generator"])
-        self._steps_done = int(metadata["steps_done"])
+        self._steps_done = checkpoint_steps(metadata)
         self.env_resets = int(metadata.get("env_resets", metadata.get("learn_calls", 0)))  # learn_calls: older files
         self.episodes_done = int(metadata.get("episodes_done", 0))
         self.last_log = int(metadata.get("last_log", self._steps_done))

@@ -46,6 +46,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from recarena.agents.base import (
@@ -138,16 +139,18 @@ class DQNConfig(NextItemOptions):
     """Vector-env steps (each one step of every user) between gradient updates."""
     gradient_steps: Annotated[int, Field(ge=1)] = 1
     target_update_interval: Annotated[int, Field(ge=1)] = 2_000
-    exploration_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
-    """Fraction of the run's total steps over which epsilon decays linearly."""
+    exploration_steps: Annotated[int, Field(ge=1)] = 20_000
+    """User-steps over which epsilon decays linearly (SB3's ``exploration_fraction`` is this over the
+    run's planned total steps, :func:`sb3_exploration_fraction`)."""
     exploration_initial_eps: Annotated[float, Field(ge=0, le=1)] = 1.0
     exploration_final_eps: Annotated[float, Field(ge=0, le=1)] = 0.05
     max_grad_norm: float = 10.0
     replay_llm_state: bool = False
     """Store llm_state in the replay buffer; False recomputes it from the history (10x smaller buffer)."""
-    mask_actions: bool = True
-    """While training, act (greedy and random) only among items the env's action mask allows (not yet
-    consumed, where the env masks), as evaluation does. TD targets still max over all items."""
+    mask: Literal["env", "none"] = "env"
+    """``env``: while training, act (greedy and random) only among items the env's action mask allows
+    (not yet consumed, where the env masks), as evaluation does; ``none``: among every item. TD
+    targets still max over all items."""
 
     @model_validator(mode="after")
     def _epsilon_falls(self) -> DQNConfig:
@@ -201,8 +204,27 @@ class _AfterUpdate:
             self.after_update()
 
 
+def sb3_exploration_fraction(exploration_steps: int, total_steps: int) -> float:
+    """SB3's ``exploration_fraction`` for epsilon to reach its final value after ``exploration_steps``
+    of a run of ``total_steps`` (above 1 when the run ends before that: epsilon never gets there)."""
+    if exploration_steps < 1 or total_steps < 1:
+        raise ValueError(f"need exploration_steps >= 1 and total_steps >= 1, got {exploration_steps}, {total_steps}")
+    return exploration_steps / total_steps
+
+
 class _DQN(_AfterUpdate, _RunProgress, DQN):
-    """DQN whose epsilon-greedy exploration flips one coin per user, not one per batch."""
+    """DQN whose epsilon-greedy exploration flips one coin per user, not one per batch, and decays
+    over ``exploration_steps`` user-steps whatever the run's length."""
+
+    exploration_steps: int = 1
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any):  # type: ignore[override]
+        total, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
+        self.exploration_fraction = sb3_exploration_fraction(self.exploration_steps, self._total_timesteps)
+        self.exploration_schedule = LinearSchedule(
+            self.exploration_initial_eps, self.exploration_final_eps, self.exploration_fraction
+        )
+        return total, callback
 
     def predict(self, observation, state=None, episode_start=None, deterministic=False):  # type: ignore[override]
         action, state = self.policy.predict(observation, state, episode_start, deterministic)
@@ -216,7 +238,7 @@ class _DQN(_AfterUpdate, _RunProgress, DQN):
         random_actions = np.random.randint(self.action_space.n, size=action.shape[0])
         return np.where(explore, random_actions, action), state
 
-    mask_actions: bool = False
+    mask_actions: bool = False  # the agent's mask == "env"
 
     def _sample_action(self, learning_starts, action_noise=None, n_envs=1):  # type: ignore[override]
         """Epsilon-greedy per user during training; with ``mask_actions`` both the greedy and the
@@ -803,7 +825,7 @@ class DQNAgent(SB3Agent):
             train_freq=c.train_freq,
             gradient_steps=c.gradient_steps,
             target_update_interval=c.target_update_interval,
-            exploration_fraction=c.exploration_fraction,
+            exploration_fraction=1.0,  # set from exploration_steps when learning starts (_DQN._setup_learn)
             exploration_initial_eps=c.exploration_initial_eps,
             exploration_final_eps=c.exploration_final_eps,
             max_grad_norm=c.max_grad_norm,
@@ -824,7 +846,8 @@ class DQNAgent(SB3Agent):
 
     def _attach(self, env: Any) -> None:
         super()._attach(env)
-        self.model.mask_actions = bool(self.config.mask_actions)
+        self.model.mask_actions = self.config.mask == "env"
+        self.model.exploration_steps = self.config.exploration_steps
 
     def _extra_state(self) -> dict[str, Any]:
         buffer = self.model.replay_buffer

@@ -170,12 +170,9 @@ def restore_checkpoint(point: ResumePoint, agent: TrainableAgent, env: Any, iden
     if metadata["env"] is not None:
         env_tensors = {k[len("env/"):]: v for k, v in tensors.items() if k.startswith("env/")}
         env.set_state(unflatten_state(env_tensors, metadata["env"]))
-    if agent.steps_done != progress["steps_done"]:
-        # Checkpoints of native agents written before train.py counted steps by the agent: the loop's
-        # count lagged by part of a rollout. The agent's is the true one.
-        print(f"train.py: warning: {point.path}: the loop counted {progress['steps_done']} steps, the agent "
-              f"{agent.steps_done}; continuing from the agent's count", file=sys.stderr)
-        progress["steps_done"] = agent.steps_done
+    if agent.steps_done != progress["steps_done"]:  # one counter: the loop records the agent's steps_done
+        raise CheckpointError(f"{point.path}: the checkpoint records {progress['steps_done']} steps done, its agent "
+                              f"state {agent.steps_done}; the two must agree (resume from another checkpoint)")
     return progress
 
 

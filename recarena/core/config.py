@@ -93,6 +93,42 @@ def _valid_keys(cls: Any, path: tuple[Any, ...]) -> list[str] | None:
     return [f.name for f in dataclasses.fields(cls)] if cls is not None else None
 
 
+RENAMED_KEYS: dict[str, tuple[str, str]] = {
+    "num_steps": ("n_steps", ""),
+    "update_epochs": ("n_epochs", ""),
+    "clip_coef": ("clip_range", ""),
+    "normalize_advantages": ("normalize_advantage", ""),
+    "exploration_initial": ("exploration_initial_eps", ""),
+    "exploration_final": ("exploration_final_eps", ""),
+    "epsilon_start": ("exploration_initial_eps", ""),
+    "epsilon_end": ("exploration_final_eps", ""),
+    "epsilon_decay_steps": ("exploration_steps", ""),
+    "exploration_fraction": ("exploration_steps", "env steps, no longer a fraction of the run's total_steps"),
+    "mask_consumed": ("mask", "true -> env, false -> none"),
+    "mask_actions": ("mask", "true -> env, false -> none"),
+    "log_interval": ("log_every", "set train.log_every (outside train.py, the agent's log_every argument)"),
+}
+"""Config keys renamed when the agent families took one vocabulary (docs/agents.md, "Config
+vocabulary"): old key -> (new key, how the value changes). An unknown old key is reported with its
+new name instead of the list of valid keys, where the new name is valid in that section (or, like
+``log_interval``, now lives outside it: the hint says where)."""
+
+_MOVED_OUT = {"log_interval"}
+"""Renamed keys whose new home is outside the section (the hint says where)."""
+
+
+def _renamed(key: str, old: str, valid: list[str] | None) -> str | None:
+    """The one-line error for the old name ``old`` (at dotted ``key``), or None if it is not one here."""
+    if old not in RENAMED_KEYS:
+        return None
+    new, hint = RENAMED_KEYS[old]
+    if old in _MOVED_OUT:
+        return f"{key} was renamed {new}: {hint}"
+    if valid is None or new not in valid:
+        return None
+    return f"{key} was renamed {new}" + (f" ({hint})" if hint else "")
+
+
 _EXPECTED = {"int": "an integer", "bool": "true or false", "float": "a number", "string": "a string",
              "list": "a list", "tuple": "a list", "dict": "a mapping", "dataclass": "a mapping"}
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
@@ -106,7 +142,11 @@ def _config_error(error: pydantic.ValidationError, cls: type, prefix: str) -> Co
         loc, kind, value, ctx = problem["loc"], problem["type"], problem.get("input"), problem.get("ctx", {})
         key, base = _key(prefix, loc), kind.split("_")[0]
         if kind in ("unexpected_keyword_argument", "extra_forbidden"):
-            unknown.setdefault(loc[:-1], []).append(key)
+            renamed = _renamed(key, str(loc[-1]), _valid_keys(cls, loc[:-1]))
+            if renamed is not None:
+                messages.append(renamed)
+            else:
+                unknown.setdefault(loc[:-1], []).append(key)
         elif kind in ("missing", "missing_argument"):
             messages.append(f"missing required config key '{key}'")
         elif kind == "literal_error":

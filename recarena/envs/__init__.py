@@ -1,6 +1,7 @@
 """Gymnasium envs of simulated recommendation users.
 
-``recarena/ML100K-v0``, ``recarena/ML1M-v0`` (logged MovieLens users) and ``recarena/Synthetic-v0``
+``recarena/ML100K-v2``, ``recarena/ML1M-v2`` (logged MovieLens users; ``-v1``, ``-v0``: earlier
+versions of them, kept for comparison) and ``recarena/Synthetic-v0``
 (data-free), registered by ``import recarena``. ``gymnasium.make(id)`` builds a
 :class:`RecommendationEnv`; ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``
 a :class:`RecommendationVectorEnv`; :class:`recarena.envs.sb3.SB3VecEnvAdapter` hands the latter to SB3.

@@ -77,12 +77,17 @@ class RecommendationEnv(gym.Env):
 
     ## Version History
 
+    - v2 (``recarena/ML100K-v2``, ``recarena/ML1M-v2``): the v1 users, except that a film the log
+      does not answer is rated with a fixed draw per (user, item) from the preference model's
+      calibrated ordered probit (``answers: calibrated``, ``answer_seed``; fitted on validation
+      ratings) instead of its mean prediction, and a like is a response that rounds to 4 or more
+      (``like_rounding``: >= 3.5). Simulator ``"logged"`` (its defaults).
     - v1 (``recarena/ML100K-v1``, ``recarena/ML1M-v1``): the user chooses from the slate with the
       learned choice model (``simulators.choice``): a multinomial logit over a next-item model's
       probability (a GRU over the history, learned from the training log's next events), the
       preference model's rating and boredom, plus a no-choice option, with weights fitted by maximum
       likelihood on validation events; an already consumed item is never chosen when the log has no
-      repeats. Simulator ``"logged"`` (its default ``choice.model: learned``).
+      repeats; answers with the mean prediction, likes at >= 4. Simulator ``"logged-v1"``.
     - v0: initial version: the rating-only choice (``response / temperature`` against a no-choice
       rating), simulator ``"logged-rating"``; kept for comparison.
     """

@@ -155,6 +155,17 @@ def test_the_simulator_answers_each_user_item_pair_once_and_the_table_equals_the
     assert set(torch.unique(table_answers).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
 
 
+def test_the_fitted_calibration_is_in_the_run_metadata(v2):
+    import json
+
+    from recarena.training.run import simulator_fingerprints
+
+    record = json.loads(json.dumps(simulator_fingerprints(v2)))
+    answers = record["choice_fit"]["answers"]
+    assert (answers["a"], answers["b"], answers["sd"]) == (v2.calibration.a, v2.calibration.b, v2.calibration.sd)
+    assert record["config"]["answers"] == "calibrated" and record["config"]["like_rounding"] is True
+
+
 def test_the_answer_seed_is_an_option_and_the_env_seed_does_not_change_the_answers():
     other = tiny_simulator("logged", answer_seed=5)
     base = tiny_simulator("logged")

@@ -88,10 +88,15 @@ def git_commit(directory: str | Path | None = None) -> str | None:
 
 
 def simulator_fingerprints(simulator: Any) -> dict[str, Any]:
-    """The simulator record (name, config, data fingerprint) plus the catalogue fingerprint where known."""
+    """The simulator record (name, config, data fingerprint) plus the catalogue fingerprint where known,
+    and what the simulator fitted at construction (``choice_fit``: choice utility weights, response
+    penalty, calibrated answers' ``a, b, sd``) where it has it."""
     from recarena.simulators.registry import describe
 
     record = describe(simulator)
+    fit = getattr(simulator, "choice_fit", None)
+    if fit:
+        record["choice_fit"] = fit
     log = getattr(simulator, "log", None)
     if log is not None:
         record["data_fingerprint"] = log.fingerprint()

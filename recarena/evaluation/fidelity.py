@@ -280,11 +280,10 @@ def simulated_session_statistics(
     import recarena.simulators as simulators
 
     simulator = simulators.make(
-        "logged",
+        "logged-rating",  # the users of env -v0 (mean answers); the learned choice has its own section
         split,
         device=model.device,
         components={"preference_model": model, "item_embeddings": item_embeddings},
-        choice={"model": "rating"},  # the users of env -v0; the learned choice has its own section
     )
     generator = torch_generator(seed, model.device)
     state = simulator.init_state(n_sessions)

@@ -16,9 +16,14 @@ later ones, each against RecSim's same rounds: the ``-v1`` ids' reset memo
 (``recarena.envs.reset_memo``) starts empty in the first round ("cold") and has filled in the later
 ones ("warm"), with its hit rate (resets served whole from the memo) per round and the resets run
 before the second round (each env on a simulator of its own, so with a memo of its own);
-``--warm-resets N`` runs N untimed resets of each single env first.
+``--warm-resets N`` runs N untimed resets of each single env first. Those ids read every reset
+from a start table (``recarena.envs.start_table``: built on first use, then cached): the hit rate
+counts the resets served whole by it or the memo, and ``--compare-memo`` also times each of them
+with the table off (the memo alone), in the same rounds.
 ``--history-lengths 20 200`` times each id at those history lengths
-(``gymnasium.make(id, history_length=H)``; the step cost should not grow with H).
+(``gymnasium.make(id, history_length=H)``; the step cost should not grow with H); without
+``--vs-recsim`` it times both vector envs at each of them (``history_length=H``: the observation's
+and the simulator's history).
 
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
@@ -193,18 +198,30 @@ def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str,
     return result
 
 
-def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0):
+def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0, memo_only: bool = False):
     """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps),
-    with the reset memo's counters over each round (``recarena.envs.reset_memo``; -v1 ids only);
-    ``warm_resets`` untimed resets first (they fill the memo). Each timer's env has a simulator of its
+    with the counters of the start table and the reset memo over each round
+    (``recarena.envs.start_table``, ``recarena.envs.reset_memo``; -v1/-v2 ids only); ``memo_only``: the
+    start table turned off; ``warm_resets`` untimed resets first (they fill the memo).
+    It prints what ``gymnasium.make`` cost (CPU-s), building or loading the start table included. Each timer's env has a simulator of its
     own: envs with the same options in one process share one, and with it the memo, and the envs
     here all reset with seed 0, so a shared memo would serve one env the (user, prefix) starts
     another one drew before."""
     from recarena.envs.common import clear_simulator_cache
-    from recarena.envs.single_user_choice import reset_memo
+    from recarena.envs.single_user_choice import reset_memo, start_table
 
     clear_simulator_cache()  # its own simulator (from the disk cache): no reset memo shared with other timers
+    began = time.process_time()
     env = gym.make(env_id, **kwargs)
+    make_cpu = time.process_time() - began
+    simulator = env.unwrapped.simulator
+    table = start_table(simulator)
+    if memo_only and table is not None:
+        table.enabled, table = False, None
+    built = table.build_seconds if table is not None else 0.0
+    print(f"{env_id} {kwargs}: gym.make {make_cpu:.2f} CPU-s"
+          + ("" if table is None else f", start table {len(table.data):,} rows "
+             + (f"built in {built:.1f} CPU-s" if built else "loaded from the cache")), flush=True)
     env.reset(seed=0)
     for _ in range(warm_resets):
         env.reset()
@@ -220,15 +237,18 @@ def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0):
         return terminated or truncated
 
     def timed(seconds: float) -> dict[str, float]:
-        memo = reset_memo(env.unwrapped.simulator)
+        memo = reset_memo(simulator)
         before = memo.statistics() if memo is not None else None
+        table_before = table.resets if table is not None else 0
         result = _time_loop(step, env.reset, actions, seconds)
-        if memo is not None and reset_memo(env.unwrapped.simulator) is memo:
+        if memo is not None and reset_memo(simulator) is memo:
             after = memo.statistics()
-            resets = after["resets"] - before["resets"]
+            from_table = (table.resets if table is not None else 0) - table_before
+            resets = after["resets"] - before["resets"] + from_table
             result.update(
-                memo_resets_before=before["resets"], memo_resets=resets,
-                memo_hit_rate=(after["hits"] - before["hits"]) / max(resets, 1),
+                memo_resets_before=before["resets"] + table_before, memo_resets=resets,
+                table_rate=from_table / max(resets, 1), make_cpu_s=make_cpu, table_build_cpu_s=built,
+                memo_hit_rate=(after["hits"] - before["hits"] + from_table) / max(resets, 1),
                 memo_extended_rate=(after["extended"] - before["extended"]) / max(resets, 1),
                 memo_entries=after["entries"], memo_bytes=after["bytes"], memo_clears=after["clears"],
             )
@@ -276,6 +296,8 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
                 if history_length is not None:
                     name, options["history_length"] = f"{name} H={history_length}", history_length
                 timers[name] = single_env_timer(env_id, options, args.warm_resets)
+                if args.compare_memo and env_id.endswith(("-v1", "-v2")):
+                    timers[f"{name} memo only"] = single_env_timer(env_id, options, args.warm_resets, memo_only=True)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in timers}
     for _ in range(args.repeats):
         for name, timer in timers.items():
@@ -347,8 +369,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ids", nargs="+", default=SINGLE_IDS, help="single-env ids for --vs-recsim")
     parser.add_argument("--slate-sizes", type=int, nargs="+", default=[1], help="slate sizes for --vs-recsim")
     parser.add_argument("--history-lengths", type=int, nargs="+", default=None,
-                        help="history lengths for --vs-recsim (default: each id's own)")
+                        help="history lengths (default: the simulator's or each id's own)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
+    parser.add_argument("--compare-memo", action="store_true",
+                        help="also time each -v1/-v2 id with its start table off (the reset memo alone)")
     parser.add_argument("--warm-resets", type=int, default=0,
                         help="untimed resets of each single env before the rounds of --vs-recsim (fill the reset memo)")
     args = parser.parse_args(argv)
@@ -381,24 +405,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sync": {},
     }
     print(
-        f"{'env':<22}{'device':<7}{'N':>7}{'steps/s (wall)':>17}{'steps/CPU-s':>15}{'x Sync (wall)':>15}{'x Sync (CPU)':>14}"
+        f"{'env':<22}{'H':>5}{'device':>7}{'N':>7}{'steps/s (wall)':>17}{'steps/CPU-s':>15}{'x Sync (wall)':>15}"
+        f"{'x Sync (CPU)':>14}"
     )
-    for n in args.sync_sizes:
-        result = results["sync"][n] = time_sync_env(kwargs, n, args.min_seconds)
-        print(
-            f"{'SyncVectorEnv':<22}{'cpu':<7}{n:>7}{result['env_steps_per_s']:>17,.0f}{result['env_steps_per_cpu_s']:>15,.0f}"
-        )
-    for device in args.devices:
-        for n in args.sizes:
-            result = time_vector_env(kwargs, n, device, args.min_seconds)
-            results["vector"][f"{device}:{n}"] = result
-            line = f"{'RecommendationVecEnv':<22}{device:<7}{n:>7}{result['env_steps_per_s']:>17,.0f}{result['env_steps_per_cpu_s']:>15,.0f}"
-            if device == "cpu" and n in results["sync"]:
-                sync = results["sync"][n]
-                result["ratio_vs_sync"] = result["env_steps_per_s"] / sync["env_steps_per_s"]
-                result["ratio_vs_sync_cpu"] = result["env_steps_per_cpu_s"] / sync["env_steps_per_cpu_s"]
-                line += f"{result['ratio_vs_sync']:>14,.0f}x{result['ratio_vs_sync_cpu']:>13,.0f}x"
-            print(line, flush=True)
+    for history_length in args.history_lengths or [None]:
+        # Keys "N" (the simulator's own history length) or "N H=200" (--history-lengths).
+        h_kwargs = kwargs if history_length is None else {**kwargs, "history_length": history_length}
+        suffix, h = ("", "-") if history_length is None else (f" H={history_length}", str(history_length))
+        for n in args.sync_sizes:
+            result = results["sync"][f"{n}{suffix}"] = time_sync_env(h_kwargs, n, args.min_seconds)
+            print(f"{'SyncVectorEnv':<22}{h:>5}{'cpu':>7}{n:>7}{result['env_steps_per_s']:>17,.0f}"
+                  f"{result['env_steps_per_cpu_s']:>15,.0f}", flush=True)
+        for device in args.devices:
+            for n in args.sizes:
+                result = time_vector_env(h_kwargs, n, device, args.min_seconds)
+                results["vector"][f"{device}:{n}{suffix}"] = result
+                line = (f"{'RecommendationVecEnv':<22}{h:>5}{device:>7}{n:>7}{result['env_steps_per_s']:>17,.0f}"
+                        f"{result['env_steps_per_cpu_s']:>15,.0f}")
+                sync = results["sync"].get(f"{n}{suffix}")
+                if device == "cpu" and sync is not None:
+                    result["ratio_vs_sync"] = result["env_steps_per_s"] / sync["env_steps_per_s"]
+                    result["ratio_vs_sync_cpu"] = result["env_steps_per_cpu_s"] / sync["env_steps_per_cpu_s"]
+                    line += f"{result['ratio_vs_sync']:>14,.0f}x{result['ratio_vs_sync_cpu']:>13,.0f}x"
+                print(line, flush=True)
     if args.profile is not None:
         for device in args.devices:
             profile_vector_env(kwargs, args.profile, device)

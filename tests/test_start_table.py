@@ -20,7 +20,7 @@ from recarena.envs import start_table as start_table_module
 from recarena.envs.reset_memo import MEMO_BYTES
 from recarena.envs.single_user_choice import NumpyLearnedChoice, reset_memo, start_table
 from recarena.envs.start_table import TABLE_FILE, table_key
-from tests._choice_fixtures import QUICK_SEQUENCE
+from tests._choice_fixtures import QUICK_SEQUENCE, next_in_group
 from tests.test_envs import assert_same
 from tests.test_reset_memo import rollout
 from tests.test_single_user_learned import STATE_TOLERANCE, assert_same_state, learned_simulator, pair
@@ -166,3 +166,31 @@ def test_an_env_on_the_table_passes_the_env_checker(simulator):
     before = table_of(simulator).resets
     gym_check_env(env, skip_render_check=True)
     assert table_of(simulator).resets > before
+
+
+def test_a_table_reset_scores_the_slate_alone_until_a_click(simulator):
+    """After a reset from the table the catalogue's logits wait for the next click: the slate's
+    utilities (a consumed item -inf) equal the full computation's, and a click rebuilds the block."""
+    env = RecommendationEnv(simulator=simulator, slate_size=3, max_steps=50)
+    learned: NumpyLearnedChoice = env._fast._learned
+    rng = np.random.default_rng(1)
+    zeros = np.zeros(3, dtype=np.float32)
+    clicked = 0
+    for seed in range(20):
+        env.reset(seed=seed)
+        assert learned._lazy
+        consumed = np.flatnonzero(learned.consumed)
+        free = np.setdiff1d(np.arange(len(learned.consumed)), consumed)
+        slate = np.array([consumed[0], *rng.choice(free, 2, replace=False)])
+        lazy = learned.utilities(slate, zeros, zeros)
+        learned.refresh()  # the catalogue's logits and normaliser, as without the table
+        assert not learned._lazy and lazy[0] == -np.inf
+        np.testing.assert_allclose(lazy, learned.utilities(slate, zeros, zeros), rtol=1e-5, atol=1e-5)
+        env.reset(seed=seed)
+        last = int(env._fast._history[-1])
+        step = env.step(np.array([next_in_group(last), *rng.choice(free, 2, replace=False)]))
+        if step[4]["clicked"]:
+            clicked += 1
+            assert not learned._lazy
+            np.testing.assert_array_equal(learned._blocked, np.where(learned.consumed, -np.inf, 0.0))
+    assert clicked >= 5

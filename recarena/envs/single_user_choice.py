@@ -38,8 +38,10 @@ rebuilt with an empty memo whenever the simulator's choice model or its weights 
 **Start table** (:mod:`recarena.envs.start_table`). Ahead of the memo: the same results for *every*
 (user, prefix) of the sampler's log, computed batched once per simulator (torch's GRU kernels: equal
 to the NumPy read within the state tolerance above, not bit for bit) and cached on disk; a reset
-copies its row. The memo serves the resets only where the table is off (``start_table(simulator)
-.enabled = False``) or over its size bound.
+copies its row, and the catalogue's logits wait for the session's first click (until then
+:meth:`NumpyLearnedChoice.utilities` scores the slate's items alone, from the row's normaliser). The
+memo serves the resets only where the table is off (``start_table(simulator).enabled = False``) or
+over its size bound.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from recarena.simulators.sequence import NextItemGRU
 
 _F32 = np.float32
 _THREE, _TWO, _LIKE = _F32(3.0), _F32(2.0), _F32(LIKE_THRESHOLD)
+_ZERO, _NEG_INF = _F32(0.0), _F32(-np.inf)
 
 
 class _Tables:
@@ -89,6 +92,7 @@ class _Tables:
         self.hidden_gates = _f32(hidden)
         output = network.output.detach().to(torch.float64)
         self.scores = _f32(output @ vectors.T)  # [dim, n_items]: logits = h @ scores + bias
+        self.item_scores = np.ascontiguousarray(self.scores.T)  # [n_items, dim]: one item's logit = row . h
         self.bias = _f32(bias)
         self.dim, self.window = dim, int(choice.window)
         self.choice = choice
@@ -171,6 +175,7 @@ class NumpyLearnedChoice:
         self._masked = np.empty(n_items, dtype=np.float32)  # the same, -inf where consumed (if excluded)
         self._blocked = np.zeros(n_items, dtype=np.float32)  # 0, or -inf where consumed (if excluded)
         self._shift = _F32(0.0)  # log_p = (logits - shift) - log_sum, shift the largest allowed logit
+        self._lazy = False  # after a start-table reset: the logits and the block are not computed yet
         self._log_sum = _F32(0.0)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -204,7 +209,8 @@ class NumpyLearnedChoice:
         copied into ``extra`` (the consumed mask must already be the reset's)."""
         t = self._current()
         starts = t.starts
-        if starts is not None and starts.enabled and starts.matches(self.simulator):
+        from_table = starts is not None and starts.enabled and starts.matches(self.simulator)
+        if from_table:
             starts.resets += 1
             entry = starts.entry(user, prefix)
         else:
@@ -217,7 +223,10 @@ class NumpyLearnedChoice:
         dim = self.tables.dim
         np.copyto(self._h, entry[:dim])
         self.state[:] = self._h
-        self._logits_of_state(rebuild=True)
+        if from_table:  # (within the state tolerance already: the slate's logits alone until a click)
+            self._lazy = True
+        else:
+            self._logits_of_state(rebuild=True)
         self._shift, self._log_sum = entry[dim], entry[dim + 1]
         if extra is not None:
             np.copyto(extra, entry[dim + 2 :])
@@ -314,9 +323,11 @@ class NumpyLearnedChoice:
         self._shift, self._log_sum = shift, np.log(masked.sum())
 
     def _logits_of_state(self, rebuild: bool) -> None:
-        """``h @ scores + bias`` into the logits (and, with ``rebuild``, -inf where consumed into the block)."""
+        """``h @ scores + bias`` into the logits (and, with ``rebuild`` or after a start-table reset, -inf
+        where consumed into the block)."""
         t = self.tables
-        if rebuild:
+        if rebuild or self._lazy:
+            self._lazy = False
             self._blocked[:] = 0.0
             if t.exclude_consumed:
                 self._blocked[self.consumed] = -np.inf
@@ -326,14 +337,18 @@ class NumpyLearnedChoice:
     def utilities(self, slate: np.ndarray, predicted: np.ndarray, fatigue: np.ndarray) -> np.ndarray:
         """Float32 [k]: the utility of each slate item (``LearnedChoice.utilities``)."""
         t = self._current()  # new weights may have been set mid-session
-        log_p = (self._logits[slate] - self._shift) - self._log_sum
+        if self._lazy:  # the slate's logits alone (start table: no catalogue logits until a click)
+            logits = t.item_scores[slate] @ self._h + t.bias[slate]
+            log_p = (logits - self._shift) - self._log_sum
+        else:
+            log_p = (self._logits[slate] - self._shift) - self._log_sum
         utility = t.w_choice * log_p + t.w_boredom * fatigue
         if t.w_rating is not None:
             utility += t.w_rating * (predicted - _THREE)
         if not math.isfinite(np.add.reduce(utility)):  # (a finite sum: every term finite)
             utility = np.nan_to_num(utility, nan=-np.inf)  # as torch.nan_to_num: +-inf to the largest finite
         if t.exclude_consumed:
-            utility += self._blocked[slate]  # -inf where consumed
+            utility += np.where(self.consumed[slate], _NEG_INF, _ZERO) if self._lazy else self._blocked[slate]
         return utility
 
 

@@ -161,3 +161,21 @@ def test_train_py_refuses_a_checkpoint_whose_counts_disagree(tmp_path: Path) -> 
     agent = make_agent("linear_q", env.n_items, {"form": "bilinear"})
     with pytest.raises(CheckpointError, match="records 56 steps done, its agent state 64"):
         train_script.restore_checkpoint(point, agent, env, point.metadata["identity"])
+
+
+SESSION_TAGS = {"charts/episodic_return", "charts/session_length", "charts/ctr", "charts/sps",
+                "sim/leave_rate", "sim/coverage", "sim/diversity"}
+"""What recarena.agents.session_stats.SessionStats writes at each log point."""
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_logs_the_session_statistics_of_session_stats(name: str, tmp_path: Path) -> None:
+    """One session-statistics implementation: every family writes SessionStats' tags through train.py."""
+    small = {"native_ppo": {"n_steps": 2, "hidden_dim": 8}, "ppo": {"n_steps": 2, "batch_size": 16},
+             "maskable_ppo": {"n_steps": 2, "batch_size": 16}, "tabular_q": {"n_states": 4, "codebook_samples": 16}}
+    data = _run_data(name, small.get(name, {}))
+    data["train"].update(total_steps=96, checkpoint_every=96)
+    tags: set[str] = set()
+    train_script.train(run_config_from_dict(data), tmp_path / "run", progress_bar=False,
+                       listeners=[lambda tag, value, step: tags.add(tag)])
+    assert SESSION_TAGS <= tags, sorted(SESSION_TAGS - tags)

@@ -318,16 +318,15 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
 
 
 def test_sb3_session_charts_match_the_native_definitions() -> None:
-    """SB3's charts/ctr counts clicks over every user-step of the window (as agents.session_stats does);
-    return, length and leave rate average over the sessions that ended in it."""
-    from recarena.agents.sb3_agents import SB3Agent, _EpisodeStats
+    """SB3's callback feeds the native agents' SessionStats: charts/ctr counts clicks over every user-step
+    of the window; return, length and leave rate average over the sessions that ended in it."""
+    from recarena.agents.sb3_agents import _EpisodeStats
+    from recarena.agents.session_stats import SessionStats
 
     logged: dict[str, float] = {}
-    agent = SimpleNamespace(num_envs=2, n_items=3, log_every=4, item_table=np.eye(3))
-    agent._stats = SB3Agent._new_stats(agent)
+    agent = SimpleNamespace(log_every=4, next_log=4, stats=SessionStats(2, torch.eye(3), torch.device("cpu")))
     callback = _EpisodeStats(agent, SimpleNamespace(log_scalar=lambda tag, value, step: logged.update({tag: value})))
     callback.model = SimpleNamespace(num_timesteps=0, logger=SimpleNamespace(dump=lambda step: None))
-    callback._on_training_start()
     # Two users, two vector steps: 3 clicks in 4 user-steps; user 0 leaves after 2 steps with return 2.
     for rewards, clicked, dones in (([1.0, 0.0], [True, False], [False, False]),
                                     ([1.0, 1.0], [True, True], [True, False])):

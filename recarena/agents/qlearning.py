@@ -30,8 +30,10 @@ Training and resumption. ``learn(env, steps, logger)`` runs ``ceil(steps / N)`` 
 leaves the env where it stopped: the next call continues the same sessions from the agent's
 current observation (only an env the agent has not stepped is reset, with a seed derived from
 ``config.seed``), so chunk boundaries change nothing. ``checkpoint_state`` holds the current
-observation and each user's running return; with the env's own state (train.py checkpoints both)
-a resumed run repeats the uninterrupted one exactly on CPU. Scalars are logged at each multiple of
+observation and the sessions' statistics (:class:`SessionStats`, the native agents' bookkeeping:
+running returns and lengths, the window's sums); with the env's own state (train.py checkpoints both)
+a resumed run repeats the uninterrupted one exactly on CPU. Scalars (SessionStats' ``charts/*`` and
+``sim/*``, plus ``charts/epsilon`` and ``losses/td_loss``) are logged at each multiple of
 ``log_every`` user-steps (train.py's ``train.log_every``; 2,000 outside train.py).
 """
 
@@ -63,6 +65,7 @@ from recarena.agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
+from recarena.agents.session_stats import SessionStats
 from recarena.core.clustering import kmeans, nearest
 from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import CheckpointError, ConfigError
@@ -115,8 +118,9 @@ def _env_item_embeddings(env: Any) -> torch.Tensor:
 
 
 def _empty_window() -> dict[str, float]:
-    """Sums over one logging window: ended sessions and their return, TD updates and their mean squared error."""
-    return {"episodes": 0, "return": 0.0, "updates": 0, "td_loss": 0.0}
+    """Sums over one logging window of the TD updates and their mean squared error (the sessions'
+    sums are the agent's :class:`SessionStats`)."""
+    return {"updates": 0, "td_loss": 0.0}
 
 
 OUTSIDE_CANDIDATES = -1.0e4
@@ -160,7 +164,8 @@ class _OnlineQAgent(TrainableAgent):
         self.last_log = 0
         self._window = _empty_window()  # sums since the last log point
         self.observation: Observation | None = None  # the env's current observation between learn() calls
-        self._returns = torch.zeros(0)  # each user's return so far in the current session
+        self.stats: SessionStats | None = None  # sessions in progress and the window's charts/ and sim/ sums
+        self._restored_stats: dict[str, torch.Tensor] | None = None  # from a checkpoint, until an env is given
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
         # With ``config.candidates``: which items are candidates, and the scores of the others.
         self.candidate_mask: torch.Tensor | None = None
@@ -332,14 +337,23 @@ class _OnlineQAgent(TrainableAgent):
         """The observation to continue from: the agent's current one, or (for an env it has not stepped
         yet) a reset with a seed derived from ``config.seed`` and the number of earlier resets."""
         n = int(env.num_envs)
-        if self.observation is not None and not env_needs_reset(env) and self._returns.shape[0] == n:
+        if self.observation is not None and not env_needs_reset(env) and self._session_users() == n:
+            if self.stats is None:  # restored from a checkpoint: the env supplies the item encodings
+                self.stats = SessionStats(n, _env_item_embeddings(env), torch.device("cpu"))
+                self.stats.load_state(self._restored_stats)
+                self._restored_stats = None
             device = getattr(env, "device", None)  # restored from a checkpoint onto the CPU
             return {k: v.to(device) for k, v in self.observation.items()} if device is not None else self.observation
         reset_seed = (self.config.seed * 1_000_003 + self.env_resets) % (2**31 - 1)
         self.env_resets += 1
-        self._returns = torch.zeros(n)
+        self.stats, self._restored_stats = SessionStats(n, _env_item_embeddings(env), torch.device("cpu")), None
         observation, _ = env.reset(seed=reset_seed)
         return observation
+
+    def _session_users(self) -> int:
+        """Users of the sessions in progress (-1: none)."""
+        state = self.stats.state() if self.stats is not None else self._restored_stats
+        return -1 if state is None else int(state["episode_return"].shape[0])
 
     def learn(self, env: Any, steps: int, logger: ScalarLogger | None = None) -> None:
         """Train for ``steps`` more user-steps (``ceil(steps / env.num_envs)`` env steps) on ``env``,
@@ -389,13 +403,9 @@ class _OnlineQAgent(TrainableAgent):
                 window["td_loss"] += float(td.square().mean())
                 window["updates"] += 1
             self._steps_done += n
-            self._returns += reward.cpu()
-            done_cpu = done.cpu()
-            if bool(done_cpu.any()):
-                window["return"] += float(self._returns[done_cpu].sum())
-                window["episodes"] += int(done_cpu.sum())
-                self.episodes_done += int(done_cpu.sum())
-                self._returns[done_cpu] = 0.0
+            self.stats.update(actions.reshape(n, 1).cpu(), reward.cpu(), terminated.cpu(),
+                              torch.as_tensor(truncated, dtype=torch.bool).cpu(), torch.as_tensor(info["clicked"]).cpu())
+            self.episodes_done += int(done.sum())
             observation = next_observation
             self.observation = observation
             if self._steps_done // self.log_every > self.last_log // self.log_every:
@@ -403,8 +413,8 @@ class _OnlineQAgent(TrainableAgent):
 
     def _log(self, logger: ScalarLogger) -> None:
         step, window = self._steps_done, self._window
-        if window["episodes"]:
-            logger.log_scalar("charts/episodic_return", window["return"] / window["episodes"], step)
+        if self.stats is not None:
+            self.stats.log(logger, step)
         if window["updates"]:
             logger.log_scalar("losses/td_loss", window["td_loss"] / window["updates"], step)
         logger.log_scalar("charts/epsilon", self.epsilon(), step)
@@ -428,7 +438,8 @@ class _OnlineQAgent(TrainableAgent):
             tensors["outside_scores"] = self.outside_scores.clone()
         if self.observation is not None:
             tensors.update({f"observation.{k}": torch.as_tensor(v).detach().cpu().clone() for k, v in self.observation.items()})
-            tensors["returns"] = self._returns.clone()
+            stats = self.stats.state() if self.stats is not None else self._restored_stats
+            tensors.update({f"stats.{k}": v.detach().cpu().clone() for k, v in stats.items()})
         metadata = {"n_items": self.n_items, "steps_done": self._steps_done, "env_resets": self.env_resets,
                     "episodes_done": self.episodes_done, "last_log": self.last_log, "window": dict(self._window)}
         return tensors, metadata
@@ -458,12 +469,14 @@ class _OnlineQAgent(TrainableAgent):
         self.episodes_done = int(metadata.get("episodes_done", 0))
         self.last_log = int(metadata.get("last_log", self._steps_done))
         window = metadata.get("window")
-        self._window = {**_empty_window(), **window} if isinstance(window, dict) else _empty_window()
+        self._window = {k: window.get(k, v) for k, v in _empty_window().items()} if isinstance(window, dict) else _empty_window()
         observation = {k[len("observation."):]: v.clone() for k, v in tensors.items() if k.startswith("observation.")}
-        if observation and "returns" in tensors:  # written before learn() continued sessions: none kept
-            self.observation, self._returns = observation, tensors["returns"].to(torch.float32).clone()
+        stats = {k[len("stats."):]: v.clone() for k, v in tensors.items() if k.startswith("stats.")}
+        self.stats = None
+        if observation and stats:  # older checkpoints kept no sessions: the next learn() starts new ones
+            self.observation, self._restored_stats = observation, stats
         else:
-            self.observation, self._returns = None, torch.zeros(0)
+            self.observation, self._restored_stats = None, None
 
     def _restore_encoder(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """The checkpoint's sequence encoder (``state: sequence``), rebuilt from its weights alone."""

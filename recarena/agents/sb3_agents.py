@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 import warnings
 from dataclasses import field
 from pathlib import Path
@@ -67,6 +66,7 @@ from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 from recarena.agents.sequence_features import SequenceFeaturesExtractor, pretrain_policy_encoders
 from recarena.agents.sequence_state import SequenceStateOptions
 from recarena.agents.serialization import load_agent_files, save_agent_files
+from recarena.agents.session_stats import SessionStats
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state
 from recarena.core.config import config_dataclass, from_dict, to_dict
 from recarena.core.errors import CheckpointError, ConfigError
@@ -370,84 +370,30 @@ class _ForwardWriter(KVWriter):
         pass
 
 
-def _empty_window() -> dict[str, float]:
-    """Sums over one logging window (named as in :mod:`recarena.agents.session_stats`): sessions ended, their
-    return and length, sessions the user left; clicks and user-steps; diversity distance over
-    consecutive recommendation pairs."""
-    return dict.fromkeys(("episodes", "return", "length", "left", "clicks", "steps", "diversity", "pairs"), 0.0)
-
-
 class _EpisodeStats(BaseCallback):
-    """Per-step accounting of sessions -> ``charts/*`` and ``sim/*`` every ``agent.log_every`` steps.
-
-    The tags mean what they mean for the native agents (:mod:`recarena.agents.session_stats`): return,
-    length and leave rate over the sessions that ended in the window, ``charts/ctr`` clicks per
-    user-step over every step of the window.
-    """
+    """Feeds every vector step to the agent's :class:`SessionStats` (the native agents' session
+    bookkeeping: the same ``charts/*`` and ``sim/*`` tags and definitions) and writes them, with SB3's
+    losses, at each multiple of ``agent.log_every`` user-steps."""
 
     def __init__(self, agent: SB3Agent, logger: ScalarLogger) -> None:
         super().__init__()
         self.agent = agent
         self.target = logger
 
-    def _on_training_start(self) -> None:
-        self.tick = (time.perf_counter(), self.model.num_timesteps)
-
     def _on_step(self) -> bool:
-        stats = self.agent._stats
-        rewards = np.asarray(self.locals["rewards"], dtype=np.float64).reshape(-1)
-        dones = np.asarray(self.locals["dones"], dtype=bool).reshape(-1)
-        actions = np.asarray(self.locals["actions"]).reshape(len(rewards), -1)[:, 0].astype(np.int64)
+        rewards = torch.as_tensor(np.asarray(self.locals["rewards"], dtype=np.float32).reshape(-1))
+        dones = torch.as_tensor(np.asarray(self.locals["dones"], dtype=bool).reshape(-1))
+        actions = torch.as_tensor(np.asarray(self.locals["actions"]).reshape(len(rewards), -1).astype(np.int64))
         infos = self.locals["infos"]
-        clicked = np.array([bool(info["clicked"]) for info in infos])
-        truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
-        window = stats["window"]
-        stats["return"] += rewards
-        stats["length"] += 1
-        window["clicks"] += int(clicked.sum())
-        window["steps"] += len(rewards)
-        stats["shown"][actions] = True
-        previous = stats["previous"]
-        has_previous = previous >= 0
-        if has_previous.any():
-            table = self.agent.item_table
-            similarity = (table[actions[has_previous]] * table[previous[has_previous]]).sum(-1)
-            window["diversity"] += float((1.0 - similarity).sum())
-            window["pairs"] += int(has_previous.sum())
-        stats["previous"] = np.where(dones, -1, actions)
-        if dones.any():
-            window["episodes"] += int(dones.sum())
-            window["return"] += float(stats["return"][dones].sum())
-            window["length"] += float(stats["length"][dones].sum())
-            window["left"] += int((dones & ~truncated).sum())
-            stats["return"][dones] = 0.0
-            stats["length"][dones] = 0
+        clicked = torch.tensor([bool(info["clicked"]) for info in infos])
+        truncated = torch.tensor([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & dones
+        self.agent.stats.update(actions[:, :1], rewards, dones & ~truncated, truncated, clicked)
         step = self.model.num_timesteps
-        if step >= stats["next_log"]:
-            self._log(step)
-            stats["next_log"] = next_log_point(step, self.agent.log_every)
+        if step >= self.agent.next_log:
+            self.agent.stats.log(self.target, step)
+            self.agent.next_log = next_log_point(step, self.agent.log_every)
             self.model.logger.dump(step)  # SB3's losses recorded so far, at this log point too
         return True
-
-    def _log(self, step: int) -> None:
-        stats = self.agent._stats
-        window = stats["window"]
-        now = time.perf_counter()
-        elapsed = now - self.tick[0]
-        if elapsed > 0 and step > self.tick[1]:
-            self.target.log_scalar("charts/sps", (step - self.tick[1]) / elapsed, step)
-        self.tick = (now, step)
-        if window["episodes"] > 0:
-            self.target.log_scalar("charts/episodic_return", window["return"] / window["episodes"], step)
-            self.target.log_scalar("charts/session_length", window["length"] / window["episodes"], step)
-            self.target.log_scalar("sim/leave_rate", window["left"] / window["episodes"], step)
-        if window["steps"] > 0:
-            self.target.log_scalar("charts/ctr", window["clicks"] / window["steps"], step)
-        if window["pairs"] > 0:
-            self.target.log_scalar("sim/diversity", window["diversity"] / window["pairs"], step)
-        self.target.log_scalar("sim/coverage", float(stats["shown"].mean()), step)
-        stats["window"] = _empty_window()
-        stats["shown"][:] = False
 
 
 # --------------------------------------------------------------------------------------- agents
@@ -505,7 +451,6 @@ class SB3Agent(TrainableAgent):
         self.seed = int(seed)
         self.log_every = int(log_every)
         self.item_embeddings = item_embeddings.detach().to("cpu", torch.float32).clone()
-        self.item_table = torch.nn.functional.normalize(self.item_embeddings, dim=1).numpy()
         self.env_observation_space = observation_space
         self.policy_keys = self._policy_keys(observation_space)
         policy_space = spaces.Dict({k: observation_space[k] for k in self.policy_keys})
@@ -517,7 +462,8 @@ class SB3Agent(TrainableAgent):
         self._writer = _ForwardWriter(self.log_every, {**_SB3_TAGS, "train/loss": self.loss_tag})
         self.model.set_logger(Logger(folder=None, output_formats=[self._writer]))
         self._env: Any = None
-        self._stats = self._new_stats()
+        self.stats = SessionStats(self.num_envs, self.item_embeddings, torch.device("cpu"))
+        self.next_log = self.log_every  # the first step at or past which charts/* and sim/* are written
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
         self.next_item_generator = torch.Generator().manual_seed(self.seed)
         self.pretrain_info: dict[str, Any] | None = None
@@ -558,16 +504,6 @@ class SB3Agent(TrainableAgent):
 
     def _build_model(self, placeholder: VecEnv, device: str) -> Any:
         raise NotImplementedError
-
-    def _new_stats(self) -> dict[str, Any]:
-        return {
-            "return": np.zeros(self.num_envs, dtype=np.float64),
-            "length": np.zeros(self.num_envs, dtype=np.int64),
-            "previous": np.full(self.num_envs, -1, dtype=np.int64),
-            "shown": np.zeros(self.n_items, dtype=bool),
-            "window": _empty_window(),
-            "next_log": self.log_every,
-        }
 
     # ---------------------------------------------------------------- Agent interface
 
@@ -753,7 +689,7 @@ class SB3Agent(TrainableAgent):
                 "episode_num": int(model._episode_num),
                 "current_progress_remaining": float(model._current_progress_remaining),
             },
-            "stats": self._stats,
+            "stats": {**self.stats.state(), "next_log": self.next_log},
             "writer_next_step": dict(self._writer.next_step),
             "next_item_generator": self.next_item_generator.get_state(),
         }
@@ -780,9 +716,11 @@ class SB3Agent(TrainableAgent):
         model._episode_num = counters["episode_num"]
         model._current_progress_remaining = counters["current_progress_remaining"]
         self._restore_extra_state(state)
-        self._stats = state["stats"]
-        if not isinstance(self._stats["window"], dict):  # written before ctr counted every step
-            self._stats["window"] = _empty_window()
+        stats = dict(state["stats"])
+        if "sums" not in stats:
+            raise CheckpointError("agent checkpoint: its session statistics predate SessionStats; it cannot be resumed")
+        self.next_log = int(stats.pop("next_log"))
+        self.stats.load_state(stats)
         next_step = state["writer_next_step"]
         # An int in checkpoints written when every tag shared one next step.
         self._writer.next_step = dict(next_step) if isinstance(next_step, dict) else dict.fromkeys(self._writer.tags.values(), int(next_step))

@@ -194,3 +194,20 @@ def test_a_table_reset_scores_the_slate_alone_until_a_click(simulator):
             assert not learned._lazy
             np.testing.assert_array_equal(learned._blocked, np.where(learned.consumed, -np.inf, 0.0))
     assert clicked >= 5
+
+
+def test_the_rows_do_not_depend_on_the_chunk_size(simulator, monkeypatch):
+    """Chunks of 2 rows (128-row interest blocks) against one chunk: the interest exactly, the rest to
+    float32 rounding (the batched GRU's kernels may round a bigger batch differently)."""
+    from recarena.envs.single_user_choice import _tables
+
+    tables = _tables(simulator)
+    monkeypatch.setattr(start_table_module, "CHUNK", 10**6)
+    whole = start_table_module.build_rows(simulator, tables)
+    monkeypatch.setattr(start_table_module, "CHUNK", 2)
+    chunked = start_table_module.build_rows(simulator, tables)
+    dim = tables.dim
+    assert len(whole) > 128
+    np.testing.assert_array_equal(chunked[:, dim + 2 :], whole[:, dim + 2 :])
+    np.testing.assert_allclose(chunked[:, :dim], whole[:, :dim], rtol=0, atol=STATE_TOLERANCE)
+    np.testing.assert_allclose(chunked[:, dim : dim + 2], whole[:, dim : dim + 2], rtol=1e-5, atol=1e-5)

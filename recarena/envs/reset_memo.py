@@ -5,7 +5,9 @@ state (about 30 GRU steps on ML-100K), computes the catalogue's log-normaliser f
 replays the warm-started interest over the starting history: all of it a deterministic function of
 the simulator's frozen models and the session's (user, prefix length).
 :class:`recarena.envs.single_user_choice.NumpyLearnedChoice` keeps those results here, per simulator,
-and a later reset at the same (user, prefix) copies them instead of recomputing them.
+and a later reset at the same (user, prefix) copies them instead of recomputing them. Since the start
+table (``recarena.envs.start_table``: every (user, prefix) computed at once and cached on disk), the
+memo serves the resets only where that table is turned off or over its size bound.
 
 One float32 array per ``(user, prefix)``: the GRU state after the reset's read ([dim]), then, once
 a reset at that key has run, the rest of the reset (the log-normaliser's shift and log-sum, then the

@@ -287,14 +287,16 @@ def _interest(
     low = -high
     gain_rows = simulator.interest_model.topic_weights.numpy() * gain
     h = int(simulator.history_length)
-    base = offsets[user_of]
-    for step in range(h):  # the step-th item of a read of h items (absent for a shorter prefix)
-        position = prefix_of - h + step
-        rows = np.flatnonzero(position >= 0)
-        if not len(rows):
-            continue
-        values = interest[rows] * decay
-        values += gain_rows[items[base[rows] + position[rows]]]
-        # The NumPy step clamps only where the clamp can bind; where it cannot, it changes no bit.
-        np.minimum(np.maximum(values, low, out=values), high, out=values)
-        interest[rows] = values
+    for start in range(0, len(interest), 64 * CHUNK):  # row blocks: small temporaries, as in _normalisers
+        block = slice(start, start + 64 * CHUNK)
+        base, prefix, out = offsets[user_of[block]], prefix_of[block], interest[block]
+        for step in range(h):  # the step-th item of a read of h items (absent for a shorter prefix)
+            position = prefix - h + step
+            rows = np.flatnonzero(position >= 0)
+            if not len(rows):
+                continue
+            values = out[rows] * decay
+            values += gain_rows[items[base[rows] + position[rows]]]
+            # The NumPy step clamps only where the clamp can bind; where it cannot, it changes no bit.
+            np.minimum(np.maximum(values, low, out=values), high, out=values)
+            out[rows] = values

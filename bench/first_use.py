@@ -6,7 +6,8 @@
 ``RECARENA_CACHE`` is pointed at a fresh temporary folder (removed at the end; ``--cache DIR`` keeps
 an empty DIR of your choosing), so everything the first construction does is timed: reading the
 log, encoding the item texts with MiniLM, fitting the preference model and the next-item (choice)
-model, fitting the choice utility weights and building the simulator. The one-time parts are timed
+model, fitting the choice utility weights, building the simulator and the learned-choice single env's
+reset start table (``recarena.envs.start_table``). The one-time parts are timed
 on their own by wrapping the functions the on-disk store calls. A second ``gymnasium.make`` in a
 fresh process state (shared simulators forgotten) then loads everything from the cache. torch's
 thread count is left to recarena (1, or ``$RECARENA_TORCH_THREADS``), as in library use. Prints
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import recarena  # noqa: F401  (registers the ids)
+    import recarena.envs.start_table as starts
     import recarena.simulators.preference_store as store
     from recarena.envs.common import clear_simulator_cache
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     store.encode_items = timed("encode item texts", store.encode_items)
     store.fit_preference_model = timed("fit preference model", store.fit_preference_model)
     store.fit_next_item_model = timed("fit next-item (choice) model", store.fit_next_item_model)
+    starts.build_rows = timed("build reset start table", starts.build_rows)
 
     started = time.perf_counter()
     env = gym.make(args.env_id)

@@ -124,11 +124,15 @@ def supports(choice: Any) -> bool:
 
 def _tables(simulator: Any) -> _Tables:
     """The tables of the simulator's current choice model, built once (rebuilt, with a new empty reset
-    memo, when the model or its weights object was replaced; the model itself is frozen, as for
-    ``LearnedChoice.table``)."""
-    tables = _TABLES.get(simulator)
-    if tables is None or not tables.current(simulator.choice_model):
-        tables = _TABLES[simulator] = _Tables(simulator.choice_model)
+    memo, when the model or its weights object was replaced - the start table is kept when only the
+    weights were; the model itself is frozen, as for ``LearnedChoice.table``)."""
+    old = _TABLES.get(simulator)
+    if old is not None and old.current(simulator.choice_model):
+        return old
+    tables = _TABLES[simulator] = _Tables(simulator.choice_model)
+    if old is not None and old.choice is tables.choice and old.starts is not None:
+        tables.starts = old.starts  # new utility weights alone: the rows do not depend on them
+    else:
         tables.starts = build_start_table(simulator, tables)  # from the disk cache after the first time
     return tables
 

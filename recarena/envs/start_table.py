@@ -21,14 +21,16 @@ NumPy read) to float32 rounding (~1e-6), not bit for bit - the tolerance the Num
 own float32 tables, consumed items masked where the model excludes them. The interest replay is the
 NumPy step's float32 operations elementwise over all rows at once: bit-identical.
 
-**Cache.** Building costs seconds on ML-100K (101k rows) and minutes on ML-1M (1M rows), so the table
-is saved under ``$RECARENA_CACHE/starts/<key>/`` (``starts.npy``, then ``meta.json`` last: its
+**Cache.** Building costs 4.3 CPU-s on ML-100K (99k rows) and 72 CPU-s on ML-1M (994k rows; 2-core
+VM, docs/benchmarks.md), so the table is saved under ``$RECARENA_CACHE/starts/<n_users>u-<key>/`` (``starts.npy``, then ``meta.json`` last: its
 presence marks a complete save; atomic writes) and later loads memory-mapped: the pages a process
 touches are read from disk and shared between processes. ``key`` hashes the code's
 :data:`FORMAT_VERSION`, the next-item network's weights, the sampler's log (offsets, items, ratings),
 the interest model's parameters and the simulator's history length.
 
-**Size.** ``rows * (dim + 2 + n_topics) * 4`` bytes: 34 MB on ML-100K, 340 MB on ML-1M (hidden size
+The rows do not depend on the utility weights or the rating model, so ``-v1`` and ``-v2`` share a table.
+
+**Size.** ``rows * (dim + 2 + n_topics) * 4`` bytes: 34 MB on ML-100K, 334 MB on ML-1M (hidden size
 64, 18 topics). A table over :data:`MAX_TABLE_BYTES` is not built: the env falls back to the reset
 memo, as does a table turned off (``enabled = False``).
 """

@@ -145,9 +145,10 @@ def test_steps_done_is_the_one_counter(name: str) -> None:
     assert restored.steps_done == 16
 
 
-def test_checkpoint_steps_refuses_a_state_without_the_counter() -> None:
-    with pytest.raises(CheckpointError, match="no 'steps_done' step count"):
-        checkpoint_steps({"global_step": 16})
+def test_checkpoint_steps_reads_the_old_native_counter_and_refuses_a_state_without_one() -> None:
+    assert checkpoint_steps({"steps_done": 16}) == checkpoint_steps({"global_step": 16}) == 16  # tests/test_old_runs.py
+    with pytest.raises(CheckpointError, match="no 'steps_done' \\(or older 'global_step'\\) step count"):
+        checkpoint_steps({"last_log": 16})
 
 
 def test_train_py_refuses_a_checkpoint_whose_counts_disagree(tmp_path: Path) -> None:

@@ -120,11 +120,12 @@ class TrainableAgent(Agent):
 
 def checkpoint_steps(state: dict[str, Any]) -> int:
     """The ``steps_done`` count a family's checkpoint state records (every family writes its
-    :attr:`TrainableAgent.steps_done` under that one name); refuses a state without it."""
-    steps = state.get("steps_done")
+    :attr:`TrainableAgent.steps_done` under that one name; the native agents' checkpoints written
+    before it are read from their ``global_step``, the same count); refuses a state without either."""
+    steps = state.get("steps_done", state.get("global_step"))
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise CheckpointError(f"checkpoint state has no 'steps_done' step count (got {steps!r}); checkpoints written "
-                              f"before the agent families shared one step counter cannot be resumed")
+        raise CheckpointError(f"checkpoint state has no 'steps_done' (or older 'global_step') step count "
+                              f"(got {steps!r}); not a checkpoint of a trainable agent")
     return steps
 
 

@@ -182,7 +182,7 @@ class NativeAgent(TrainableAgent):
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **_: Any) -> NativeAgent:
-        config_data, tensors, extra = load_agent_files(directory, cls.name)
+        config_data, tensors, extra = load_agent_files(directory, cls.name, cls.config_class)
         require_tensors(tensors, ["item_text"], directory)
         if device is None and str(config_data.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"  # trained on a GPU, loaded where there is none: the weights work anywhere

@@ -39,6 +39,7 @@ a resumed run repeats the uninterrupted one exactly on CPU. Scalars (SessionStat
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -65,7 +66,8 @@ from recarena.agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
-from recarena.agents.session_stats import SessionStats
+from recarena.agents.session_stats import SUMS, SessionStats
+from recarena.core.checkpoint import OldCheckpointWarning
 from recarena.core.clustering import kmeans, nearest
 from recarena.core.config import config_dataclass, from_dict
 from recarena.core.errors import CheckpointError, ConfigError
@@ -117,6 +119,13 @@ def _env_item_embeddings(env: Any) -> torch.Tensor:
     return torch.as_tensor(embeddings, dtype=torch.float32)
 
 
+def _restarted_stats(n_users: int, n_items: int) -> dict[str, torch.Tensor]:
+    """SessionStats' state of ``n_users`` sessions counted from now (nothing accumulated)."""
+    return {"episode_return": torch.zeros(n_users), "episode_length": torch.zeros(n_users),
+            "previous_item": torch.full((n_users,), -1, dtype=torch.int64), "sums": torch.zeros(len(SUMS)),
+            "shown": torch.zeros(n_items, dtype=torch.bool)}
+
+
 def _empty_window() -> dict[str, float]:
     """Sums over one logging window of the TD updates and their mean squared error (the sessions'
     sums are the agent's :class:`SessionStats`)."""
@@ -166,6 +175,7 @@ class _OnlineQAgent(TrainableAgent):
         self.observation: Observation | None = None  # the env's current observation between learn() calls
         self.stats: SessionStats | None = None  # sessions in progress and the window's charts/ and sim/ sums
         self._restored_stats: dict[str, torch.Tensor] | None = None  # from a checkpoint, until an env is given
+        self._stats_restarted = False  # restored from a checkpoint older than SessionStats: warn on resuming
         self.logged: LoggedNextItems | None = None  # next-item examples, built from the env when used
         # With ``config.candidates``: which items are candidates, and the scores of the others.
         self.candidate_mask: torch.Tensor | None = None
@@ -342,6 +352,11 @@ class _OnlineQAgent(TrainableAgent):
                 self.stats = SessionStats(n, _env_item_embeddings(env), torch.device("cpu"))
                 self.stats.load_state(self._restored_stats)
                 self._restored_stats = None
+                if self._stats_restarted:
+                    warnings.warn(f"{self.name}: the checkpoint's session statistics predate SessionStats; they start "
+                                  f"again here (charts/ and sim/ of the sessions in progress count from the resume)",
+                                  OldCheckpointWarning, stacklevel=3)
+                    self._stats_restarted = False
             device = getattr(env, "device", None)  # restored from a checkpoint onto the CPU
             return {k: v.to(device) for k, v in self.observation.items()} if device is not None else self.observation
         reset_seed = (self.config.seed * 1_000_003 + self.env_resets) % (2**31 - 1)
@@ -473,7 +488,12 @@ class _OnlineQAgent(TrainableAgent):
         observation = {k[len("observation."):]: v.clone() for k, v in tensors.items() if k.startswith("observation.")}
         stats = {k[len("stats."):]: v.clone() for k, v in tensors.items() if k.startswith("stats.")}
         self.stats = None
-        if observation and stats:  # older checkpoints kept no sessions: the next learn() starts new ones
+        if observation and not stats and "returns" in tensors:
+            # Written before SessionStats: the sessions go on (so training does as it would have), their
+            # statistics start again (the running returns alone are not SessionStats' state).
+            stats = _restarted_stats(int(tensors["returns"].shape[0]), self.n_items)
+            self._stats_restarted = True
+        if observation and stats:  # still older checkpoints kept no sessions: the next learn() starts new ones
             self.observation, self._restored_stats = observation, stats
         else:
             self.observation, self._restored_stats = None, None
@@ -505,7 +525,7 @@ class _OnlineQAgent(TrainableAgent):
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **context: Any) -> _OnlineQAgent:
         """Read a saved agent; ``device`` is accepted for symmetry and ignored (these agents run on CPU)."""
-        config, tensors, metadata = load_agent_files(directory, cls.name)
+        config, tensors, metadata = load_agent_files(directory, cls.name, cls.config_class)
         agent = cls(int(metadata["n_items"]), from_dict(cls.config_class, config), **context)
         agent.restore_checkpoint_state(tensors, metadata)
         return agent

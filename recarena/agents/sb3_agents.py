@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from dataclasses import field
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -66,9 +66,9 @@ from recarena.agents.item_scorer import LoggedNextItems, next_item_loss
 from recarena.agents.sequence_features import SequenceFeaturesExtractor, pretrain_policy_encoders
 from recarena.agents.sequence_state import SequenceStateOptions
 from recarena.agents.serialization import load_agent_files, save_agent_files
-from recarena.agents.session_stats import SessionStats
+from recarena.agents.session_stats import SUMS, SessionStats
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state
-from recarena.core.config import config_dataclass, from_dict, to_dict
+from recarena.core.config import config_dataclass, from_dict, migrate_renamed_keys, to_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.observation import observation_space as full_observation_space
 
@@ -621,7 +621,7 @@ class SB3Agent(TrainableAgent):
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", **context: Any) -> SB3Agent:
-        config_data, tensors, extra = load_agent_files(directory, cls.name)
+        config_data, tensors, extra = load_agent_files(directory, cls.name, cls.config_class)
         config = from_dict(cls.config_class, config_data, prefix=f"{directory}: config.")
         if "item_embeddings" not in tensors:
             raise CheckpointError(f"{directory}: saved agent has no item_embeddings")
@@ -703,7 +703,7 @@ class SB3Agent(TrainableAgent):
     def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         if "identity" not in metadata or "state" not in metadata:
             raise CheckpointError("checkpoint metadata lacks 'identity'/'state'; not an SB3 agent checkpoint")
-        check_identity(self.identity(), metadata["identity"], "agent checkpoint")
+        check_identity(self.identity(), self._migrated_identity(metadata["identity"]), "agent checkpoint")
         state = unflatten_state(tensors, metadata["state"])
         model = self.model
         self._load_policy(state["policy"], "agent checkpoint")
@@ -717,10 +717,8 @@ class SB3Agent(TrainableAgent):
         model._current_progress_remaining = counters["current_progress_remaining"]
         self._restore_extra_state(state)
         stats = dict(state["stats"])
-        if "sums" not in stats:
-            raise CheckpointError("agent checkpoint: its session statistics predate SessionStats; it cannot be resumed")
         self.next_log = int(stats.pop("next_log"))
-        self.stats.load_state(stats)
+        self.stats.load_state(stats if "sums" in stats else _session_stats_of_old_layout(stats))
         next_step = state["writer_next_step"]
         # An int in checkpoints written when every tag shared one next step.
         self._writer.next_step = dict(next_step) if isinstance(next_step, dict) else dict.fromkeys(self._writer.tags.values(), int(next_step))
@@ -733,6 +731,33 @@ class SB3Agent(TrainableAgent):
 
     def _restore_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def _migrated_identity(self, identity: Any) -> Any:
+        """A checkpoint's identity with its config as this version reads it: old key names as the new
+        ones (``migrate_renamed_keys``, over the run's planned total steps: what the run's config.yaml
+        migrates to) and options added since at their defaults, so an older checkpoint of this run matches."""
+        config = identity.get("config") if isinstance(identity, dict) else None
+        if not isinstance(config, dict):
+            return identity
+        names = [f.name for f in fields(self.config_class)]
+        migrated, _ = migrate_renamed_keys(config, names, self.model.planned_total_steps or None)
+        try:
+            return {**identity, "config": to_dict(from_dict(self.config_class, migrated))}
+        except ConfigError:
+            return identity  # check_identity names what differs
+
+
+def _session_stats_of_old_layout(stats: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """SessionStats' state from the SB3 session statistics checkpointed before SessionStats (NumPy
+    running return/length, previous item, shown mask and window sums, named as SessionStats' sums):
+    each maps to one field."""
+    window = stats.get("window")
+    sums = [float(window.get(k, 0.0)) for k in SUMS] if isinstance(window, dict) else [0.0] * len(SUMS)
+    return {"episode_return": torch.as_tensor(stats["return"], dtype=torch.float32),
+            "episode_length": torch.as_tensor(stats["length"], dtype=torch.float32),
+            "previous_item": torch.as_tensor(stats["previous"], dtype=torch.int64),
+            "sums": torch.tensor(sums, dtype=torch.float32),
+            "shown": torch.as_tensor(stats["shown"], dtype=torch.bool)}
 
 
 class DQNAgent(SB3Agent):

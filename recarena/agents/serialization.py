@@ -10,6 +10,7 @@ written before the manifest (``format_version`` 1) still load, unverified.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from recarena.core.checkpoint import file_checksums, verify_checksums
-from recarena.core.config import to_dict
+from recarena.core.config import migrate_renamed_keys, to_dict, warn_old_config
 from recarena.core.errors import CheckpointError
 from recarena.core.io import atomic_write, atomic_write_json
 
@@ -126,10 +127,15 @@ def read_agent_metadata(directory: str | Path) -> dict[str, Any]:
 
 
 def load_agent_files(
-    directory: str | Path, expected_name: str
+    directory: str | Path, expected_name: str, config_class: type | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(config data, tensors, extra) of an agent saved under ``expected_name`` in ``directory``,
-    verified against its manifest first."""
+    verified against its manifest first.
+
+    With ``config_class`` (the agent's config dataclass), a config written before the config-vocabulary
+    rename has its old keys read as the new ones (``recarena.core.config.migrate_renamed_keys``; one
+    :class:`~recarena.core.config.OldConfigWarning` naming the directory): ``agent.json`` is covered by
+    the manifest, so users cannot rename them by hand."""
     metadata = read_agent_metadata(directory)
     verify_agent_files(directory)
     if metadata["agent"] != expected_name:
@@ -137,7 +143,11 @@ def load_agent_files(
             f"{directory}: holds a '{metadata['agent']}' agent, not a '{expected_name}' agent"
         )
     tensors = load_tensors(Path(directory) / WEIGHTS_FILE)
-    return metadata["config"], tensors, metadata["extra"]
+    config = metadata["config"]
+    if config_class is not None and isinstance(config, dict):
+        config, notes = migrate_renamed_keys(config, [f.name for f in dataclasses.fields(config_class)])
+        warn_old_config(directory, notes, prefix="config.")
+    return config, tensors, metadata["extra"]
 
 
 def require_tensors(

@@ -19,7 +19,8 @@ import torch
 
 from recarena.agents.base import ScalarLogger
 
-_SUMS = ("episodes", "return", "length", "clicks", "steps", "left", "diversity", "pairs")
+SUMS = ("episodes", "return", "length", "clicks", "steps", "left", "diversity", "pairs")
+"""The window's sums, in the order of :attr:`SessionStats.sums`."""
 
 
 class SessionStats:
@@ -30,7 +31,7 @@ class SessionStats:
         self.episode_return = torch.zeros(num_envs, device=device)
         self.episode_length = torch.zeros(num_envs, device=device)
         self.previous_item = torch.full((num_envs,), -1, dtype=torch.int64, device=device)
-        self.sums = torch.zeros(len(_SUMS), device=device)
+        self.sums = torch.zeros(len(SUMS), device=device)
         self.shown = torch.zeros(item_embeddings.shape[0], dtype=torch.bool, device=device)
         self._steps_per_update = torch.tensor(float(num_envs), device=device)  # made once: no per-step copy
         self._clock = time.perf_counter()
@@ -56,7 +57,7 @@ class SessionStats:
 
     def log(self, logger: ScalarLogger, step: int) -> None:
         """Write the window's scalars (one device sync) and start a new window."""
-        sums = dict(zip(_SUMS, self.sums.tolist(), strict=True))
+        sums = dict(zip(SUMS, self.sums.tolist(), strict=True))
         now = time.perf_counter()
         if sums["episodes"] > 0:
             logger.log_scalar("charts/episodic_return", sums["return"] / sums["episodes"], step)

@@ -32,7 +32,7 @@ import torch
 from recarena.agents.base import TrainableAgent
 from recarena.cli.help import HelpFormatter
 from recarena.core.checkpoint import check_identity, flatten_state, unflatten_state, write_checkpoint
-from recarena.core.config import apply_overrides, to_dict
+from recarena.core.config import to_dict
 from recarena.core.errors import CheckpointError, ConfigError, RecarenaError, describe_os_error
 from recarena.core.seeding import configure_torch_threads, resolve_device, seed_everything
 from recarena.data.spec import data_argument
@@ -430,7 +430,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
                 f"changeable: {list(_RESUMABLE_OVERRIDES)}"
             )
         run = RunDirectory.open(args.resume)
-        config = run_config_from_dict(apply_overrides(run.read_config(), overrides))
+        config = run_config_from_dict(run.config_data(overrides))  # an older run's agent keys read as the new ones
         return config, args.resume, True
     if args.config is None:
         raise ConfigError("give --config FILE (see configs/) or --resume RUN_DIR")

@@ -43,6 +43,12 @@ METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
 
+
+class OldCheckpointWarning(UserWarning):
+    """A checkpoint written by an older recarena was resumed with part of its state started afresh
+    (e.g. session statistics whose old layout does not map exactly onto the new one)."""
+
+
 # NumPy dtypes safetensors/torch cannot hold directly are widened and restored on load.
 _WIDENED = {np.dtype(np.uint16): torch.int32, np.dtype(np.uint32): torch.int64}
 

@@ -13,6 +13,8 @@ import copy
 import dataclasses
 import functools
 import typing
+import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,6 +117,57 @@ new name instead of the list of valid keys, where the new name is valid in that 
 
 _MOVED_OUT = {"log_interval"}
 """Renamed keys whose new home is outside the section (the hint says where)."""
+
+
+class OldConfigWarning(UserWarning):
+    """A saved run or agent was written with config names from before the rename (:data:`RENAMED_KEYS`);
+    it was read with the new names (:func:`migrate_renamed_keys`)."""
+
+
+def migrate_renamed_keys(config: dict[str, Any], valid: Collection[str],
+                         total_steps: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A saved agent config section (``config.yaml``'s ``agent.config``, ``agent.json``'s ``config``)
+    written before the rename, with each old key of :data:`RENAMED_KEYS` read as its new one, and a
+    note per key ("num_steps as n_steps"). Only for artefacts an older recarena wrote: a new config
+    file with an old name is still refused (:func:`from_dict`).
+
+    ``valid`` are the agent config's fields: an old key is migrated only where it is no field and its
+    new name is one (or, ``log_interval``, has moved out: it is dropped). Values follow the hints:
+    ``mask_consumed``/``mask_actions`` true -> ``env``, false -> ``none``; SB3 DQN's
+    ``exploration_fraction`` -> ``exploration_steps`` = round(fraction x ``total_steps``), which gives
+    SB3 the same fraction back whenever that product is whole (without ``total_steps`` it is dropped:
+    only training reads it). A key whose new name is also present is left for validation to refuse."""
+    migrated, notes = dict(config), []
+    for old, (new, _) in RENAMED_KEYS.items():
+        if old not in migrated or old in valid or (new in migrated and old not in _MOVED_OUT):
+            continue
+        value = migrated.pop(old)
+        if old in _MOVED_OUT:
+            notes.append(f"{old} dropped (the cadence is train.log_every)")
+        elif old in ("mask_consumed", "mask_actions") and new in valid and isinstance(value, bool):
+            migrated[new] = "env" if value else "none"
+            notes.append(f"{old}: {str(value).lower()} as {new}: {migrated[new]}")
+        elif old == "exploration_fraction" and new in valid and isinstance(value, (int, float)):
+            if total_steps is None:
+                notes.append(f"{old} dropped ({new} takes its default: the run's total steps are not known here, "
+                             f"and only training reads it)")
+            else:
+                migrated[new] = max(1, round(value * total_steps))
+                notes.append(f"{old} {value} as {new} {migrated[new]} ({value} x total_steps {total_steps})")
+        elif new in valid:
+            migrated[new] = value
+            notes.append(f"{old} as {new}")
+        else:
+            migrated[old] = value  # not a rename in this section: validation reports it
+    return migrated, notes
+
+
+def warn_old_config(where: str | Path, notes: list[str], prefix: str = "") -> None:
+    """The one :class:`OldConfigWarning` for a saved run or agent whose old keys were read as new ones."""
+    if notes:
+        warnings.warn(f"{where}: config written by an older recarena; read {', '.join(prefix + n for n in notes)} "
+                      f"(new config files must use the new names: docs/agents.md, 'Config vocabulary')",
+                      OldConfigWarning, stacklevel=3)
 
 
 def _renamed(key: str, old: str, valid: list[str] | None) -> str | None:

@@ -21,12 +21,15 @@ and everything else reads a finished run as one typed, frozen :class:`RunRecord`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
 import platform
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,7 +44,14 @@ from recarena.core.checkpoint import (
     list_checkpoints,
     read_checkpoint,
 )
-from recarena.core.config import from_dict, to_dict
+from recarena.core.config import (
+    OldConfigWarning,
+    apply_overrides,
+    from_dict,
+    migrate_renamed_keys,
+    to_dict,
+    warn_old_config,
+)
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.core.io import atomic_write_json, atomic_write_text
 from recarena.training.config import RunConfig, run_config_from_dict
@@ -148,6 +158,8 @@ class RunRecord:
     final_step: int
     """The training step at which ``agent/`` was saved."""
     agent_dir: Path
+    migrated: bool = False
+    """Whether ``config.yaml`` was written before the config-vocabulary rename (read with the new names)."""
 
     @property
     def name(self) -> str:
@@ -168,7 +180,10 @@ class RunRecord:
         from recarena.agents.registry import load_agent
 
         try:
-            return load_agent(self.agent_dir, **context)
+            with warnings.catch_warnings():
+                if self.migrated:  # the run's warning named the keys: agent/agent.json has the same ones
+                    warnings.simplefilter("ignore", OldConfigWarning)
+                return load_agent(self.agent_dir, **context)
         except CheckpointError:
             raise
         except (ConfigError, OSError, ValueError, KeyError, RuntimeError) as error:
@@ -244,10 +259,18 @@ class RunDirectory:
             raise CheckpointError(f"{path}: expected a mapping")
         return data
 
+    def config_data(self, overrides: Iterable[str] = ()) -> dict[str, Any]:
+        """``config.yaml`` as plain data with ``overrides`` (``train.total_steps=...``) applied, the agent
+        keys of a run written before the config-vocabulary rename read as the new ones (one
+        :class:`~recarena.core.config.OldConfigWarning` naming the run and the keys)."""
+        data, notes = migrate_run_config(apply_overrides(self.read_config(), overrides))
+        warn_old_config(self.path, notes, prefix="agent.config.")
+        return data
+
     def run_config(self) -> RunConfig:
-        """``config.yaml`` validated into a :class:`RunConfig`."""
+        """``config.yaml`` validated into a :class:`RunConfig` (old agent keys migrated: :meth:`config_data`)."""
         try:
-            return run_config_from_dict(self.read_config())
+            return run_config_from_dict(self.config_data())
         except (ConfigError, ValueError, TypeError) as error:
             raise CheckpointError(f"{self.path / CONFIG_FILE}: not a valid run config ({error})") from error
 
@@ -262,6 +285,7 @@ class RunDirectory:
     def record(self) -> RunRecord:
         """The finished run as a :class:`RunRecord`; refuses a run without a saved agent."""
         config = self.run_config()
+        migrated = bool(migrate_run_config(self.read_config())[1])
         metadata = self.read_metadata()
         simulator_record = metadata.get("simulator", {})
         if not isinstance(simulator_record, dict):
@@ -280,6 +304,7 @@ class RunDirectory:
             history_length=self._history_length(config, metadata),
             final_step=self._final_step(metadata),
             agent_dir=self._agent_dir(),
+            migrated=migrated,
         )
 
     def _fingerprint(self, simulator_record: dict[str, Any], key: str) -> str | None:
@@ -429,6 +454,25 @@ class RunDirectory:
         """Save the final agent into ``agent/`` and record the step it was saved at (``agent_step``)."""
         agent.save(self.agent)
         self.write_metadata({**self.read_metadata(), "agent_step": int(step)})
+
+
+def migrate_run_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A saved run config (plain data) with the old names of its agent section read as the new ones
+    (``recarena.core.config.migrate_renamed_keys``; SB3 DQN's ``exploration_fraction`` over the run's
+    ``train.total_steps``) and the notes saying which; data without any comes back as it was."""
+    agent, train = data.get("agent"), data.get("train")
+    if not isinstance(agent, dict) or not isinstance(agent.get("config"), dict) or not isinstance(agent.get("name"), str):
+        return data, []
+    from recarena.agents.registry import agent_class
+
+    try:
+        config_class = agent_class(agent["name"]).config_class
+    except ConfigError:
+        return data, []  # an unknown agent: validation says so
+    total = train.get("total_steps") if isinstance(train, dict) else None
+    total = total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
+    config, notes = migrate_renamed_keys(agent["config"], [f.name for f in dataclasses.fields(config_class)], total)
+    return ({**data, "agent": {**agent, "config": config}}, notes) if notes else (data, [])
 
 
 def read_run(path: str | Path) -> RunRecord:

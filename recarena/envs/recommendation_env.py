@@ -95,7 +95,10 @@ class RecommendationEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        self._batch = RecommendationVectorEnv(num_envs=1, autoreset=False, render_mode=render_mode, **kwargs)
+        # incremental=False: the batch of one is the reference the NumPy step reproduces bit for bit.
+        self._batch = RecommendationVectorEnv(
+            num_envs=1, autoreset=False, incremental=False, render_mode=render_mode, **kwargs
+        )
         self.render_mode = None
         self.options = self._batch.options
         self.simulator = self._batch.simulator

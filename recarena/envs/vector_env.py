@@ -24,6 +24,7 @@ from recarena.envs.common import (
     reward_function,
 )
 from recarena.envs.observation import MAX_RESPONSE, build_observation, observation_space
+from recarena.envs.vector_incremental import IncrementalUsers, supported
 from recarena.simulators.base import LoggedSequences, StepOutcome, UserState
 
 
@@ -43,6 +44,10 @@ class RecommendationVectorEnv(VectorEnv):
       ``AutoresetMode.NEXT_STEP`` (``"NextStep"``, Gymnasium's default, which its vector observation
       wrappers require) or ``AutoresetMode.DISABLED`` (``"Disabled"``, the same as ``autoreset=False``);
       ``metadata["autoreset_mode"]`` says which.
+    - ``incremental``: keep the learned choice's per-user parts between steps on the CPU (default
+      ``True``; see "Flat in the history length" below); ``False`` recomputes them from the state every
+      step (the reference computation, and what :class:`recarena.envs.RecommendationEnv`'s batch of
+      one does, so that its observations stay bit-identical to its NumPy step's).
 
     **Autoreset (same-step).** ``metadata["autoreset_mode"]`` is ``AutoresetMode.SAME_STEP``: when a
     user's episode ends in ``step``, that step returns its reward, ``terminated``/``truncated``, and
@@ -67,6 +72,13 @@ class RecommendationVectorEnv(VectorEnv):
     are drawn for all rows and merged in with ``where``); on the CPU only the finished rows are,
     which synchronises, for free there, and keeps the CPU random streams as they were.
 
+    **Flat in the history length** (CPU, learned-choice users: ``-v1``/``-v2``). The env keeps per
+    user the catalogue's log-normaliser, reads resets from the start table and keeps the
+    observation's pooled LLM state as a running sum (:mod:`recarena.envs.vector_incremental`), so a
+    step scores only the slate's logits and nothing in it replays the history; results agree with
+    the full computation to float32 rounding. :attr:`user_state` is then read-only for callers
+    (use :meth:`set_state` to replace it).
+
     **Info.** ``clicked``, ``liked``, ``from_log`` (bool [N]), ``item`` (int64 [N], -1 = none) and
     ``response`` (float32 [N]) every step; ``final_obs``/``_final_obs`` as above. The action mask is
     not copied into ``info`` (it is [N, n_items]); get it with :meth:`action_masks`.
@@ -82,12 +94,15 @@ class RecommendationVectorEnv(VectorEnv):
         final_observation: bool = True,
         autoreset: bool = True,
         autoreset_mode: AutoresetMode | str | None = None,
+        incremental: bool = True,
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Every option is checked before the simulator is built (data loaded, models fitted).
         num_envs = _check_count(num_envs)
-        for name, flag in (("as_numpy", as_numpy), ("final_observation", final_observation), ("autoreset", autoreset)):
+        flags = (("as_numpy", as_numpy), ("final_observation", final_observation), ("autoreset", autoreset),
+                 ("incremental", incremental))
+        for name, flag in flags:
             if not isinstance(flag, (bool, np.bool_)):
                 raise ConfigError(f"{name}: expected true or false, got {flag!r}")
         mode = _autoreset_mode(autoreset_mode, autoreset)
@@ -126,6 +141,12 @@ class RecommendationVectorEnv(VectorEnv):
         self._all_rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self._restart = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)  # next-step mode
         self._needs_reset = True
+        self._incremental: IncrementalUsers | None = None
+        if incremental and supported(self.simulator, self.device):
+            self._incremental = IncrementalUsers(
+                self.simulator, self.num_envs, self.history_length, self._embeddings,
+                pooled="llm_state" in self.options.observation_keys,
+            )
 
     # Spaces -------------------------------------------------------------------------------------
 
@@ -168,7 +189,7 @@ class RecommendationVectorEnv(VectorEnv):
             rows = torch.as_tensor(mask, device=self.device)
             if rows.dtype != torch.bool or rows.shape != (self.num_envs,):
                 raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
-        self.simulator.reset(self._state, rows, self._generator)
+        self._reset_rows(rows)
         self._steps = torch.where(rows, torch.zeros_like(self._steps), self._steps)
         self._restart = self._restart & ~rows
         self._needs_reset = False
@@ -181,13 +202,21 @@ class RecommendationVectorEnv(VectorEnv):
         slate = self._to_slate(actions)
         state = self._state
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
+        incremental = self._incremental
+        leaving = None if incremental is None else incremental.leaving(state)
         if next_step and bool(self._restart.any()):  # these rows start their next session instead
             restart = self._restart
             outcome = self._step_rows(torch.nonzero(~restart).squeeze(1), slate)
-            self.simulator.reset(state, restart, self._generator)
+            if incremental is not None:
+                incremental.click(leaving, outcome.item, outcome.response, outcome.clicked)
+            self._reset_rows(restart)
             self._steps = torch.where(restart, torch.zeros_like(self._steps), self._steps + 1)
         else:
-            outcome = self.simulator.step(state, slate, self._generator)
+            if incremental is None:
+                outcome = self.simulator.step(state, slate, self._generator)
+            else:
+                outcome = self.simulator.step(state, slate, self._generator, normaliser=incremental.normaliser)
+                incremental.click(leaving, outcome.item, outcome.response, outcome.clicked)
             self._steps = self._steps + 1
         reward = torch.nan_to_num(self._reward_fn(outcome).to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
         terminated = outcome.left.clone()
@@ -207,7 +236,7 @@ class RecommendationVectorEnv(VectorEnv):
         else:
             done = terminated | truncated
             final = self._observe() if self.final_observation else None
-            self.simulator.reset(state, done, self._generator)
+            self._reset_rows(done)
             self._steps = torch.where(done, torch.zeros_like(self._steps), self._steps)
             if final is None:
                 observation = self._observe()
@@ -283,6 +312,8 @@ class RecommendationVectorEnv(VectorEnv):
             if pending.dtype != torch.bool or pending.shape != (self.num_envs,):
                 raise CheckpointError(f"env state autoreset_pending: expected bool ({self.num_envs},)")
             self._restart = pending.to(self.device).clone()
+        if self._incremental is not None:
+            self._incremental.rebuild(self._state)
         self._needs_reset = False
 
     # Helpers ------------------------------------------------------------------------------------
@@ -302,6 +333,13 @@ class RecommendationVectorEnv(VectorEnv):
         """The live simulator state of the N users (not a copy)."""
         return self._state
 
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        """New sessions for the rows where ``rows`` (bool [N]) is True (and their kept parts)."""
+        if self._incremental is None:
+            self.simulator.reset(self._state, rows, self._generator)
+        else:
+            self._incremental.reset(self._state, rows, self._generator)
+
     def _step_rows(self, rows: torch.Tensor, slate: torch.Tensor) -> StepOutcome:
         """Step only the users ``rows`` (int64 [M]); the others' outcome is "nothing happened"."""
         state = self._state
@@ -317,7 +355,12 @@ class RecommendationVectorEnv(VectorEnv):
         if rows.numel() == 0:
             return outcome
         part = UserState(**{f.name: getattr(state, f.name).index_select(0, rows) for f in fields(UserState)})
-        stepped = self.simulator.step(part, slate.index_select(0, rows), self._generator)
+        if self._incremental is None:
+            stepped = self.simulator.step(part, slate.index_select(0, rows), self._generator)
+        else:
+            normaliser = self._incremental.normaliser.index_select(0, rows)
+            stepped = self.simulator.step(part, slate.index_select(0, rows), self._generator, normaliser=normaliser)
+            self._incremental.normaliser.index_copy_(0, rows, normaliser)
         for f in fields(UserState):
             getattr(state, f.name).index_copy_(0, rows, getattr(part, f.name))
         for f in fields(StepOutcome):
@@ -368,7 +411,11 @@ class RecommendationVectorEnv(VectorEnv):
             history, responses = history.index_select(0, index), responses.index_select(0, index)
         responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
         keys = self.options.observation_keys
-        if "llm_state" in keys:
+        if "llm_state" in keys and self._incremental is not None:  # the running pooled sums
+            responses = torch.where(history >= 0, responses, torch.zeros_like(responses))
+            observation = {"history": history, "responses": responses.clamp(0.0, MAX_RESPONSE),
+                           "llm_state": self._incremental.llm_state(index)}
+        elif "llm_state" in keys:
             observation = build_observation(history, responses, self._embeddings)
         else:  # the same values without pooling the item encodings
             responses = torch.where(history >= 0, responses, torch.zeros_like(responses))

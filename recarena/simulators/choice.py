@@ -226,6 +226,22 @@ class LearnedChoice:
             logits = logits.masked_fill(consumed, NEG_INF)
         return torch.log_softmax(logits, dim=1)
 
+    @torch.no_grad()
+    def normaliser(self, choice_state: torch.Tensor, consumed: torch.Tensor) -> torch.Tensor:
+        """Float32 [B, 2]: (shift, log_sum) of the catalogue's logits over the items each user may still
+        choose, so that ``log P(next = i | state) = (logit_i - shift) - log_sum`` (shift: the largest
+        allowed logit; both 0 when none is allowed). It changes only with the state or the consumed
+        mask (a click or a reset): a caller that keeps it per user scores a slate with k logits
+        instead of the whole catalogue (``utilities(..., normaliser=)``)."""
+        logits = self.model.network.logits(choice_state, self.table())
+        if self.model.exclude_consumed:
+            logits = logits.masked_fill(consumed, NEG_INF)
+        shift = logits.max(dim=1).values
+        none = torch.isneginf(shift)
+        shift = shift.masked_fill(none, 0.0)
+        log_sum = (logits - shift.unsqueeze(1)).exp_().sum(dim=1).log_().masked_fill_(none, 0.0)
+        return torch.stack([shift, log_sum], dim=1)
+
     def features(
         self, log_p: torch.Tensor, slate: torch.Tensor, predicted: torch.Tensor, fatigue: torch.Tensor
     ) -> torch.Tensor:
@@ -242,11 +258,20 @@ class LearnedChoice:
         predicted: torch.Tensor,
         fatigue: torch.Tensor,
         response: torch.Tensor | None = None,
+        normaliser: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(utility [B, k] of each slate item, no-choice utility [B, 1]); ``response`` is unused."""
-        log_p = self.log_probabilities(choice_state, consumed)
+        """(utility [B, k] of each slate item, no-choice utility [B, 1]); ``response`` is unused.
+
+        With ``normaliser`` (:meth:`normaliser` of the current state and consumed mask) only the
+        slate's k logits are computed; without it the whole catalogue's log-probabilities are. The
+        two agree to float32 rounding."""
+        if normaliser is None:
+            log_p = self.log_probabilities(choice_state, consumed).gather(1, slate)
+        else:  # a consumed slate item gets a finite log_p here: it is set to -inf below, as before
+            logits = self.model.network.item_logits(choice_state, slate, self.table())
+            log_p = (logits - normaliser[:, :1]) - normaliser[:, 1:]
         w = self.weights
-        utility = w.choice * log_p.gather(1, slate) + w.boredom * fatigue
+        utility = w.choice * log_p + w.boredom * fatigue
         if self.use_rating:
             utility = utility + w.rating * (predicted - 3.0)
         utility = torch.nan_to_num(utility, nan=NEG_INF)  # 0 * -inf for an excluded item

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +32,11 @@ from recarena.simulators.behaviour import (
     respond,
     reward_function,
 )
+
+SessionStarts = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None"]
+"""``starts(user, prefix)`` -> (interest [n, T], choice state [n, S], normaliser [n, 2]) of sessions
+starting at these (user, prefix length) pairs, read from a precomputed table instead of replaying
+the history; None where it cannot serve them (the simulator then computes them)."""
 
 _STATISTICS = ("clicks", "likes", "leaves", "shown_from_log", "chosen_from_log")
 """Counts that depend on the users' responses, summed on the device (no synchronisation per step);
@@ -141,8 +147,15 @@ class ComposedSimulator(Simulator):
         generator: torch.Generator,
         *,
         static_shapes: bool | None = None,
+        starts: SessionStarts | None = None,
+        normaliser: torch.Tensor | None = None,
     ) -> None:
         """Start new sessions for the rows of ``mask``; see the class docstring for the two paths.
+
+        ``normaliser`` (float32 [B, 2], a choice model with ``normaliser``): the caller's per-user
+        log-normaliser, whose rows of ``mask`` are set to the new sessions' (see :meth:`step`).
+        ``starts``: where the session starts (interest, choice state, normaliser) come from on the
+        synchronising path, instead of replaying each history (the static path ignores it).
 
         ``static_shapes`` overrides :attr:`static_shapes` (``None``: that, else ``True`` exactly when
         the state is not on the CPU). The static path draws ``B`` (user, prefix) pairs, so after a
@@ -159,6 +172,9 @@ class ComposedSimulator(Simulator):
             static_shapes = state.device.type != "cpu"
         if static_shapes and self._static_reset_possible():
             self._reset_static(state, mask, generator)
+            if normaliser is not None:
+                fresh = self.choice_model.normaliser(state.choice_state, state.consumed)
+                normaliser.copy_(torch.where(mask.unsqueeze(1), fresh, normaliser))
             return
         rows = torch.nonzero(mask).squeeze(1)
         n = rows.numel()
@@ -173,9 +189,17 @@ class ComposedSimulator(Simulator):
         pair_row, pair_item = self.sampler.consumed_pairs(user, prefix)
         state.consumed.index_fill_(0, rows, False)
         state.consumed.view(-1).index_fill_(0, rows.index_select(0, pair_row) * self.n_items + pair_item, True)
-        interest, choice_state = self._session_start(user, prefix, history)
+        started = None if starts is None else starts(user, prefix)
+        if started is None:
+            interest, choice_state = self._session_start(user, prefix, history)
+            if normaliser is not None:
+                fresh = self.choice_model.normaliser(choice_state, state.consumed.index_select(0, rows))
+        else:
+            interest, choice_state, fresh = started
         state.interest.index_copy_(0, rows, interest)
         state.choice_state.index_copy_(0, rows, choice_state)
+        if normaliser is not None:
+            normaliser.index_copy_(0, rows, fresh.to(normaliser.dtype))
         state.patience.index_copy_(0, rows, self.leave_model.initial(n, state.device))
         state.step.index_fill_(0, rows, 0)
 
@@ -303,8 +327,20 @@ class ComposedSimulator(Simulator):
             )
         return False
 
-    def step(self, state: UserState, slate: torch.Tensor, generator: torch.Generator) -> StepOutcome:
+    def step(
+        self, state: UserState, slate: torch.Tensor, generator: torch.Generator, *, normaliser: torch.Tensor | None = None
+    ) -> StepOutcome:
+        """One step of every user (respond -> choose -> update -> leave).
+
+        ``normaliser`` (float32 [B, 2], for a choice model with ``normaliser``, e.g. the learned
+        choice; CPU only: it selects the clicked rows, which synchronises): the per-user
+        log-normaliser of the catalogue, kept by the caller from :meth:`reset` on. The slate is then
+        scored from its own k logits, and only the clicked rows' choice state and normaliser are
+        recomputed (the others cannot have changed): the step costs no catalogue-wide product. The
+        choices agree with the full computation to float32 rounding; every random draw is the same.
+        """
         slate = self._check_slate(state, slate)
+        scoring = {} if normaliser is None else {"normaliser": normaliser}
 
         # 1. respond: preference rating (log or model) minus the boredom penalty.
         ratings, from_log, predicted = self.rate_with_prediction(state, slate)
@@ -313,7 +349,8 @@ class ComposedSimulator(Simulator):
 
         # 2. choose: at most one item of the slate.
         utility, none = self.choice_model.utilities(
-            state.choice_state, state.consumed, slate, predicted.to(torch.float32), fatigue, response=response
+            state.choice_state, state.consumed, slate, predicted.to(torch.float32), fatigue, response=response,
+            **scoring,
         )
         slot = choose_from_logits(torch.cat([utility, none], dim=1), generator)
         clicked = slot >= 0
@@ -325,14 +362,20 @@ class ComposedSimulator(Simulator):
 
         # 3. update: history, consumed mask, interest dynamics.
         grow = clicked.unsqueeze(1)
-        state.history.copy_(torch.where(grow, torch.cat([state.history[:, 1:], item.unsqueeze(1)], 1), state.history))
-        state.history_response.copy_(
-            torch.where(grow, torch.cat([state.history_response[:, 1:], chosen_response.unsqueeze(1)], 1), state.history_response)
-        )
+        if normaliser is not None:  # (CPU) only the clicked rows' histories move: no [B, H] pass
+            self._shift_clicked(state, item, chosen_response, clicked)
+        else:
+            state.history.copy_(torch.where(grow, torch.cat([state.history[:, 1:], item.unsqueeze(1)], 1), state.history))
+            state.history_response.copy_(
+                torch.where(grow, torch.cat([state.history_response[:, 1:], chosen_response.unsqueeze(1)], 1),
+                            state.history_response)
+            )
         safe_item = item.clamp(min=0).unsqueeze(1)
         state.consumed.scatter_(1, safe_item, state.consumed.gather(1, safe_item) | grow)
         state.interest.copy_(self.interest_model.update(state.interest, item, clicked, generator))
-        if self.choice_model.state_size:
+        if normaliser is not None:
+            self._advance_clicked(state, item, chosen_response, clicked, normaliser)
+        elif self.choice_model.state_size:
             state.choice_state.copy_(self.choice_model.advance(state.choice_state, item, chosen_response, clicked))
         state.step += 1
 
@@ -356,6 +399,30 @@ class ComposedSimulator(Simulator):
             reward=reward,
             left=left,
         )
+
+    @staticmethod
+    def _shift_clicked(state: UserState, item: torch.Tensor, response: torch.Tensor, clicked: torch.Tensor) -> None:
+        """The clicked rows' histories shifted left by one, the chosen item and response appended."""
+        rows = torch.nonzero(clicked).squeeze(1)
+        if rows.numel() == 0:
+            return
+        for values, new in ((state.history, item), (state.history_response, response)):
+            moved = torch.cat([values.index_select(0, rows)[:, 1:], new.index_select(0, rows).unsqueeze(1)], 1)
+            values.index_copy_(0, rows, moved)
+
+    def _advance_clicked(
+        self, state: UserState, item: torch.Tensor, response: torch.Tensor, clicked: torch.Tensor, normaliser: torch.Tensor
+    ) -> None:
+        """The choice state and normaliser of the clicked rows only (selecting them synchronises)."""
+        rows = torch.nonzero(clicked).squeeze(1)
+        if rows.numel() == 0:
+            return
+        choice_state = self.choice_model.advance(
+            state.choice_state.index_select(0, rows), item.index_select(0, rows), response.index_select(0, rows),
+            torch.ones_like(rows, dtype=torch.bool),
+        )
+        state.choice_state.index_copy_(0, rows, choice_state)
+        normaliser.index_copy_(0, rows, self.choice_model.normaliser(choice_state, state.consumed.index_select(0, rows)))
 
     def _respond(self, ratings: torch.Tensor, fatigue: torch.Tensor) -> torch.Tensor:
         ratings = ratings.to(torch.float32)

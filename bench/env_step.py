@@ -25,6 +25,11 @@ with the table off (the memo alone), in the same rounds.
 ``--vs-recsim`` it times both vector envs at each of them (``history_length=H``: the observation's
 and the simulator's history).
 
+``--compare-full`` also times each vector env with ``incremental=False`` (the full computation each
+step: catalogue log-probabilities, replayed resets, pooled observation; the code before the
+learned-choice vector env kept its users incrementally) in the same run, as "VecEnv full". ``--observation-keys llm_state`` times every env without the ``[N, H]`` history and
+responses in the observation.
+
 One "env step" is one user shown one item (slate size 1). For every N the native
 :class:`recarena.envs.RecommendationVectorEnv` is stepped with pre-generated random actions (already on its
 device) for at least ``--min-seconds``; ``SyncVectorEnv`` of N single :class:`recarena.envs.RecommendationEnv`
@@ -373,12 +378,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
     parser.add_argument("--compare-memo", action="store_true",
                         help="also time each -v1/-v2 id with its start table off (the reset memo alone)")
+    parser.add_argument("--observation-keys", nargs="+", default=None,
+                        help="observation keys of every env (default: all three)")
+    parser.add_argument("--compare-full", action="store_true",
+                        help="also time each vector env with incremental=False (the full computation)")
     parser.add_argument("--warm-resets", type=int, default=0,
                         help="untimed resets of each single env before the rounds of --vs-recsim (fill the reset memo)")
     args = parser.parse_args(argv)
 
     threads = configure_torch_threads(args.threads)
     kwargs = env_kwargs(args)
+    if args.observation_keys:
+        kwargs["observation_keys"] = list(args.observation_keys)
     from recarena import envs  # noqa: F401
 
     if args.vs_recsim:
@@ -428,6 +439,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     result["ratio_vs_sync_cpu"] = result["env_steps_per_cpu_s"] / sync["env_steps_per_cpu_s"]
                     line += f"{result['ratio_vs_sync']:>14,.0f}x{result['ratio_vs_sync_cpu']:>13,.0f}x"
                 print(line, flush=True)
+                if args.compare_full:
+                    full = time_vector_env({**h_kwargs, "incremental": False}, n, device, args.min_seconds)
+                    results["vector"][f"{device}:{n}{suffix} full"] = full
+                    print(f"{'VecEnv full':<22}{h:>5}{device:>7}{n:>7}{full['env_steps_per_s']:>17,.0f}"
+                          f"{full['env_steps_per_cpu_s']:>15,.0f}   (incremental / full: "
+                          f"{result['env_steps_per_cpu_s'] / full['env_steps_per_cpu_s']:.2f}x CPU)", flush=True)
     if args.profile is not None:
         for device in args.devices:
             profile_vector_env(kwargs, args.profile, device)

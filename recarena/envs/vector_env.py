@@ -208,7 +208,7 @@ class RecommendationVectorEnv(VectorEnv):
             restart = self._restart
             outcome = self._step_rows(torch.nonzero(~restart).squeeze(1), slate)
             if incremental is not None:
-                incremental.click(leaving, outcome.item, outcome.response, outcome.clicked)
+                incremental.click(state, leaving, outcome.item, outcome.response, outcome.clicked)
             self._reset_rows(restart)
             self._steps = torch.where(restart, torch.zeros_like(self._steps), self._steps + 1)
         else:
@@ -216,7 +216,7 @@ class RecommendationVectorEnv(VectorEnv):
                 outcome = self.simulator.step(state, slate, self._generator)
             else:
                 outcome = self.simulator.step(state, slate, self._generator, normaliser=incremental.normaliser)
-                incremental.click(leaving, outcome.item, outcome.response, outcome.clicked)
+                incremental.click(state, leaving, outcome.item, outcome.response, outcome.clicked)
             self._steps = self._steps + 1
         reward = torch.nan_to_num(self._reward_fn(outcome).to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
         terminated = outcome.left.clone()
@@ -403,6 +403,8 @@ class RecommendationVectorEnv(VectorEnv):
 
     def _observe(self, index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The observation of every user (or of the users ``index``) from the simulator state."""
+        if self._incremental is not None:  # (the kept responses and pooled sums)
+            return self._incremental.observation(self._state, self.options.observation_keys, index)
         history = self._state.history[:, -self.history_length :]
         responses = self._state.history_response[:, -self.history_length :]
         if index is None:
@@ -411,11 +413,7 @@ class RecommendationVectorEnv(VectorEnv):
             history, responses = history.index_select(0, index), responses.index_select(0, index)
         responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
         keys = self.options.observation_keys
-        if "llm_state" in keys and self._incremental is not None:  # the running pooled sums
-            responses = torch.where(history >= 0, responses, torch.zeros_like(responses))
-            observation = {"history": history, "responses": responses.clamp(0.0, MAX_RESPONSE),
-                           "llm_state": self._incremental.llm_state(index)}
-        elif "llm_state" in keys:
+        if "llm_state" in keys:
             observation = build_observation(history, responses, self._embeddings)
         else:  # the same values without pooling the item encodings
             responses = torch.where(history >= 0, responses, torch.zeros_like(responses))

@@ -17,6 +17,9 @@ simulator whose choice model offers a ``normaliser`` (the learned choice, ``-v1`
   session's first observation has the same bits as before), kept per (user, prefix) once computed
   where all of them fit :data:`POOL_CACHE_BYTES` (ML-100K's 99k starts: 152 MB at d = 384;
   ML-1M's 994k do not fit, and there a reset pools its ``H`` items: O(H d) per reset row).
+* **The observation's responses** (NaN as ``MAX_RESPONSE``, padding 0, clamped to the space): the
+  changed rows only (clicked, reset) are cleaned, so an observation is two copies of ``[N, H]``
+  (history, responses) and no elementwise pass over them.
 
 Everything agrees with the full computation to float32 rounding (tests compare rollouts): the
 random draws are the same, so the choices are the same unless a draw is decided by less than that.
@@ -59,6 +62,7 @@ class IncrementalUsers:
         self._embeddings32 = embeddings.to(torch.float32)
         self.pooled = torch.zeros(num_envs, embeddings.shape[1], dtype=torch.float64) if pooled else None
         self._llm_state = torch.zeros(num_envs, embeddings.shape[1]) if pooled else None  # normalised, per row
+        self._responses = torch.zeros(num_envs, self.history_length)  # the observation's, cleaned
         self.table = _start_table(simulator)
         offsets = simulator.sampler.offsets
         self._first_row = offsets[:-1] + torch.arange(len(offsets) - 1)
@@ -90,6 +94,7 @@ class IncrementalUsers:
         from the table, then those rows' pooled state."""
         self.simulator.reset(state, mask, generator, starts=self.starts, normaliser=self.normaliser)
         rows = torch.nonzero(mask).squeeze(1)
+        self._clean(state, rows)
         if self._start_pools is None or rows.numel() == 0:
             self.pool(state, rows)
             return
@@ -105,7 +110,31 @@ class IncrementalUsers:
     def rebuild(self, state: UserState) -> None:
         """Every row's normaliser and pooled state from ``state`` (after it was replaced)."""
         self.normaliser.copy_(self.simulator.choice_model.normaliser(state.choice_state, state.consumed))
-        self.pool(state, torch.arange(state.batch_size))
+        rows = torch.arange(state.batch_size)
+        self._clean(state, rows)
+        self.pool(state, rows)
+
+    def _clean(self, state: UserState, rows: torch.Tensor) -> None:
+        """The observation's responses of the rows ``rows`` from the state (as ``build_observation``)."""
+        if rows.numel() == 0:
+            return
+        history = state.history[:, -self.history_length :].index_select(0, rows)
+        responses = state.history_response[:, -self.history_length :].index_select(0, rows)
+        responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
+        responses = torch.where(history >= 0, responses, torch.zeros_like(responses)).clamp_(0.0, MAX_RESPONSE)
+        self._responses.index_copy_(0, rows, responses)
+
+    def observation(self, state: UserState, keys: tuple[str, ...], index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The observation (new tensors) of every user, or of the users ``index``, from the kept parts."""
+        history = state.history[:, -self.history_length :]
+        values = {"history": history, "responses": self._responses}
+        if index is None:
+            observation = {key: value.clone() for key, value in values.items() if key in keys}
+        else:
+            observation = {key: value.index_select(0, index) for key, value in values.items() if key in keys}
+        if "llm_state" in keys:
+            observation["llm_state"] = self.llm_state(index)
+        return {key: observation[key] for key in keys}
 
     # ------------------------------------------------------------------------------- pooled state
 
@@ -129,13 +158,15 @@ class IncrementalUsers:
         column = -self.history_length
         return state.history[:, column].clone(), state.history_response[:, column].clone()
 
-    def click(self, leaving: tuple[torch.Tensor, torch.Tensor], item: torch.Tensor, response: torch.Tensor,
-              clicked: torch.Tensor) -> None:
-        """The pooled sums after a step: the clicked rows add ``item`` and drop their ``leaving`` item."""
-        if self.pooled is None:
-            return
+    def click(self, state: UserState, leaving: tuple[torch.Tensor, torch.Tensor], item: torch.Tensor,
+              response: torch.Tensor, clicked: torch.Tensor) -> None:
+        """The kept parts after a step, where the state (history, responses) already has the click: the
+        clicked rows' pooled sums add ``item`` and drop their ``leaving`` item; their responses cleaned."""
         rows = torch.nonzero(clicked).squeeze(1)
         if rows.numel() == 0:
+            return
+        self._clean(state, rows)
+        if self.pooled is None:
             return
         old, old_response = (t.index_select(0, rows) for t in leaving)
         new, new_response = item.index_select(0, rows), response.index_select(0, rows)

@@ -284,6 +284,7 @@ def train(
         else:
             print(f"train.py: warning: {run.path} has no checkpoint yet; training starts from step 0", file=sys.stderr)
             progress = {"steps_done": 0, "last_eval": -1}
+        run.pin_simulator_version()  # a run from before the pin: its version, read from config.yaml before the rewrite
         run.write_config(config)  # --total-steps and other train.* changes made on resume
     else:
         if run_dir is None:

@@ -372,10 +372,15 @@ def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Pat
 
 def _run_settings(path: Path) -> dict[str, Any] | None:
     """Slate size, users per step and evaluation sessions of a run (for the curves' legend)."""
+    import warnings
+
+    from recarena.core.config import OldConfigWarning
     from recarena.training.run import read_run
 
     try:
-        config = read_run(path).config
+        with warnings.catch_warnings():  # an older run's warning was given when evaluate.py loaded it
+            warnings.simplefilter("ignore", OldConfigWarning)
+            config = read_run(path).config
     except Exception:  # a run that cannot be read still has its curves drawn
         return None
     return {"slate_size": config.env.slate_size, "num_envs": config.env.num_envs,

@@ -106,6 +106,11 @@ class Simulator(ABC):
     """
 
     config_class: ClassVar[type]
+    version: ClassVar[str | None] = None
+    """The generation of this simulator's defaults (e.g. ``"logged-v2"``), pinned in a run's
+    ``metadata.json`` (``simulator_version``) so a later default change never alters the run; None:
+    the registered name. When a default changes, set the new version and register the old defaults
+    under the old version's name (as ``"logged-v1"``)."""
 
     n_items: int
     history_length: int

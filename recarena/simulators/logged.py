@@ -221,6 +221,7 @@ class LoggedUserSimulator(ComposedSimulator):
     """
 
     config_class = LoggedConfig
+    version = "logged-v2"  # the calibrated answers' defaults (env -v2); runs pin it
 
     def __init__(
         self,
@@ -534,6 +535,7 @@ class V1LoggedUserSimulator(LoggedUserSimulator):
     not answer (``answers: mean``) and likes at a response >= 4 (``like_rounding: False``)."""
 
     config_class = V1LoggedConfig
+    version = "logged-v1"
 
 
 @register("logged-rating")
@@ -542,3 +544,4 @@ class RatingLoggedUserSimulator(LoggedUserSimulator):
     the users of the ``-v0`` env ids, kept for comparison."""
 
     config_class = RatingLoggedConfig
+    version = "logged-rating"

@@ -5,8 +5,9 @@ Layout::
     runs/<name>/
       config.yaml        the resolved run config (every default filled in)
       metadata.json      versions, git commit, command line, data/simulator/catalogue fingerprints,
-                         the values the env resolved (``resolved``: history_length) and the step of
-                         the saved agent (``agent_step``)
+                         the simulator's version (``simulator_version``: the generation of its
+                         defaults, e.g. logged-v2), the values the env resolved (``resolved``:
+                         history_length) and the step of the saved agent (``agent_step``)
       checkpoints/       step_<N>/ {state.safetensors, metadata.json, manifest.json}, latest
       tb/                TensorBoard event files (``tensorboard --logdir runs``)
       agent/             the final agent (``Agent.save``), loadable by evaluate.py
@@ -66,6 +67,12 @@ TENSORBOARD_DIR = "tb"
 AGENT_DIR = "agent"
 AGENT_FILE = "agent.json"  # written by Agent.save into AGENT_DIR
 EVAL_FILE = "eval.json"
+SIMULATOR_VERSION = "simulator_version"  # metadata.json key: the simulator's pinned version
+
+UNPINNED_VERSIONS: dict[str, tuple[str, str]] = {"logged": ("logged-v1", "env -v2")}
+"""Simulator name -> (the version its runs without a ``simulator_version`` trained on, the change they
+predate). Such a run's ``config.yaml`` lacks the options added since (``answers``, ``like_rounding``,
+``answer_seed``): they are read with that version's defaults, not today's."""
 
 _PACKAGES = ("recarena", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "transformers", "tensorboard")
 
@@ -115,6 +122,62 @@ def simulator_fingerprints(simulator: Any) -> dict[str, Any]:
     return record
 
 
+class OldSimulatorWarning(OldConfigWarning):
+    """A run trained before its simulator's version was pinned was read on the simulator it trained on
+    (the options its config.yaml lacks from that version's defaults: :func:`pin_simulator_defaults`)."""
+
+
+def simulator_version(simulator: Any) -> str:
+    """The version of a simulator (built, or its registered name): its class's ``version``, else its name."""
+    from recarena.simulators.registry import get
+
+    name = simulator if isinstance(simulator, str) else getattr(simulator, "name", "")
+    cls = get(simulator) if isinstance(simulator, str) else type(simulator)
+    return getattr(cls, "version", None) or name or cls.__name__
+
+
+def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """A saved run config (plain data) read on the simulator version it trained on.
+
+    ``pinned`` is metadata.json's ``simulator_version`` (None for runs written before it was recorded:
+    their version is :data:`UNPINNED_VERSIONS`' where ``simulator.config`` lacks an option of today's
+    config class, else today's). Where that version is not today's, the options ``simulator.config``
+    lacks take that version's defaults (the simulator registered under the version's name) instead of
+    today's. Returns the config, the version (None for an unknown simulator: validation says so) and
+    the options filled in that differ from today's defaults.
+    """
+    from recarena.simulators.registry import get
+
+    section = data.get("simulator")
+    section = section if isinstance(section, dict) else {}
+    name, options = section.get("name", "logged"), section.get("config") or {}
+    if not isinstance(name, str) or not isinstance(options, dict):
+        return data, None, {}
+    try:
+        cls = get(name)
+    except ConfigError:
+        return data, None, {}
+    current = simulator_version(name)
+    missing = [f.name for f in dataclasses.fields(cls.config_class) if f.name not in options]
+    if isinstance(pinned, str):
+        version = pinned
+    elif pinned is None:
+        version = UNPINNED_VERSIONS.get(name, (current,))[0] if missing else current
+    else:
+        raise ConfigError(f"{SIMULATOR_VERSION} must be a string, got {pinned!r}")
+    if version == current or not missing:
+        return data, version, {}
+    try:
+        old = to_dict(get(version).config_class())
+    except ConfigError as error:
+        raise ConfigError(f"{SIMULATOR_VERSION} is {version!r}, which this recarena cannot rebuild ({error})") from error
+    today = to_dict(cls.config_class())
+    filled = {key: old[key] for key in missing if key in old and old[key] != today.get(key)}
+    if not filled:
+        return data, version, {}
+    return {**data, "simulator": {**section, "config": {**options, **filled}}}, version, filled
+
+
 def default_run_name(agent: str, data: str | None, seed: int) -> str:
     """``<agent>_<data>_s<seed>_<UTC timestamp>``."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -134,6 +197,9 @@ class SimulatorSpec:
     name: str
     options: dict[str, Any]
     max_steps: int
+    version: str | None = None
+    """The simulator version the run trained on (metadata.json's ``simulator_version``, or inferred for
+    older runs: :func:`pin_simulator_defaults`); ``options`` already hold its values."""
 
 
 @dataclass(frozen=True)
@@ -262,10 +328,41 @@ class RunDirectory:
     def config_data(self, overrides: Iterable[str] = ()) -> dict[str, Any]:
         """``config.yaml`` as plain data with ``overrides`` (``train.total_steps=...``) applied, the agent
         keys of a run written before the config-vocabulary rename read as the new ones (one
-        :class:`~recarena.core.config.OldConfigWarning` naming the run and the keys)."""
+        :class:`~recarena.core.config.OldConfigWarning` naming the run and the keys), and the simulator
+        options it lacks read with the defaults of the simulator version it trained on
+        (:func:`pin_simulator_defaults`; one :class:`OldSimulatorWarning` for a run without a pinned version)."""
         data, notes = migrate_run_config(apply_overrides(self.read_config(), overrides))
         warn_old_config(self.path, notes, prefix="agent.config.")
+        pinned = self.read_metadata().get(SIMULATOR_VERSION)
+        try:
+            data, version, filled = pin_simulator_defaults(data, pinned)
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path / METADATA_FILE}: {error}") from error
+        if filled and pinned is None:
+            change = UNPINNED_VERSIONS[data["simulator"]["name"]][1]  # (unpinned runs fill only from these)
+            values = ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
+                               for key, value in filled.items())
+            warnings.warn(f"{self.path}: trained before {change}; its users are simulator {version} ({values})",
+                          OldSimulatorWarning, stacklevel=2)
         return data
+
+    def simulator_version(self) -> str | None:
+        """The simulator version the run trained on: metadata.json's pin, else as :func:`pin_simulator_defaults`
+        infers it from ``config.yaml`` (None for an unknown simulator)."""
+        pinned = self.read_metadata().get(SIMULATOR_VERSION)
+        try:
+            return pin_simulator_defaults(self.read_config(), pinned)[1]
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path / METADATA_FILE}: {error}") from error
+
+    def pin_simulator_version(self) -> None:
+        """Record the simulator version in a run written before it was pinned (``train.py --resume``: call
+        it before the config is rewritten, which fills the options it lacked)."""
+        metadata = self.read_metadata()
+        if SIMULATOR_VERSION not in metadata:
+            version = self.simulator_version()
+            if version is not None:
+                self.write_metadata({**metadata, SIMULATOR_VERSION: version})
 
     def run_config(self) -> RunConfig:
         """``config.yaml`` validated into a :class:`RunConfig` (old agent keys migrated: :meth:`config_data`)."""
@@ -300,7 +397,7 @@ class RunDirectory:
             data_source=config.data.to_value(),
             data_fingerprint=self._fingerprint(simulator_record, "data_fingerprint"),
             item_set_fingerprint=self._fingerprint(simulator_record, "item_set_fingerprint"),
-            simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps),
+            simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps, self.simulator_version()),
             history_length=self._history_length(config, metadata),
             final_step=self._final_step(metadata),
             agent_dir=self._agent_dir(),
@@ -493,7 +590,8 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def run_metadata(simulator: Any, extra: dict[str, Any] | None = None, *, history_length: int | None = None) -> dict[str, Any]:
-    """metadata.json content: versions, git commit, command line, time, simulator and data fingerprints.
+    """metadata.json content: versions, git commit, command line, time, simulator and data fingerprints,
+    the simulator's version (pinned: a later change of its defaults does not alter the run).
 
     ``history_length``: the observation window the env resolved (recorded as ``resolved``, so
     evaluation reads it instead of re-deriving it).
@@ -504,6 +602,7 @@ def run_metadata(simulator: Any, extra: dict[str, Any] | None = None, *, history
         "versions": package_versions(),
         "git_commit": git_commit(),
         "simulator": simulator_fingerprints(simulator),
+        SIMULATOR_VERSION: simulator_version(simulator),
         **(extra or {}),
     }
     if history_length is not None:

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
+from recarena.envs import single_user_choice
 from recarena.envs.observation import MAX_RESPONSE
 from recarena.envs.start_table import StartTable
 from recarena.simulators.base import UserState
+from recarena.simulators.composed import ComposedSimulator
 
 POOL_CACHE_BYTES = 256 * 2**20
 """Largest per-env cache of the starts' pooled sums (float32 [starts, d], filled as starts occur;
@@ -44,9 +45,9 @@ its pages are touched only when filled); a log with more starts pools each reset
 
 
 def supported(simulator: Any, device: torch.device) -> bool:
-    """Whether the vector env keeps its users incrementally: a CPU env on a simulator whose choice
-    model has a normaliser and whose resets are not forced to static shapes."""
-    if device.type != "cpu" or getattr(simulator, "static_shapes", None):
+    """Whether the vector env keeps its users incrementally: a CPU env on a composed simulator whose
+    choice model has a normaliser and whose resets are not forced to static shapes."""
+    if device.type != "cpu" or not isinstance(simulator, ComposedSimulator) or simulator.static_shapes:
         return False
     return callable(getattr(getattr(simulator, "choice_model", None), "normaliser", None))
 
@@ -193,15 +194,9 @@ def _weights(items: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
 
 
 def _start_table(simulator: Any) -> StartTable | None:
-    """The simulator's start table (built once and cached on disk, shared with the single env), or
-    None where the NumPy learned-choice tables do not reproduce its choice model."""
-    from recarena.envs import single_user_choice
-
+    """The simulator's start table (built once and cached on disk, shared with the single env: it
+    belongs to the single env's NumPy choice tables), or None where those tables do not reproduce
+    its choice model or the table is over its size bound."""
     if not single_user_choice.supports(simulator.choice_model):
         return None
-    table = single_user_choice._tables(simulator).starts
-    if table is None:
-        return None
-    if not isinstance(table.first_row, np.ndarray):
-        return None
-    return table
+    return single_user_choice._tables(simulator).starts

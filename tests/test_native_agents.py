@@ -394,3 +394,33 @@ def test_state_encoder_matches_its_plain_formula_with_or_without_a_precomputed_p
     torch.testing.assert_close(encoder(observation, item_text), expected)
     torch.testing.assert_close(encoder(with_pooled_text(observation, item_text), item_text), expected)
     assert torch.all(pool_history_text(observation, item_text)[1] == 0)  # an empty history pools to zero
+
+
+@pytest.mark.parametrize("make", [make_ppo, make_sequence_ppo], ids=["ppo", "ppo-sequence"])
+def test_ppo_bootstraps_cut_sessions_from_only_the_cut_rows_on_cpu(make, monkeypatch):
+    """On CPU the rollout values only the cut-off rows' final observations; training ends with the
+    weights of valuing every row and zeroing the others (float tolerance: other batch shapes)."""
+    def every_row(self, final_obs, cut, item_representations):
+        return self.network.value(final_obs, None, item_representations) * cut.to(torch.float32)
+
+    cut_rows = []
+    only_cut = NativePPOAgent._cut_values
+
+    def spy(self, final_obs, cut, item_representations):
+        values = only_cut(self, final_obs, cut, item_representations)
+        reference = every_row(self, final_obs, cut, item_representations)
+        torch.testing.assert_close(values, reference, rtol=1e-5, atol=1e-6)
+        assert torch.all(values[~cut] == 0)
+        cut_rows.append(int(cut.sum()))
+        return values
+
+    weights = []
+    for cut_values in (spy, every_row):
+        monkeypatch.setattr(NativePPOAgent, "_cut_values", cut_values)
+        env = known_answer_env(num_envs=8)
+        agent = make(env)
+        agent.learn(env, 512, RecordingLogger())
+        weights.append(agent.checkpoint_state()[0])
+    assert 0 < sum(cut_rows) < 8 * len(cut_rows)  # some rows were cut, never all of them
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-4, atol=1e-5, msg=key)

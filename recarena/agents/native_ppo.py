@@ -301,11 +301,10 @@ class NativePPOAgent(NativeAgent):
                 value = self.network.value(obs, shared, item_representations)
             next_obs, reward, terminated, truncated, info = env.step(slate)  # [N, k]; the env takes [N, 1] for single items
             env_reward = reward.to(torch.float32)
-            # Bootstrap cut-off sessions from their final observation (computed for every row: a
-            # data-dependent branch would synchronise the device every step).
+            # Bootstrap cut-off sessions from their final observation.
             with torch.no_grad():
-                final_value = self.network.value(info["final_obs"], None, item_representations)
-            train_reward = env_reward + config.gamma * final_value * (truncated & ~terminated).to(torch.float32)
+                cut_value = self._cut_values(info["final_obs"], truncated & ~terminated, item_representations)
+            train_reward = env_reward + config.gamma * cut_value
             for key in observations:
                 observations[key].append(obs[key])
             if config.mask == "env":  # "history" masks are rebuilt from the observations
@@ -338,6 +337,24 @@ class NativePPOAgent(NativeAgent):
             "returns": (advantages + values_t).reshape(-1),
         }
         return batch
+
+    def _cut_values(self, final_obs: Observation, cut: torch.Tensor,
+                    item_representations: torch.Tensor) -> torch.Tensor:
+        """Float [N]: the critic's value of the final observation on the rows whose session was cut
+        off (``cut``, bool [N]), 0 on the others.
+
+        On CPU only the cut rows (a few per step) are encoded: for the sequence state this saves a
+        second encoder pass over every user each step. On an accelerator every row is encoded and
+        the others zeroed, since selecting rows by a data-dependent count would synchronise the
+        device every step."""
+        if cut.device.type != "cpu":
+            return self.network.value(final_obs, None, item_representations) * cut.to(torch.float32)
+        values = torch.zeros(cut.shape[0], device=cut.device)
+        rows = cut.nonzero().squeeze(1)
+        if rows.numel():
+            values[rows] = self.network.value({k: v[rows] for k, v in final_obs.items()}, None,
+                                              item_representations).to(values.dtype)
+        return values
 
     def _update(self, batch: dict[str, Any]) -> torch.Tensor:
         config = self.config

@@ -396,7 +396,7 @@ def format_choice_tables(report: dict[str, Any]) -> str:
             f"fitted response boredom penalty {_f(weights.get('response_penalty'))}",
             "",
         ]
-    answers = weights.get("answers") if weights else None
+    answers = weights.get("answers")
     if answers:
         info = answers.get("info", {})
         lines += [

@@ -34,7 +34,7 @@ from recarena.core.config import from_dict
 from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.data.spec import data_spec
 from recarena.evaluation import metrics
-from recarena.evaluation.choice_fidelity import COLD_EVENTS
+from recarena.evaluation.choice_fidelity import COLD_EVENTS, _f  # _f: the same number formatting
 from recarena.evaluation.histories import EvalQueries, build_queries
 from recarena.evaluation.ranking import evaluate_ranking
 from recarena.llm.encoder import EncoderConfig, encode_items
@@ -196,12 +196,6 @@ def cold_report_for_source(
     report["fits"] = fits
     report["split_sizes"] = {"train": train.n_events, "valid": split.valid.n_events, "test": split.test.n_events}
     return report
-
-
-def _f(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def _interval(pair: list[float]) -> str:

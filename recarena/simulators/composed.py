@@ -106,11 +106,12 @@ class ComposedSimulator(Simulator):
     """A chosen item is liked when its response reaches this (4; 3.5 = "rounds to 4 or more")."""
 
     def answer_distribution(
-        self, state: UserState, items: torch.Tensor, from_log: torch.Tensor
+        self, state: UserState, items: torch.Tensor, predicted: torch.Tensor
     ) -> torch.Tensor | None:
         """Float64 [B, m, 5]: the probability of each answer 1..5 of the items a policy cannot know
-        in advance (rows of ``from_log`` items are ignored); None where every answer is what
-        :meth:`rate` returns (the default). :meth:`expected_reward` averages over it."""
+        in advance, given their ``predicted`` ratings (:meth:`rate_with_prediction`'s; the caller
+        ignores the rows of items the log answers); None where every answer is what :meth:`rate`
+        returns (the default). :meth:`expected_reward` averages over it."""
         return None
 
     # ------------------------------------------------------------------ the Simulator interface
@@ -457,7 +458,7 @@ class ComposedSimulator(Simulator):
         ratings, from_log, predicted = self.rate_with_prediction(state, items)
         fatigue = self.interest_model.fatigue(state.interest, items)
         function = self.reward_fn if reward is None else reward_function(reward)
-        mass = self.answer_distribution(state, items, from_log)
+        mass = self.answer_distribution(state, items, predicted)
         if mass is None:
             return self._item_value(state, items, ratings, predicted, fatigue, function)
         levels = len(LEVELS)

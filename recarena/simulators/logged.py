@@ -358,11 +358,11 @@ class LoggedUserSimulator(ComposedSimulator):
         return calibrated_answers(predicted, noise, self.calibration)
 
     def answer_distribution(
-        self, state: UserState, items: torch.Tensor, from_log: torch.Tensor
+        self, state: UserState, items: torch.Tensor, predicted: torch.Tensor
     ) -> torch.Tensor | None:
         if self.calibration is None:
             return None
-        return answer_probabilities(self.predicted_ratings(state.user, items), self.calibration)
+        return answer_probabilities(predicted, self.calibration)
 
     # ------------------------------------------------------------------ the learned choice
 

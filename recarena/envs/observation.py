@@ -44,6 +44,13 @@ def llm_state(history: torch.Tensor, responses: torch.Tensor, item_embeddings: t
     return state.clamp_(-1.0, 1.0).to(torch.float32)
 
 
+def clean_responses(history: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """The observation's responses [B, H] from the state's: NaN (not answered) as ``MAX_RESPONSE``,
+    padding (item -1) 0, clamped to the space's [0, MAX_RESPONSE]."""
+    responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
+    return torch.where(history >= 0, responses, torch.zeros_like(responses)).clamp_(0.0, MAX_RESPONSE)
+
+
 def build_observation(
     history: torch.Tensor, responses: torch.Tensor, item_embeddings: torch.Tensor
 ) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from recarena.envs.common import (
     resolve_history_length,
     reward_function,
 )
-from recarena.envs.observation import MAX_RESPONSE, build_observation, observation_space
+from recarena.envs.observation import MAX_RESPONSE, build_observation, clean_responses, observation_space
 from recarena.envs.vector_incremental import IncrementalUsers, supported
 from recarena.simulators.base import LoggedSequences, StepOutcome, UserState
 
@@ -411,13 +411,12 @@ class RecommendationVectorEnv(VectorEnv):
             history = history.clone()
         else:
             history, responses = history.index_select(0, index), responses.index_select(0, index)
-        responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
         keys = self.options.observation_keys
         if "llm_state" in keys:
+            responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
             observation = build_observation(history, responses, self._embeddings)
         else:  # the same values without pooling the item encodings
-            responses = torch.where(history >= 0, responses, torch.zeros_like(responses))
-            observation = {"history": history, "responses": responses.clamp(0.0, MAX_RESPONSE)}
+            observation = {"history": history, "responses": clean_responses(history, responses)}
         return {key: observation[key] for key in keys}
 
     def _output(self, value: Any) -> Any:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from recarena.envs import single_user_choice
-from recarena.envs.observation import MAX_RESPONSE
+from recarena.envs.observation import MAX_RESPONSE, clean_responses
 from recarena.envs.start_table import StartTable
 from recarena.simulators.base import UserState
 from recarena.simulators.composed import ComposedSimulator
@@ -121,9 +121,7 @@ class IncrementalUsers:
             return
         history = state.history[:, -self.history_length :].index_select(0, rows)
         responses = state.history_response[:, -self.history_length :].index_select(0, rows)
-        responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
-        responses = torch.where(history >= 0, responses, torch.zeros_like(responses)).clamp_(0.0, MAX_RESPONSE)
-        self._responses.index_copy_(0, rows, responses)
+        self._responses.index_copy_(0, rows, clean_responses(history, responses))
 
     def observation(self, state: UserState, keys: tuple[str, ...], index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The observation (new tensors) of every user, or of the users ``index``, from the kept parts."""

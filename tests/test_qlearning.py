@@ -16,6 +16,7 @@ from recarena.agents.registry import load_agent, make_agent
 from recarena.core.config import from_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs import RecommendationVectorEnv
+from tests._resume import straight_and_resumed
 
 BEST_ITEM = 7
 N_ITEMS = 30
@@ -121,22 +122,8 @@ def test_same_seed_gives_identical_parameters(key):
 @pytest.mark.parametrize("key", list(VARIANTS))
 def test_resumed_training_matches_uninterrupted_training(key, tmp_path):
     """Agent and env state restored mid-session (as train.py does) continue exactly."""
-    env = best_item_env()
-    uninterrupted = build(key)
-    uninterrupted.learn(env, 168)  # tabular: still warming up at this boundary; users mid-session
-    uninterrupted.learn(env, 320)
-
-    env = best_item_env()
-    interrupted = build(key)
-    interrupted.learn(env, 168)
-    tensors, metadata = interrupted.checkpoint_state()
-    env_state = env.get_state()
-    resumed, fresh = build(key), best_item_env()
-    resumed.restore_checkpoint_state(tensors, metadata)
-    fresh.reset(seed=999)  # another state, overwritten by the checkpoint's
-    fresh.set_state(env_state)
-    resumed.learn(fresh, 320)
-
+    # 168: tabular is still warming up at this boundary; users are mid-session
+    uninterrupted, resumed = straight_and_resumed(lambda: build(key), best_item_env, 168, 320)
     a, b = parameters(uninterrupted), parameters(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert uninterrupted.steps_done == resumed.steps_done == 496

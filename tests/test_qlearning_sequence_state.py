@@ -17,6 +17,7 @@ from recarena.core.config import from_dict
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs import RecommendationVectorEnv
 from recarena.envs.observation import build_observation
+from tests._resume import straight_and_resumed
 
 N_ITEMS = 30
 HIDDEN = 16
@@ -146,22 +147,9 @@ def test_tabular_q_on_the_sequence_state_separates_two_orders_of_the_same_items(
 
 @pytest.mark.parametrize("key", list(AGENTS))
 def test_resumed_training_matches_uninterrupted_training(key):
-    env = synthetic_env()
-    uninterrupted = build(key)
-    uninterrupted.learn(env, 48)  # tabular: still warming up at this boundary
-    uninterrupted.learn(env, 160)
-
-    env = synthetic_env()
-    interrupted = build(key)
-    interrupted.learn(env, 48)
-    tensors, metadata = interrupted.checkpoint_state()
-    env_state = env.get_state()
-    resumed, fresh = build(key), synthetic_env()
-    resumed.restore_checkpoint_state(tensors, metadata)  # the encoder comes from the checkpoint
-    assert resumed.encoder is not None and resumed.pretrain_info is None
-    fresh.reset(seed=999)
-    fresh.set_state(env_state)
-    resumed.learn(fresh, 160)
+    # 48: tabular is still warming up at this boundary
+    uninterrupted, resumed = straight_and_resumed(lambda: build(key), synthetic_env, 48, 160)
+    assert resumed.pretrain_info is None  # the encoder came from the checkpoint: learn() built (pretrained) none
 
     one_call = build(key)  # each observation encoded once, as the next state and then as the state
     one_call.learn(synthetic_env(), 208)

@@ -95,8 +95,7 @@ def start_table(simulator: Any, tables: Any, cache_dir: str | Path | None = None
     None when it would exceed :data:`MAX_TABLE_BYTES`."""
     offsets = simulator.sampler.offsets.numpy()
     n_users = len(offsets) - 1
-    first_row = offsets[:-1] + np.arange(n_users, dtype=np.int64)
-    rows = int(offsets[-1]) + n_users
+    first_row, rows = row_layout(offsets)
     warm = bool(simulator.choice_model.warm_interest)
     width = tables.dim + 2 + (int(simulator.interest_model.topic_weights.shape[1]) if warm else 0)
     if MAX_TABLE_BYTES <= 0:  # turned off
@@ -130,6 +129,13 @@ def start_table(simulator: Any, tables: Any, cache_dir: str | Path | None = None
     table = StartTable(data, first_row, tables.dim, simulator, path)
     table.build_seconds = seconds
     return table
+
+
+def row_layout(offsets: np.ndarray) -> tuple[np.ndarray, int]:
+    """(first row of each user, number of rows) of a table over a log with these user ``offsets``:
+    (user, prefix) is row ``offsets[user] + user + prefix``, prefixes ``0..length``."""
+    n_users = len(offsets) - 1
+    return offsets[:-1] + np.arange(n_users, dtype=np.int64), int(offsets[-1]) + n_users
 
 
 def _save_npy(path: Path, data: np.ndarray) -> None:
@@ -192,8 +198,7 @@ def build_rows(simulator: Any, tables: Any) -> np.ndarray:
     offsets, items, ratings = sampler.offsets.numpy(), sampler.item.numpy(), sampler.rating.numpy()
     n_users = len(offsets) - 1
     lengths = np.diff(offsets)
-    first_row = offsets[:-1] + np.arange(n_users, dtype=np.int64)
-    rows = int(offsets[-1]) + n_users
+    first_row, rows = row_layout(offsets)
     user_of = np.repeat(np.arange(n_users, dtype=np.int64), lengths + 1)
     prefix_of = np.arange(rows, dtype=np.int64) - first_row[user_of]
     warm = bool(simulator.choice_model.warm_interest)

@@ -35,7 +35,7 @@ import torch
 
 from recarena.envs import single_user_choice
 from recarena.envs.observation import MAX_RESPONSE, clean_responses
-from recarena.envs.start_table import StartTable
+from recarena.envs.start_table import StartTable, row_layout
 from recarena.simulators.base import UserState
 from recarena.simulators.composed import ComposedSimulator
 
@@ -65,9 +65,8 @@ class IncrementalUsers:
         self._llm_state = torch.zeros(num_envs, embeddings.shape[1]) if pooled else None  # normalised, per row
         self._responses = torch.zeros(num_envs, self.history_length)  # the observation's, cleaned
         self.table = _start_table(simulator)
-        offsets = simulator.sampler.offsets
-        self._first_row = offsets[:-1] + torch.arange(len(offsets) - 1)
-        starts = int(offsets[-1]) + len(offsets) - 1
+        first_row, starts = row_layout(simulator.sampler.offsets.numpy())  # the start table's rows
+        self._first_row = torch.from_numpy(first_row)
         fits = pooled and starts * embeddings.shape[1] * 4 <= POOL_CACHE_BYTES
         self._start_pools = torch.empty(starts, embeddings.shape[1]) if fits else None
         self._pooled_start = torch.zeros(starts, dtype=torch.bool) if fits else None

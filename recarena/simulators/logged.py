@@ -165,6 +165,10 @@ class RatingLoggedConfig(V1LoggedConfig):
 
 RATING_TABLE_LIMIT = 64_000_000
 
+FitEvents = tuple[InteractionLog, "InteractionLog | None", np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(log the models see, held-out log or None, users, prefix lengths, items, ratings) of the events the
+choice utility and the answer calibration are fitted on (:meth:`LoggedUserSimulator._fit_events`)."""
+
 
 class LogLookup:
     """(user, item) -> (found, position in the user's sequence, logged rating), batched on device."""
@@ -288,16 +292,17 @@ class LoggedUserSimulator(ComposedSimulator):
         self.calibration: AnswerCalibration | None = None
         self.answer_table: torch.Tensor | None = None
         self.choice_fit: dict[str, Any] | None = None
+        calibrated = self.uses_ratings and config.answers == "calibrated"
+        events = self._fit_events(log, valid) if learned or calibrated else None  # selected once for both fits
         if learned:
-            self._build_learned_choice(config, log, valid, item_embeddings, choice_model)
-        if self.uses_ratings and config.answers == "calibrated":
-            self._calibrate_answers(log, valid)
+            self._build_learned_choice(config, valid, events, item_embeddings, choice_model)
+        if calibrated:
+            self._calibrate_answers(events)
 
     # ------------------------------------------------------------------ calibrated answers
 
-    def _fit_events(
-        self, log: InteractionLog, valid: InteractionLog | None
-    ) -> tuple[InteractionLog, InteractionLog | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def _fit_events(log: InteractionLog, valid: InteractionLog | None) -> FitEvents:
         """(log the models see, held-out log, users, prefix lengths, items, ratings) of the events the
         choice utility and the answer calibration are fitted on: each user's first validation event
         (never a test event), or, without a validation part, each user's last training event."""
@@ -311,16 +316,16 @@ class LoggedUserSimulator(ComposedSimulator):
         return fit_log, held, users, log.sequence_lengths()[users] - 1, items, held.rating
 
     @torch.no_grad()
-    def _calibrate_answers(self, log: InteractionLog, valid: InteractionLog | None) -> None:
+    def _calibrate_answers(self, events: FitEvents) -> None:
         """Fit ``(a, b, sd)`` of the calibrated answers on the fit events' real ratings, record them in
         :attr:`choice_fit` (``answers``), and fold the draws into :attr:`answer_table` where the dense
         rating table exists."""
-        _, _, users, _, items, ratings = self._fit_events(log, valid)
+        _, held, users, _, items, ratings = events
         user = torch.as_tensor(users, dtype=torch.int64, device=self.device)
         item = torch.as_tensor(items, dtype=torch.int64, device=self.device).unsqueeze(1)
         predicted = self.predicted_ratings(user, item).squeeze(1).cpu().numpy()
         self.calibration = fit_answer_calibration(predicted, ratings)
-        self.calibration.info["events"] = "validation" if valid is not None else "last training event (no validation part)"
+        self.calibration.info["events"] = "validation" if held is None else "last training event (no validation part)"
         self.calibration.info["seed"] = self.answer_seed
         drawn = calibrated_answers(torch.as_tensor(predicted), answer_noise(self.answer_seed, user.cpu(), item.squeeze(1).cpu()), self.calibration)
         rated = np.isfinite(ratings)
@@ -369,14 +374,14 @@ class LoggedUserSimulator(ComposedSimulator):
     def _build_learned_choice(
         self,
         config: LoggedConfig,
-        log: InteractionLog,
         valid: InteractionLog | None,
+        events: FitEvents,
         item_embeddings: torch.Tensor,
         model: NextItemModel | None,
     ) -> None:
-        """Load or fit the next-item model, then fit the utility weights on validation events."""
-        # No validation part: each user's last training event is held out for the choice fit.
-        fit_log, held, users, prefix, items, ratings = self._fit_events(log, valid)
+        """Load or fit the next-item model, then fit the utility weights on the fit ``events``
+        (:meth:`_fit_events`: without a validation part, each user's last training event is held out)."""
+        fit_log, held, users, prefix, items, ratings = events
         if model is None:
             if config.choice_path is not None:
                 model = NextItemModel.load(config.choice_path, map_location=self.device, log=fit_log)

@@ -190,12 +190,12 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
         simulate=not args.no_simulation,
         session_gap=args.session_gap,
     )
+    sasrec = {"device": base["device"], "seed": args.seed}  # the SASRec both choice sections fit
+    if args.sasrec_epochs is not None:
+        sasrec["epochs"] = args.sasrec_epochs
     if not args.no_choice:
         from recarena.evaluation.choice_fidelity import choice_report_for_source
 
-        sasrec = {"device": base["device"], "seed": args.seed}
-        if args.sasrec_epochs is not None:
-            sasrec["epochs"] = args.sasrec_epochs
         report["choice"] = choice_report_for_source(
             spec.to_value(), Path(args.out), device=base["device"], seed=args.seed, sasrec_config=sasrec,
             n_sim_users=args.choice_users, text_ablation=args.choice_text_ablation,
@@ -203,9 +203,6 @@ def main(argv: list[str] | None = None, prog: str = "recarena fidelity") -> dict
     if args.choice_cold:
         from recarena.evaluation.cold_choice import cold_report_for_source
 
-        sasrec = {"device": base["device"], "seed": args.seed}
-        if args.sasrec_epochs is not None:
-            sasrec["epochs"] = args.sasrec_epochs
         report["choice_cold"] = cold_report_for_source(spec.to_value(), device=base["device"], seed=args.seed,
                                                        sasrec_config=sasrec)
     if agreement is not None:

@@ -363,8 +363,9 @@ class ComposedSimulator(Simulator):
 
         # 3. update: history, consumed mask, interest dynamics.
         grow = clicked.unsqueeze(1)
-        if normaliser is not None:  # (CPU) only the clicked rows' histories move: no [B, H] pass
-            self._shift_clicked(state, item, chosen_response, clicked)
+        rows = torch.nonzero(clicked).squeeze(1) if normaliser is not None else None  # (CPU) the clicked rows, once
+        if rows is not None:  # only the clicked rows' histories move: no [B, H] pass
+            self._shift_clicked(state, item, chosen_response, rows)
         else:
             state.history.copy_(torch.where(grow, torch.cat([state.history[:, 1:], item.unsqueeze(1)], 1), state.history))
             state.history_response.copy_(
@@ -374,8 +375,8 @@ class ComposedSimulator(Simulator):
         safe_item = item.clamp(min=0).unsqueeze(1)
         state.consumed.scatter_(1, safe_item, state.consumed.gather(1, safe_item) | grow)
         state.interest.copy_(self.interest_model.update(state.interest, item, clicked, generator))
-        if normaliser is not None:
-            self._advance_clicked(state, item, chosen_response, clicked, normaliser)
+        if rows is not None:
+            self._advance_clicked(state, item, chosen_response, rows, normaliser)
         elif self.choice_model.state_size:
             state.choice_state.copy_(self.choice_model.advance(state.choice_state, item, chosen_response, clicked))
         state.step += 1
@@ -402,9 +403,8 @@ class ComposedSimulator(Simulator):
         )
 
     @staticmethod
-    def _shift_clicked(state: UserState, item: torch.Tensor, response: torch.Tensor, clicked: torch.Tensor) -> None:
-        """The clicked rows' histories shifted left by one, the chosen item and response appended."""
-        rows = torch.nonzero(clicked).squeeze(1)
+    def _shift_clicked(state: UserState, item: torch.Tensor, response: torch.Tensor, rows: torch.Tensor) -> None:
+        """The clicked ``rows``' histories shifted left by one, the chosen item and response appended."""
         if rows.numel() == 0:
             return
         for values, new in ((state.history, item), (state.history_response, response)):
@@ -412,10 +412,9 @@ class ComposedSimulator(Simulator):
             values.index_copy_(0, rows, moved)
 
     def _advance_clicked(
-        self, state: UserState, item: torch.Tensor, response: torch.Tensor, clicked: torch.Tensor, normaliser: torch.Tensor
+        self, state: UserState, item: torch.Tensor, response: torch.Tensor, rows: torch.Tensor, normaliser: torch.Tensor
     ) -> None:
-        """The choice state and normaliser of the clicked rows only (selecting them synchronises)."""
-        rows = torch.nonzero(clicked).squeeze(1)
+        """The choice state and normaliser of the clicked ``rows`` only."""
         if rows.numel() == 0:
             return
         choice_state = self.choice_model.advance(

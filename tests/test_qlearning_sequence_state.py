@@ -98,6 +98,22 @@ def test_the_encoder_stays_frozen(key):
     assert not any(parameter.requires_grad for parameter in agent.encoder.parameters())
 
 
+def test_each_step_encodes_the_next_observation_once_and_only_the_ended_sessions_final_ones():
+    """The encoder reads N rows per step (carried as the next step's state) plus one row per ended
+    session (its final observation), not a second pass over every user."""
+    env = synthetic_env()
+    agent = build("tabular_q")
+    agent.learn(env, 16)  # builds and pretrains the encoder
+    rows = []
+    encode_last = agent.encoder.encode_last
+    agent.encoder.encode_last = lambda history, *a, **kw: rows.append(history.shape[0]) or encode_last(history, *a, **kw)
+    episodes = agent.episodes_done
+    agent.learn(env, 16 * 40)  # 40 steps of sessions of 20 steps: every user ends twice
+    ended = agent.episodes_done - episodes
+    assert ended >= 16 and max(rows) == 16 and min(rows) < 16
+    assert sum(rows) == 16 * (1 + 40) + ended  # the first state, each next observation, each ended session
+
+
 # --------------------------------------------------------------------------- order-matters answer
 
 PAIRS = list(itertools.permutations(range(4), 2))  # ordered pairs of the context items 0..3

@@ -407,7 +407,10 @@ class _OnlineQAgent(TrainableAgent):
                 if final is None:
                     raise ConfigError("the env must put info['final_obs'] for finished users (final_observation=True)")
                 rows = done.to(states.device)
-                next_states[rows] = self._state(final).to(states.device)[rows]
+                # Encode only the ended rows (a few per step; the sequence state's encoder pass is the cost).
+                ended = {k: torch.as_tensor(v) for k, v in final.items()}
+                ended = {k: v[done.to(v.device)] for k, v in ended.items()}
+                next_states[rows] = self._state(ended).to(states.device)
                 next_mask[rows] = True  # the ended session's mask is gone; bootstrap over every item
             td = self._observe_transition(
                 states, actions.to(states.device), reward.to(states.device), next_states,

@@ -347,10 +347,11 @@ class LoggedUserSimulator(ComposedSimulator):
         if self.answer_table is None:
             self.answer_table = torch.empty(self.rating_table.shape, dtype=torch.float32, device=self.device)
         items = torch.arange(self.n_items, device=self.device).unsqueeze(0)
-        for start in range(0, self.rating_table.shape[0], chunk):
-            rows = torch.arange(start, min(start + chunk, self.rating_table.shape[0]), device=self.device)
-            noise = answer_noise(self.answer_seed, rows.unsqueeze(1), items)
-            self.answer_table[rows] = calibrated_answers(self.rating_table.index_select(0, rows), noise, self.calibration)
+        n_users = self.rating_table.shape[0]
+        for start in range(0, n_users, chunk):
+            stop = min(start + chunk, n_users)
+            noise = answer_noise(self.answer_seed, torch.arange(start, stop, device=self.device).unsqueeze(1), items)
+            self.answer_table[start:stop] = calibrated_answers(self.rating_table[start:stop], noise, self.calibration)
 
     def model_answers(self, user: torch.Tensor, slate: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         """Float32 [B, k]: the users' own answers to the slate items where the log does not answer:

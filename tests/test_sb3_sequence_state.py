@@ -117,20 +117,23 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(agent.scores(observation), loaded.scores(observation), rtol=0, atol=0)
 
 
-def test_resume_after_crash_ends_with_the_same_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "head"), [("dqn", "mlp"), ("dqn", "item_dot"), ("ppo", "item_dot")])
+def test_resume_after_crash_ends_with_the_same_weights(tmp_path: Path, name: str, head: str) -> None:
     """train.py with the pretrained sequence state: a run crashed after its first checkpoint and resumed
     (the pretraining is a cache hit, then the checkpoint restored) ends where the straight run does."""
-    extra = {"features": SEQUENCE}
-    straight = train_script.train(_config("dqn", 768, extra), tmp_path / "straight", progress_bar=False)
+    extra = {"features": {**SEQUENCE, "head": head}}
+    straight = train_script.train(_config(name, 768, extra), tmp_path / "straight", progress_bar=False)
 
     def crash(tag: str, value: float, step: int) -> None:
         if step > 384:
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        train_script.train(_config("dqn", 768, extra), tmp_path / "crashed", progress_bar=False, listeners=[crash])
-    resumed = train_script.train(_config("dqn", 768, extra), tmp_path / "crashed", resume=True, progress_bar=False)
-    _assert_same_weights(_weights(straight.path), _weights(resumed.path))
+        train_script.train(_config(name, 768, extra), tmp_path / "crashed", progress_bar=False, listeners=[crash])
+    resumed = train_script.train(_config(name, 768, extra), tmp_path / "crashed", resume=True, progress_bar=False)
+    weights = _weights(resumed.path)
+    assert any(k.endswith("item_bias") for k in weights) == (head == "item_dot")
+    _assert_same_weights(_weights(straight.path), weights)
 
 
 def test_default_extractor_is_unchanged() -> None:
@@ -224,23 +227,6 @@ def test_item_dot_head_save_load_round_trip(tmp_path: Path, name: str) -> None:
     assert loaded.config.features.head == "item_dot"
     observation = _fresh_observation()
     torch.testing.assert_close(agent.scores(observation), loaded.scores(observation), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("name", ["dqn", "ppo"])
-def test_item_dot_head_resume_after_crash_ends_with_the_same_weights(tmp_path: Path, name: str) -> None:
-    extra = {"features": {**SEQUENCE, "head": "item_dot"}}
-    straight = train_script.train(_config(name, 768, extra), tmp_path / "straight", progress_bar=False)
-
-    def crash(tag: str, value: float, step: int) -> None:
-        if step > 384:
-            raise KeyboardInterrupt("simulated kill")
-
-    with pytest.raises(KeyboardInterrupt):
-        train_script.train(_config(name, 768, extra), tmp_path / "crashed", progress_bar=False, listeners=[crash])
-    resumed = train_script.train(_config(name, 768, extra), tmp_path / "crashed", resume=True, progress_bar=False)
-    weights = _weights(resumed.path)
-    assert any(k.endswith("item_bias") for k in weights)
-    _assert_same_weights(_weights(straight.path), weights)
 
 
 def test_item_dot_head_needs_the_sequence_state() -> None:

@@ -21,7 +21,7 @@ NumPy read) to float32 rounding (~1e-6), not bit for bit - the tolerance the Num
 own float32 tables, consumed items masked where the model excludes them. The interest replay is the
 NumPy step's float32 operations elementwise over all rows at once: bit-identical.
 
-**Cache.** Building costs 4.3 CPU-s on ML-100K (99k rows) and 72 CPU-s on ML-1M (994k rows; 2-core
+**Cache.** Building costs 5.7 s on ML-100K (99k rows) and 52.6 CPU-s on ML-1M (994k rows; 2-core
 VM, docs/benchmarks.md), so the table is saved under ``$RECARENA_CACHE/starts/<n_users>u-<key>/`` (``starts.npy``, then ``meta.json`` last: its
 presence marks a complete save; atomic writes) and later loads memory-mapped: the pages a process
 touches are read from disk and shared between processes. ``key`` hashes the code's
@@ -102,7 +102,7 @@ def start_table(simulator: Any, tables: Any, cache_dir: str | Path | None = None
         return None
     if rows * width * 4 > MAX_TABLE_BYTES:
         print(f"recarena: the reset start table would take {rows * width * 4 / 2**20:,.0f} MiB "
-              f"(over recarena.envs.start_table.MAX_TABLE_BYTES); resets use the reset memo instead",
+              f"(over recarena.envs.start_table.MAX_TABLE_BYTES); resets are computed as without the table (the single env keeps its reset memo)",
               file=sys.stderr, flush=True)
         return None
     if cache_dir is None:

@@ -14,11 +14,11 @@ wall-second) over the rounds and the ratio to RecSim, and the steps per CPU-seco
 (the resets' CPU time left out). A second table puts the first round apart from the median of the
 later ones, each against RecSim's same rounds: the ``-v1`` ids' reset memo
 (``recarena.envs.reset_memo``) starts empty in the first round ("cold") and has filled in the later
-ones ("warm"), with its hit rate (resets served whole from the memo) per round and the resets run
-before the second round (each env on a simulator of its own, so with a memo of its own);
+ones ("warm"), with the share of resets served whole (their start copied, not computed) per round
+and the resets run before the second round (each env on a simulator of its own, so with a memo of its own);
 ``--warm-resets N`` runs N untimed resets of each single env first. Those ids read every reset
-from a start table (``recarena.envs.start_table``: built on first use, then cached): the hit rate
-counts the resets served whole by it or the memo, and ``--compare-memo`` also times each of them
+from a start table (``recarena.envs.start_table``: built on first use, then cached): "served whole"
+counts the resets served by it or the memo, and ``--compare-memo`` also times each of them
 with the table off (the memo alone), in the same rounds.
 ``--history-lengths 20 200`` times each id at those history lengths
 (``gymnasium.make(id, history_length=H)``; the step cost should not grow with H); without
@@ -251,9 +251,9 @@ def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0, 
             from_table = (table.resets if table is not None else 0) - table_before
             resets = after["resets"] - before["resets"] + from_table
             result.update(
-                memo_resets_before=before["resets"] + table_before, memo_resets=resets,
+                resets_before=before["resets"] + table_before, counted_resets=resets,
                 table_rate=from_table / max(resets, 1), make_cpu_s=make_cpu, table_build_cpu_s=built,
-                memo_hit_rate=(after["hits"] - before["hits"] + from_table) / max(resets, 1),
+                served_whole_rate=(after["hits"] - before["hits"] + from_table) / max(resets, 1),
                 memo_extended_rate=(after["extended"] - before["extended"]) / max(resets, 1),
                 memo_entries=after["entries"], memo_bytes=after["bytes"], memo_clears=after["clears"],
             )
@@ -331,27 +331,27 @@ def _cold_and_warm(
     runs: dict[str, list[dict[str, float]]], baseline: str, results: dict[str, Any], cold: bool = True
 ) -> None:
     """The first round (reset memo cold, unless ``--warm-resets`` filled it) apart from the median of
-    the later ones (warm), each against RecSim's same rounds, with the memo's hit rate (exact (user,
-    prefix) hits per reset)."""
+    the later ones (warm), each against RecSim's same rounds, with the share of resets served whole
+    (their start copied from the start table or an exact (user, prefix) hit of the memo)."""
     first = "round 1 (cold)" if cold else "round 1"
-    print(f"\n{'env':<42}{first:>16}{'x RecSim':>10}{'hit rate':>10}{'rounds 2+ (warm)':>18}"
-          f"{'x RecSim':>10}{'hit rate':>10}{'resets before':>15}")
+    print(f"\n{'env':<42}{first:>16}{'x RecSim':>10}{'served whole':>14}{'rounds 2+ (warm)':>18}"
+          f"{'x RecSim':>10}{'served whole':>14}{'resets before':>15}")
     recsim = runs.get(baseline)
     for name, rounds in runs.items():
         cold, warm = rounds[0]["env_steps_per_cpu_s"], float(np.median([r["env_steps_per_cpu_s"] for r in rounds[1:]]))
         cold_ratio = cold / recsim[0]["env_steps_per_cpu_s"] if recsim else float("nan")
         warm_ratio = warm / float(np.median([r["env_steps_per_cpu_s"] for r in recsim[1:]])) if recsim else float("nan")
-        memo = "memo_hit_rate" in rounds[0]
-        hits_cold = rounds[0]["memo_hit_rate"] if memo else float("nan")
-        hits_warm = float(np.median([r["memo_hit_rate"] for r in rounds[1:]])) if memo else float("nan")
-        before = rounds[1]["memo_resets_before"] if memo else float("nan")
+        counted = "served_whole_rate" in rounds[0]
+        whole_cold = rounds[0]["served_whole_rate"] if counted else float("nan")
+        whole_warm = float(np.median([r["served_whole_rate"] for r in rounds[1:]])) if counted else float("nan")
+        before = rounds[1]["resets_before"] if counted else float("nan")
         results[name].update(
             cold_steps_per_cpu_s=cold, cold_ratio_vs_recsim_cpu=cold_ratio, warm_steps_per_cpu_s=warm,
-            warm_ratio_vs_recsim_cpu=warm_ratio, cold_memo_hit_rate=hits_cold, warm_memo_hit_rate=hits_warm,
+            warm_ratio_vs_recsim_cpu=warm_ratio, cold_served_whole_rate=whole_cold, warm_served_whole_rate=whole_warm,
         )
-        rate = (lambda x: f"{x:>10.1%}") if memo else (lambda x: f"{'-':>10}")
-        print(f"{name:<42}{cold:>16,.0f}{cold_ratio:>9.2f}x{rate(hits_cold)}{warm:>18,.0f}{warm_ratio:>9.2f}x"
-              f"{rate(hits_warm)}{before if memo else '-':>15}", flush=True)
+        rate = (lambda x: f"{x:>14.1%}") if counted else (lambda x: f"{'-':>14}")
+        print(f"{name:<42}{cold:>16,.0f}{cold_ratio:>9.2f}x{rate(whole_cold)}{warm:>18,.0f}{warm_ratio:>9.2f}x"
+              f"{rate(whole_warm)}{before if counted else '-':>15}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

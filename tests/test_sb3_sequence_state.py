@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import SMALL, _assert_same_weights, _config, _fresh_observation, _weights
 
 from recarena.agents.features import HistoryFeaturesExtractor
 from recarena.agents.registry import load_agent, make_agent
@@ -20,8 +19,15 @@ from recarena.cli import train as train_script
 from recarena.core.config import from_dict
 from recarena.core.errors import ConfigError
 from recarena.envs.vector_env import RecommendationVectorEnv
+from tests._train_fixtures import (
+    SIMULATOR,
+    SMALL,
+    _assert_same_weights,
+    _config,
+    _fresh_observation,
+    _weights,
+)
 
-SIMULATOR = {"n_items": 20, "n_users": 50, "events_per_user": 10, "best_item": 3}
 ENCODER = {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "feedforward_dim": 32, "dropout": 0.1, "max_length": 8}
 SEQUENCE = {"state": "sequence", "encoder": ENCODER, "pretrain_epochs": 2, "pretrain_batch_size": 16}
 

@@ -5,6 +5,8 @@
   cache directory across runs while developing (the one-time fits then happen once).
 * The simulators an env shares within a process are forgotten at the start of every test module,
   so no module depends on what an earlier one built.
+* ``module_cache``: a module that marks itself ``pytest.mark.usefixtures("module_cache")`` gets a
+  ``RECARENA_CACHE`` of its own for all its tests (its fits reused within it, not across modules).
 * Tests marked ``gpu`` need CUDA and are skipped where it is not available.
 * Tests marked ``rllib`` need the ``rllib`` extra (ray[rllib]; README: RLlib) and are skipped where
   its distributions are not installed (checked from package metadata, without importing Ray).
@@ -70,6 +72,15 @@ def pytest_collection_modifyitems(config, items) -> None:
 def _fresh_shared_simulators():
     clear_simulator_cache()
     yield
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """A fresh ``RECARENA_CACHE`` for one test module (``pytestmark = pytest.mark.usefixtures("module_cache")``):
+    the models its first tests fit, its later ones reuse, without sharing them with other modules."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def pytest_unconfigure(config) -> None:

@@ -48,12 +48,8 @@ def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: in
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_cache(tmp_path_factory):
-    """One recarena cache for the module: the encodings and preference model training fits, evaluation reuses."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+# One recarena cache for the module: the encodings and preference model training fits, evaluation reuses.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")

@@ -40,12 +40,8 @@ def shop(tmp_path_factory) -> Path:
     return _example().write_shop(tmp_path_factory.mktemp("shop"), n_users=60, n_items=24)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_cache(tmp_path_factory):
-    """A recarena cache of this module's own: the fits training makes, evaluation reuses."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+# A recarena cache of this module's own: the fits training makes, evaluation reuses.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 def write(path: Path, lines: list[str]) -> Path:

@@ -30,12 +30,8 @@ V2_OPTIONS = ("answers", "answer_seed", "like_rounding")
 """The logged simulator's options added with env -v2 (absent from the config.yaml of older runs)."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_cache(tmp_path_factory):
-    """One recarena cache for the module: the models training fits, evaluation and resumes reuse."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+# One recarena cache for the module: the models training fits, evaluation and resumes reuse.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from recarena.evaluation.formatting import format_interval, format_number
+
 Values = np.ndarray | tuple[np.ndarray, np.ndarray]
 Panel = dict[str, dict[str, Values]]
 
@@ -181,19 +183,11 @@ def compute_agreement(
 # -- presentation --------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _ci(interval: list[float | None], digits: int = 2) -> str:
-    return f"[{_fmt(interval[0], digits)}, {_fmt(interval[1], digits)}]"
-
-
 def correlation_text(section: dict[str, Any], measure: str) -> str:
     """'Spearman 0.83 [0.61, 0.95], Kendall 0.67 [0.44, 0.86]' for one measure."""
     c = section["correlations"][measure]
-    return (f"Spearman {_fmt(c['spearman'])} {_ci(c['spearman_interval'])}, "
-            f"Kendall {_fmt(c['kendall'])} {_ci(c['kendall_interval'])}")
+    return (f"Spearman {format_number(c['spearman'], 2)} {format_interval(c['spearman_interval'], 2)}, "
+            f"Kendall {format_number(c['kendall'], 2)} {format_interval(c['kendall_interval'], 2)}")
 
 
 def agreement_markdown(section: dict[str, Any], plot: str | None = None, heading: str = "##") -> str:
@@ -208,15 +202,15 @@ def agreement_markdown(section: dict[str, Any], plot: str | None = None, heading
              "|---|---|---|---|---|---|"]
     for measure in section["measures"]:
         c = section["correlations"][measure]
-        lines.append(f"| {measure} | {section['n_units'][measure]} | {_fmt(c['spearman'], 3)} | {_ci(c['spearman_interval'], 3)} "
-                     f"| {_fmt(c['kendall'], 3)} | {_ci(c['kendall_interval'], 3)} |")
+        lines.append(f"| {measure} | {section['n_units'][measure]} | {format_number(c['spearman'], 3)} | {format_interval(c['spearman_interval'], 3)} "
+                     f"| {format_number(c['kendall'], 3)} | {format_interval(c['kendall_interval'], 3)} |")
     measures = [ref, *section["measures"]]
     lines += ["", "| policy | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
     for policy in policies:
         cells = []
         for m in measures:
             v = section["values"][policy][m]
-            cells.append(f"{_fmt(v['value'], 4)} {_ci(v['interval'], 4)}")
+            cells.append(f"{format_number(v['value'], 4)} {format_interval(v['interval'], 4)}")
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     lines += ["", "units: " + "; ".join(f"{m}: {section['units'][m]}" for m in measures), ""]
     if plot:

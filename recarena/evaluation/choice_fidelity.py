@@ -25,7 +25,6 @@ their real history (training + validation events), the item they really picked n
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from recarena.agents.baselines import (
     SequenceModelConfig,
 )
 from recarena.data.interactions import LogSplit
+from recarena.evaluation.formatting import format_interval, format_number
 from recarena.evaluation.histories import EvalQueries, batches, build_queries, query_batch
 from recarena.evaluation.ranking import evaluate_ranking
 from recarena.evaluation.simulated import evaluate_simulated
@@ -377,12 +377,6 @@ def run_choice_report(
     return report
 
 
-def _f(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def format_choice_tables(report: dict[str, Any]) -> str:
     """Markdown tables of the choice section."""
     lines = ["## Choice (leave-last-out: each user's held-out last item)", ""]
@@ -391,9 +385,9 @@ def format_choice_tables(report: dict[str, Any]) -> str:
         info = weights.get("info", {})
         lines += [
             f"Fitted utility (validation events: {info.get('n_events')}, {info.get('n_slates')} constructed slates, "
-            f"log-loss {_f(info.get('log_loss_start'))} -> {_f(info.get('log_loss'))}): w_choice {_f(weights['choice'])}, "
-            f"w_rating {_f(weights['rating'])}, w_boredom {_f(weights['boredom'])}, no-choice {_f(weights['no_choice'])}; "
-            f"fitted response boredom penalty {_f(weights.get('response_penalty'))}",
+            f"log-loss {format_number(info.get('log_loss_start'))} -> {format_number(info.get('log_loss'))}): w_choice {format_number(weights['choice'])}, "
+            f"w_rating {format_number(weights['rating'])}, w_boredom {format_number(weights['boredom'])}, no-choice {format_number(weights['no_choice'])}; "
+            f"fitted response boredom penalty {format_number(weights.get('response_penalty'))}",
             "",
         ]
     answers = weights.get("answers")
@@ -401,39 +395,39 @@ def format_choice_tables(report: dict[str, Any]) -> str:
         info = answers.get("info", {})
         lines += [
             f"Calibrated answers (ordered probit, {info.get('n_events')} {info.get('events')} events): mu = "
-            f"{_f(answers['a'])} * predicted + {_f(answers['b'])}, sd {_f(answers['sd'])}; like rate of the "
-            f"validation picks: real {_f(info.get('real_like_rate'), 3)}, calibrated {_f(info.get('calibrated_like_rate'), 3)} "
-            f"(drawn {_f(info.get('drawn_like_rate'), 3)}), mean prediction >= 4 {_f(info.get('mean_prediction_like_rate'), 3)}",
+            f"{format_number(answers['a'])} * predicted + {format_number(answers['b'])}, sd {format_number(answers['sd'])}; like rate of the "
+            f"validation picks: real {format_number(info.get('real_like_rate'), 3)}, calibrated {format_number(info.get('calibrated_like_rate'), 3)} "
+            f"(drawn {format_number(info.get('drawn_like_rate'), 3)}), mean prediction >= 4 {format_number(info.get('mean_prediction_like_rate'), 3)}",
             "",
         ]
     lines += ["### full ranking", "", f"| ranker | HR@10 | NDCG@10 | HR@10 95% interval | cold HR@10 ({report.get('cold_queries')} queries, <= {COLD_EVENTS} training events) |",
               "|---|---|---|---|---|"]
     for name, r in report["ranking"].items():
         lo, hi = r["hr10_interval"]
-        lines.append(f"| {name} | {_f(r['hr10'])} | {_f(r['ndcg10'])} | [{_f(lo)}, {_f(hi)}] | {_f(r.get('hr10_cold'))} |")
+        lines.append(f"| {name} | {format_number(r['hr10'])} | {format_number(r['ndcg10'])} | {format_interval((lo, hi))} | {format_number(r.get('hr10_cold'))} |")
     lines += ["", "### slate choice: P(real next item) on slates of the real item + 9 distractors", "",
               "| distractors | chance | rating-only user | (given a click) | learned user | (given a click) | learned P(none) | SASRec softmax |",
               "|---|---|---|---|---|---|---|---|"]
     for kind, t in report["slate_choice"].items():
         lines.append(
-            f"| {kind} | {_f(t['chance'], 3)} | {_f(t['rating']['p_real'], 3)} | {_f(t['rating']['p_real_given_click'], 3)} | "
-            f"{_f(t['learned']['p_real'], 3)} | {_f(t['learned']['p_real_given_click'], 3)} | {_f(t['learned']['p_none'], 3)} | "
-            f"{_f(t['sasrec']['p_real'], 3)} |"
+            f"| {kind} | {format_number(t['chance'], 3)} | {format_number(t['rating']['p_real'], 3)} | {format_number(t['rating']['p_real_given_click'], 3)} | "
+            f"{format_number(t['learned']['p_real'], 3)} | {format_number(t['learned']['p_real_given_click'], 3)} | {format_number(t['learned']['p_none'], 3)} | "
+            f"{format_number(t['sasrec']['p_real'], 3)} |"
         )
     lines += ["", "### calibration (popularity slates)", "", "| model | log-loss | ECE |", "|---|---|---|"]
     for name, c in report["calibration"].items():
-        lines.append(f"| {name} | {_f(c['log_loss'])} | {_f(c['ece'])} |")
+        lines.append(f"| {name} | {format_number(c['log_loss'])} | {format_number(c['ece'])} |")
     lines += ["", f"### simulated sessions ({report['sim_users']} held-out users, slates of 10, <= {report['max_steps']} steps)", "",
               "| simulator | policy | click rate | return | session length |", "|---|---|---|---|---|"]
     for key, s in report["sessions_slate10"].items():
         sim_name, agent = key.split(":")
-        lines.append(f"| {sim_name} | {agent} | {_f(s['ctr'], 3)} | {_f(s['return'], 2)} | {_f(s['session_length'], 1)} |")
+        lines.append(f"| {sim_name} | {agent} | {format_number(s['ctr'], 3)} | {format_number(s['return'], 2)} | {format_number(s['session_length'], 1)} |")
     lines += ["", "### constant item vs most-popular (slates of 1)", "",
               "| simulator | best constant item | its return | most-popular return |", "|---|---|---|---|"]
     for sim_name, c in report["constant_item_slate1"].items():
         lines.append(
-            f"| {sim_name} | {c['best_constant_item']} ({c['best_constant_title']}) | {_f(c['best_constant_return'], 2)} | "
-            f"{_f(c['most_popular_return'], 2)} |"
+            f"| {sim_name} | {c['best_constant_item']} ({c['best_constant_title']}) | {format_number(c['best_constant_return'], 2)} | "
+            f"{format_number(c['most_popular_return'], 2)} |"
         )
     lines.append("")
     return "\n".join(lines)

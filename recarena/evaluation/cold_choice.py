@@ -34,7 +34,8 @@ from recarena.core.config import from_dict
 from recarena.data.interactions import InteractionLog, LogSplit
 from recarena.data.spec import data_spec
 from recarena.evaluation import metrics
-from recarena.evaluation.choice_fidelity import COLD_EVENTS, _f  # _f: the same number formatting
+from recarena.evaluation.choice_fidelity import COLD_EVENTS
+from recarena.evaluation.formatting import format_interval, format_number
 from recarena.evaluation.histories import EvalQueries, build_queries
 from recarena.evaluation.ranking import evaluate_ranking
 from recarena.llm.encoder import EncoderConfig, encode_items
@@ -198,10 +199,6 @@ def cold_report_for_source(
     return report
 
 
-def _interval(pair: list[float]) -> str:
-    return f"[{_f(pair[0])}, {_f(pair[1])}]"
-
-
 def format_cold_tables(report: dict[str, Any]) -> str:
     """Markdown tables of the cold-items section."""
     threshold, counts = report["threshold"], report["counts"]
@@ -210,7 +207,7 @@ def format_cold_tables(report: dict[str, Any]) -> str:
     for name, fit in report.get("fits", {}).items():
         if "best_epoch" in fit:
             lines.append(f"- {name}: best epoch {fit['best_epoch']} of {fit['epochs_run']} (validation log-loss "
-                         f"{_f(fit.get('best_valid_log_loss'))}), fitted in {fit.get('seconds')} s, `{fit['path']}`")
+                         f"{format_number(fit.get('best_valid_log_loss'))}), fitted in {fit.get('seconds')} s, `{fit['path']}`")
         else:
             lines.append(f"- {name}: fitted in {fit.get('seconds')} s")
     lines += ["", "| queries | events | users | distinct items |", "|---|---|---|---|"]
@@ -225,14 +222,14 @@ def format_cold_tables(report: dict[str, Any]) -> str:
             if r is None:
                 lines.append(f"| {name} | {labels[group]} | n/a | | n/a | | n/a | n/a |")
                 continue
-            lines.append(f"| {name} | {labels[group]} | {_f(r['hr10'])} | {_interval(r['hr10_interval'])} | "
-                         f"{_f(r['ndcg10'])} | {_interval(r['ndcg10_interval'])} | {_f(r['mrr'])} | {_f(r['median_rank'], 0)} |")
+            lines.append(f"| {name} | {labels[group]} | {format_number(r['hr10'])} | {format_interval(r['hr10_interval'])} | "
+                         f"{format_number(r['ndcg10'])} | {format_interval(r['ndcg10_interval'])} | {format_number(r['mrr'])} | {format_number(r['median_rank'], 0)} |")
     if report["paired_difference"]:
         lines += ["", "Paired difference, next-item model with text - without (per query, bootstrap over users):", "",
                   "| queries | HR@10 difference | 95% interval | NDCG@10 difference | 95% interval | MRR difference | 95% interval |",
                   "|---|---|---|---|---|---|---|"]
         for group, d in report["paired_difference"].items():
-            lines.append(f"| {labels[group]} | {_f(d['hr10'])} | {_interval(d['hr10_interval'])} | "
-                         f"{_f(d['ndcg10'])} | {_interval(d['ndcg10_interval'])} | {_f(d['mrr'])} | {_interval(d['mrr_interval'])} |")
+            lines.append(f"| {labels[group]} | {format_number(d['hr10'])} | {format_interval(d['hr10_interval'])} | "
+                         f"{format_number(d['ndcg10'])} | {format_interval(d['ndcg10_interval'])} | {format_number(d['mrr'])} | {format_interval(d['mrr_interval'])} |")
     lines.append("")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ before: earlier in the log or the session, or in the simulated user's starting h
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ import torch
 from recarena.core.seeding import torch_generator
 from recarena.data.interactions import LIKE_THRESHOLD, InteractionLog, LogSplit
 from recarena.evaluation import metrics
+from recarena.evaluation.formatting import format_number
 from recarena.simulators.preference import (
     Judgements,
     PreferenceModel,
@@ -423,12 +425,8 @@ def _merge(a: InteractionLog, b: InteractionLog) -> InteractionLog:
     )
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+_fmt = partial(format_number, nan="nan")
+"""The tables' number formatting (NaN printed as ``nan``, as these tables always have)."""
 
 
 def format_tables(report: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from recarena.cli import evaluate
 from recarena.core.errors import ConfigError
 from recarena.evaluation import panel
 from recarena.evaluation.agreement import agreement_markdown, compute_agreement, plot_agreement
+from recarena.evaluation.formatting import format_interval, format_number
 from tests import test_evaluate_cli
 from tests.test_evaluate_cli import FAST, write_tiny_data
 
@@ -99,6 +100,14 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
     assert "## Policy-ranking agreement" in text and "| NDCG@10 LLO | 300 | 1.000 |" in text and "(agreement.png)" in text
     path = plot_agreement(section, tmp_path / "agreement.png")
     assert path.stat().st_size > 10_000
+
+
+def test_report_numbers_and_intervals_have_one_format() -> None:
+    """evaluation.formatting: what the agreement, fidelity, choice and cold-item tables print."""
+    assert format_number(0.123456) == "0.1235" and format_number(-2.5, 2) == "-2.50" and format_number(3.7, 0) == "4"
+    assert format_number(None) == "n/a" and format_number(float("nan")) == "n/a" and format_number(float("nan"), nan="nan") == "nan"
+    assert format_number(12) == "12" and format_number("label") == "label"  # counts and labels as they are
+    assert format_interval([0.1, None], 3) == "[0.100, n/a]" and format_interval((1.0, 2.0)) == "[1.0000, 2.0000]"
 
 
 def test_the_agreement_plot_reads_on_its_own(tmp_path: Path, drawn) -> None:

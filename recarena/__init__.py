@@ -14,8 +14,8 @@ One import package, in layers that import only downwards (checked by ``lint-impo
 * :mod:`recarena.evaluation` - replay, ranking metrics, off-policy estimators, reports;
 * :mod:`recarena.cli` - the ``recarena`` command (``train``, ``evaluate``, ``fidelity``).
 
-Importing ``recarena`` registers the Gymnasium ids (``recarena/ML100K-v2``, ``recarena/ML1M-v2`` and
-their ``-v1``/``-v0``, ``recarena/Synthetic-v0``) without importing torch; the envs themselves load on ``gymnasium.make``.
+Importing ``recarena`` registers the Gymnasium ids (``recarena/ML100K-v3``, ``recarena/ML1M-v3`` and
+their ``-v2``/``-v1``/``-v0``, ``recarena/Synthetic-v0``) without importing torch; the envs themselves load on ``gymnasium.make``.
 """
 
 from recarena.envs.registration import register_envs

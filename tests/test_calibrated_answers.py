@@ -329,21 +329,32 @@ V1_DIGEST = "063f026144670f85"
 """``v1_rollout_digest("logged")`` recorded with the code before -v2 (commit d35f468), where "logged" was -v1."""
 
 
+V2_DIGEST = "dad4135b43549f96"
+"""``v1_rollout_digest("logged")`` recorded with the code before -v3 (commit 3dd83f0), where "logged" was -v2."""
+
+
 def test_v1_is_bit_identical_to_before():
     assert v1_rollout_digest("logged-v1") == V1_DIGEST
     assert v1_rollout_digest("logged") != V1_DIGEST  # -v2 differs
 
 
+def test_v2_is_bit_identical_to_before():
+    assert v1_rollout_digest("logged-v2") == V2_DIGEST
+    assert v1_rollout_digest("logged") != V2_DIGEST  # -v3's users leave by the logged sessions
+
+
 # ------------------------------------------------------------------------------ registered ids
 
 
-@pytest.mark.parametrize("env_id", ["recarena/ML100K-v2", "recarena/ML1M-v2", "recarena/ML100K-v1"])
+@pytest.mark.parametrize("env_id", ["recarena/ML100K-v3", "recarena/ML1M-v3", "recarena/ML100K-v2", "recarena/ML1M-v2",
+                                    "recarena/ML100K-v1"])
 def test_registered_ids_carry_their_version_of_the_answers(env_id, tmp_path_factory):
     folder = write_ratings_folder(tmp_path_factory.mktemp("data"), cycle_sequences(n_users=30))
     quick = {"preference": {"epochs": 1}, "choice": {"sequence": QUICK_SEQUENCE}}
     env = gym.make(env_id, data=str(folder), simulator_config=quick).unwrapped
-    v2 = env_id.endswith("-v2")
-    assert (env.simulator.calibration is not None) is v2
-    assert env.simulator.like_threshold == (3.5 if v2 else 4.0)
+    calibrated = not env_id.endswith("-v1")
+    assert (env.simulator.calibration is not None) is calibrated
+    assert env.simulator.like_threshold == (3.5 if calibrated else 4.0)
+    assert env.simulator.config.leave.model == ("sessions" if env_id.endswith("-v3") else "patience")
     assert env._fast is not None  # the NumPy single env
     gym_check_env(env, skip_render_check=True)

@@ -2,8 +2,10 @@
 
 train.py pins the simulator's version in metadata.json (``simulator_version``) next to config.yaml's fully
 resolved options. A run written before the pin on the "logged" simulator (made here from a new tiny run by
-deleting the pin and the options -v2 added) is evaluated and resumed on logged-v1's users, with one warning;
-a pinned -v2 run stays -v2 when the "logged" defaults change (a changed "logged" registered in the test).
+deleting the pin and the options -v2 and -v3 added) is evaluated and resumed on logged-v1's users, with one
+warning; a run pinned to -v2 (a new run with the pin and the options of -v2, as -v2 wrote it) stays -v2 now that
+"logged" is -v3, and a pinned run stays on its version when the "logged" defaults change again (a changed
+"logged" registered in the test).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tests.test_evaluate_cli import SIM_ONLY, TOTAL_STEPS, train_config, write_t
 
 V2_OPTIONS = ("answers", "answer_seed", "like_rounding")
 """The logged simulator's options added with env -v2 (absent from the config.yaml of older runs)."""
+V3_LEAVE_OPTIONS = ("model", "session_gap")
+"""The ``leave`` options added with env -v3."""
 
 
 # One recarena cache for the module: the models training fits, evaluation and resumes reuse.
@@ -64,6 +68,8 @@ def unpinned_copy(run: Path, target: Path) -> Path:
     def drop_options(options: dict[str, Any]) -> None:
         for key in V2_OPTIONS:
             del options[key]
+        for key in V3_LEAVE_OPTIONS:
+            del options["leave"][key]
 
     _edit(target / "config.yaml", lambda data: drop_options(data["simulator"]["config"]))
     _edit(target / "metadata.json", lambda data: (data.pop("simulator_version"), drop_options(data["simulator"]["config"])))
@@ -82,14 +88,16 @@ def _simulated(out: Path, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_a_new_run_pins_its_simulator_version(trained_run: Path) -> None:
     metadata = json.loads((trained_run / "metadata.json").read_text())
-    assert metadata["simulator_version"] == "logged-v2"
+    assert metadata["simulator_version"] == "logged-v3"
+    assert metadata["simulator"]["choice_fit"]["leave"]["gap_seconds"] == 3600  # the fitted session hazard
     options = yaml.safe_load((trained_run / "config.yaml").read_text())["simulator"]["config"]
     assert (options["answers"], options["like_rounding"], options["answer_seed"]) == ("calibrated", True, 0)
+    assert options["leave"]["model"] == "sessions"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         record = read_run(trained_run)
     assert not _simulator_warnings(caught)
-    assert record.simulator.version == "logged-v2"
+    assert record.simulator.version == "logged-v3"
     assert record.simulator.options["answers"] == "calibrated" and record.simulator.options["like_rounding"] is True
 
 
@@ -99,9 +107,11 @@ def test_a_run_from_before_v2_evaluates_on_logged_v1_with_one_warning(trained_ru
         warnings.simplefilter("always")
         record = read_run(old)
     assert _simulator_warnings(caught) == [
-        f"{old}: trained before env -v2; its users are simulator logged-v1 (answers: mean, like_rounding: false)"]
+        f"{old}: trained before env -v2; its users are simulator logged-v1 (leave.model: patience, answers: mean, "
+        "like_rounding: false)"]
     assert record.simulator.name == "logged" and record.simulator.version == "logged-v1"
     assert record.simulator.options["answers"] == "mean" and record.simulator.options["like_rounding"] is False
+    assert record.simulator.options["leave"]["model"] == "patience"
 
     # evaluate.py simulates it on the -v1 users: as the same run with logged-v1's options written out, not as -v2.
     with warnings.catch_warnings(record=True) as caught:
@@ -111,12 +121,13 @@ def test_a_run_from_before_v2_evaluates_on_logged_v1_with_one_warning(trained_ru
     options, metrics = _simulated(tmp_path / "old_report", "old")
     assert (options["answers"], options["like_rounding"]) == ("mean", False)
     explicit = shutil.copytree(trained_run, tmp_path / "explicit")
-    _edit(explicit / "config.yaml", lambda data: data["simulator"]["config"].update(answers="mean", like_rounding=False))
+    _edit(explicit / "config.yaml", lambda data: (data["simulator"]["config"].update(answers="mean", like_rounding=False),
+                                                  data["simulator"]["config"]["leave"].update(model="patience")))
     assert evaluate.main([str(explicit), *SIM_ONLY, "--out", str(tmp_path / "explicit_report")]) == 0
     assert _simulated(tmp_path / "explicit_report", "explicit")[1] == metrics
     current = shutil.copytree(trained_run, tmp_path / "current")
     assert evaluate.main([str(current), *SIM_ONLY, "--out", str(tmp_path / "current_report")]) == 0
-    assert _simulated(tmp_path / "current_report", "current")[1] != metrics  # -v2's calibrated answers differ
+    assert _simulated(tmp_path / "current_report", "current")[1] != metrics  # -v3's answers and leaving differ
 
 
 def test_a_run_from_before_v2_resumes_on_logged_v1_and_is_pinned(trained_run: Path, tmp_path: Path,
@@ -142,6 +153,37 @@ def test_a_run_from_before_v2_resumes_on_logged_v1_and_is_pinned(trained_run: Pa
     assert record.final_step == TOTAL_STEPS + 128
 
 
+def v2_copy(run: Path, target: Path) -> Path:
+    """``run`` as train.py wrote it at env -v2: pinned ``logged-v2``, without the ``leave`` options -v3 added."""
+    shutil.copytree(run, target)
+
+    def drop_options(options: dict[str, Any]) -> None:
+        for key in V3_LEAVE_OPTIONS:
+            del options["leave"][key]
+
+    _edit(target / "config.yaml", lambda data: drop_options(data["simulator"]["config"]))
+    _edit(target / "metadata.json", lambda data: (data.update(simulator_version="logged-v2"),
+                                                  drop_options(data["simulator"]["config"])))
+    return target
+
+
+def test_a_run_pinned_to_v2_stays_on_the_patience_leave_model(trained_run: Path, tmp_path: Path) -> None:
+    old = v2_copy(trained_run, tmp_path / "v2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = read_run(old)
+    assert not _simulator_warnings(caught)  # pinned: no guess, no warning
+    assert record.simulator.version == "logged-v2" and record.simulator.options["leave"]["model"] == "patience"
+    assert record.simulator.options["answers"] == "calibrated"  # the other -v2 options as they were
+    assert evaluate.main([str(old), *SIM_ONLY, "--out", str(tmp_path / "v2_report")]) == 0
+    options, metrics = _simulated(tmp_path / "v2_report", "v2")
+    assert options["leave"]["model"] == "patience"
+    explicit = shutil.copytree(trained_run, tmp_path / "explicit")
+    _edit(explicit / "config.yaml", lambda data: data["simulator"]["config"]["leave"].update(model="patience"))
+    assert evaluate.main([str(explicit), *SIM_ONLY, "--out", str(tmp_path / "explicit_report")]) == 0
+    assert _simulated(tmp_path / "explicit_report", "explicit")[1] == metrics
+
+
 @config_dataclass
 class _ChangedConfig(LoggedConfig):
     answers: Literal["calibrated", "mean"] = "mean"
@@ -149,26 +191,26 @@ class _ChangedConfig(LoggedConfig):
 
 
 class _ChangedLogged(LoggedUserSimulator):
-    """"logged" after a (pretend) default change: version logged-v3."""
+    """"logged" after a (pretend) default change: version logged-v4."""
 
     config_class = _ChangedConfig
-    version = "logged-v3"
+    version = "logged-v4"
     name = "logged"
 
 
-class _FrozenV2(LoggedUserSimulator):
-    """The -v2 defaults registered under their version's name, as the change would."""
+class _FrozenV3(LoggedUserSimulator):
+    """The -v3 defaults registered under their version's name, as the change would."""
 
-    version = "logged-v2"
-    name = "logged-v2"
+    version = "logged-v3"
+    name = "logged-v3"
 
 
-def test_a_pinned_run_stays_v2_when_the_defaults_change(trained_run: Path, tmp_path: Path,
+def test_a_pinned_run_stays_v3_when_the_defaults_change(trained_run: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     before = shutil.copytree(trained_run, tmp_path / "run")
     assert evaluate.main([str(before), *SIM_ONLY, "--out", str(tmp_path / "before")]) == 0
     monkeypatch.setitem(registry._REGISTRY, "logged", _ChangedLogged)
-    monkeypatch.setitem(registry._REGISTRY, "logged-v2", _FrozenV2)
+    monkeypatch.setitem(registry._REGISTRY, "logged-v3", _FrozenV3)
     assert registry.get("logged").config_class().answers == "mean"
 
     run = shutil.copytree(trained_run, tmp_path / "after" / "run")
@@ -180,7 +222,7 @@ def test_a_pinned_run_stays_v2_when_the_defaults_change(trained_run: Path, tmp_p
         record = read_run(run)
         assert evaluate.main([str(run), *SIM_ONLY, "--out", str(tmp_path / "after_report")]) == 0
     assert not _simulator_warnings(caught)
-    assert record.simulator.version == "logged-v2"
+    assert record.simulator.version == "logged-v3"
     assert record.simulator.options["answers"] == "calibrated" and record.simulator.options["like_rounding"] is True
     assert _simulated(tmp_path / "after_report", "run") == _simulated(tmp_path / "before", "run")
 
@@ -191,7 +233,7 @@ def test_a_pinned_run_stays_v2_when_the_defaults_change(trained_run: Path, tmp_p
     assert train_script.main(["--resume", str(run), "--total-steps", str(TOTAL_STEPS + 128), "--no-progress"]) == 0
     config = built[0].simulator.config
     assert (config.answers, config.like_rounding) == ("calibrated", True)
-    assert json.loads((run / "metadata.json").read_text())["simulator_version"] == "logged-v2"
+    assert json.loads((run / "metadata.json").read_text())["simulator_version"] == "logged-v3"
 
 
 def test_a_version_this_recarena_cannot_rebuild_is_refused(trained_run: Path, tmp_path: Path) -> None:

@@ -115,9 +115,19 @@ def test_learned_choice_rollouts_equal_the_batched_path(simulator, case):
     assert_same_state(fast, slow)
 
 
-def test_drift_and_hazard_draws_stay_in_step():
-    """With drift and a leave hazard (draws between the choices) the generators end in the same state."""
-    sim = learned_simulator(interest={"drift": 0.05}, leave={"hazard": 0.05})
+LEAVE_CASES = {
+    "sessions_drift_hazard": dict(interest={"drift": 0.05}, leave={"hazard": 0.05}),
+    "sessions_hazard": dict(leave={"hazard": 0.05}),  # the leave's uniform drawn ahead with the choice noise
+    "patience_drift_hazard": dict(interest={"drift": 0.05}, leave={"model": "patience", "hazard": 0.05}),
+    "patience_hazard": dict(leave={"model": "patience", "hazard": 0.05}),
+    "patience": dict(leave={"model": "patience"}),  # -v2's leaving: no leave draw at all
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAVE_CASES))
+def test_drift_and_leave_draws_stay_in_step(case):
+    """With drift and the leave's draws (between the choices) the generators end in the same state."""
+    sim = learned_simulator(**LEAVE_CASES[case])
     fast, slow = pair(sim, slate_size=2)
     trace_fast, statistics_fast, clicks = rollout(fast, 8, 300)
     trace_slow, statistics_slow, _ = rollout(slow, 8, 300)
@@ -125,7 +135,8 @@ def test_drift_and_hazard_draws_stay_in_step():
     assert_same(trace_fast, trace_slow)
     assert statistics_fast == statistics_slow
     assert_same_state(fast, slow)
-    assert torch.equal(fast._batch._generator.get_state(), slow._batch._generator.get_state())
+    if "drift" in case:  # no noise drawn ahead: the generators end in the same state
+        assert torch.equal(fast._batch._generator.get_state(), slow._batch._generator.get_state())
 
 
 def test_implicit_logs_step_in_numpy_as_the_batched_path():

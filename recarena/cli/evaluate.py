@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from recarena.evaluation.replay import evaluate_replay
     from recarena.evaluation.simulated import evaluate_simulated
     from recarena.evaluation.split_fits import SplitFits
+    from recarena.simulators.registry import LOGGED_USERS
 
     if not args.runs and not args.baseline:
         raise ConfigError("nothing to evaluate: give RUN_DIR(s) and/or --baseline NAME")
@@ -157,9 +158,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_specs = {str(c.run.path): c.run.simulator for c in runs} if need_simulator else {}
     sim_spec = sources.common_simulator_spec(run_specs)
     sim_steps = _session_cap(args.sim_steps, list(run_specs.values()))
-    if need_simulator and sim_spec is not None and sim_spec.name not in ("logged", "logged-v1"):
+    if need_simulator and sim_spec is not None and sim_spec.name not in LOGGED_USERS:
         raise ConfigError(f"the runs were trained on the '{sim_spec.name}' simulator; simulated return and the "
-                          f"greedy baseline need the 'logged' (or 'logged-v1') one (drop 'simulated' from --protocols)")
+                          f"greedy baseline need the 'logged' one (or an earlier version: {', '.join(LOGGED_USERS[1:])}) "
+                          f"(drop 'simulated' from --protocols)")
 
     def source_on(split: str) -> Any:  # the data spec whose ``split`` is ``split`` (the preference store's cache key)
         return dataclasses.replace(spec, split=split).to_value()
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if sim_spec is not None:  # the next-item model the runs' simulator fitted and cached, where it did
             sim_options = sources.with_cached_choice_model(sim_options, source_on(sim_split), args.item_encoder)
         uses_ratings = sources.simulator_uses_ratings(sim_options, log)  # implicit logs: no preference model
-        sim_name = sim_spec.name if sim_spec is not None else "logged"  # logged-v1: the -v1 users
+        sim_name = sim_spec.name if sim_spec is not None else "logged"  # logged-v2 / -v1: the -v2 / -v1 users
         simulator = simulators.make(sim_name, splits[sim_split], device=device, **sim_options,
                                     components={"preference_model": fits.preference(sim_split) if uses_ratings else None,
                                                 "item_embeddings": item_embeddings})

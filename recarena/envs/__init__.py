@@ -1,6 +1,6 @@
 """Gymnasium envs of simulated recommendation users.
 
-``recarena/ML100K-v2``, ``recarena/ML1M-v2`` (logged MovieLens users; ``-v1``, ``-v0``: earlier
+``recarena/ML100K-v3``, ``recarena/ML1M-v3`` (logged MovieLens users; ``-v2``, ``-v1``, ``-v0``: earlier
 versions of them, kept for comparison) and ``recarena/Synthetic-v0``
 (data-free), registered by ``import recarena``. ``gymnasium.make(id)`` builds a
 :class:`RecommendationEnv`; ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``

@@ -29,6 +29,7 @@ from recarena.core.errors import ConfigError
 from recarena.simulators.base import Simulator, StepOutcome
 from recarena.simulators.behaviour import REWARDS
 from recarena.simulators.preference_store import clear_split_cache, logged_simulator_arguments, source_key
+from recarena.simulators.registry import LOGGED_USERS
 from recarena.simulators.registry import get as simulator_class
 
 OBSERVATION_KEYS = ("history", "responses", "llm_state")
@@ -191,7 +192,7 @@ def build_simulator(options: EnvOptions) -> Simulator:
     key = json.dumps([options.simulator, data_key, options.device, config], sort_keys=True, default=str)
     if key not in _SIMULATORS:
         data: Any = options.data
-        if options.simulator in ("logged", "logged-v1") and data is not None:
+        if options.simulator in LOGGED_USERS and data is not None:
             # Named data: fit the preference model once and load it from $RECARENA_CACHE afterwards.
             data, config = logged_simulator_arguments(data, config)
         _SIMULATORS[key] = simulators.make(options.simulator, data=data, device=options.device, **config)

@@ -77,11 +77,16 @@ class RecommendationEnv(gym.Env):
 
     ## Version History
 
+    - v3 (``recarena/ML100K-v3``, ``recarena/ML1M-v3``): the v2 users, except that after each chosen
+      item the user ends the session with the probability the training log's sessions show at that
+      position in the session and like (``leave.model: sessions``, sessions split at 1-hour gaps), in
+      place of the hand-set patience costs of a dislike and bonus of a like (a no-click still costs
+      patience). Simulator ``"logged"`` (its defaults).
     - v2 (``recarena/ML100K-v2``, ``recarena/ML1M-v2``): the v1 users, except that a film the log
       does not answer is rated with a fixed draw per (user, item) from the preference model's
       calibrated ordered probit (``answers: calibrated``, ``answer_seed``; fitted on validation
       ratings) instead of its mean prediction, and a like is a response that rounds to 4 or more
-      (``like_rounding``: >= 3.5). Simulator ``"logged"`` (its defaults).
+      (``like_rounding``: >= 3.5). Simulator ``"logged-v2"``.
     - v1 (``recarena/ML100K-v1``, ``recarena/ML1M-v1``): the user chooses from the slate with the
       learned choice model (``simulators.choice``): a multinomial logit over a next-item model's
       probability (a GRU over the history, learned from the training log's next events), the

@@ -17,10 +17,14 @@ VECTOR_ENTRY_POINT = "recarena.envs.vector_env:RecommendationVectorEnv"
 ENV_KWARGS: dict[str, dict[str, Any]] = {
     # Logged users of MovieLens-100K / -1M (bundled data) who choose with the learned choice model
     # (next-item model + preference model + boredom, weights fitted on validation events), answer
-    # films the log does not answer with a fixed draw from the calibrated rating distribution, and
-    # like a response that rounds to 4 or more (simulator "logged", its defaults).
-    "recarena/ML100K-v2": {"simulator": "logged", "data": "ml-100k"},
-    "recarena/ML1M-v2": {"simulator": "logged", "data": "ml-1m"},
+    # films the log does not answer with a fixed draw from the calibrated rating distribution, like
+    # a response that rounds to 4 or more, and end a session after a chosen item as often as the
+    # logged sessions do (simulator "logged", its defaults).
+    "recarena/ML100K-v3": {"simulator": "logged", "data": "ml-100k"},
+    "recarena/ML1M-v3": {"simulator": "logged", "data": "ml-1m"},
+    # v2: the same users leaving by the patience rules alone (simulator "logged-v2").
+    "recarena/ML100K-v2": {"simulator": "logged-v2", "data": "ml-100k"},
+    "recarena/ML1M-v2": {"simulator": "logged-v2", "data": "ml-1m"},
     # v1: the same users answering with the preference model's mean prediction and liking a
     # response >= 4 (simulator "logged-v1": "logged" with answers: mean, like_rounding: false).
     "recarena/ML100K-v1": {"simulator": "logged-v1", "data": "ml-100k"},

@@ -222,6 +222,10 @@ class SingleUserStep:
         self._like_bonus, self._dislike_cost = _F32(leave.like_bonus), _F32(leave.dislike_cost)
         self._no_click_cost, self._max_patience = _F32(leave.no_click_cost), _F32(leave.max_patience)
         self._hazard = float(leave.hazard)
+        leave_model = simulator.leave_model
+        self._leave_draws = leave_model.draws  # one uniform per step after the choice's
+        self._leave_table = None if leave_model.table is None else leave_model.table.cpu().numpy()
+        self._leave_edges = None if leave_model.edges is None else leave_model.edges.cpu().numpy()
         self._set_reward()
         self._initial_patience = _F32(leave.initial_patience)
         sampler = simulator.sampler
@@ -233,12 +237,13 @@ class SingleUserStep:
         self._bound: Any = None
         self._observation: dict[str, np.ndarray] = {}
         self._clean = False
-        # Choice noise drawn ahead in one torch call (the same uniforms, in the same order, as one
-        # draw per step; torch's Gumbel of a long tensor equals that of short ones). Only when the
-        # choice is the only draw between resets, which reseed the generator: no drift, no hazard.
-        self._gumbel_ahead = self._drift == 0 and self._hazard == 0
+        # Choice noise (and the leave's uniform) drawn ahead in one torch call (the same uniforms, in
+        # the same order, as the draws of each step; torch's Gumbel of a long tensor equals that of
+        # short ones). Only when nothing else draws between resets, which reseed the generator: no drift.
+        self._gumbel_ahead = self._drift == 0
         self._gumbel = np.zeros(0, dtype=np.float32)
-        self._gumbel_left = 0
+        self._uniform = np.zeros(0, dtype=np.float32)
+        self._gumbel_left = self._leave_next = 0
 
     def __getstate__(self) -> dict[str, Any]:
         """Without the NumPy views (a copy's views must be of the copy's tensors: taken again on use)
@@ -491,16 +496,20 @@ class SingleUserStep:
         self._step[0] += 1
 
         # 4. leave.
-        if clicked:
+        if self._leave_table is not None:  # sessions: the logged hazard after a chosen item
+            change = _ZERO if clicked else -self._no_click_cost
+        elif clicked:
             change = self._like_bonus if liked else -self._dislike_cost
         else:
             change = -self._no_click_cost
         patience = min(max(self._patience[0] + change, _ZERO), self._max_patience)
         self._patience[0] = patience
         left = bool(patience <= 0)
-        if self._hazard > 0:
-            draw = torch.rand((1,), generator=self.env._generator)
-            left = left | bool(draw < self._hazard)
+        if self._leave_table is not None:
+            bucket = int(np.searchsorted(self._leave_edges, int(self._step[0]) - 1, side="right"))
+            left = left | bool(self._leave_uniform() < self._leave_table[bucket, int(clicked) + int(liked)])
+        elif self._hazard > 0:
+            left = left | bool(self._leave_uniform() < self._hazard)
 
         reward = self._reward_of(clicked, liked, chosen)
         counts = self._counts  # clicks, likes, leaves, shown from the log, chosen from the log
@@ -546,16 +555,28 @@ class SingleUserStep:
         return fatigue
 
     def _choice_noise(self, n: int) -> np.ndarray:
-        """Gumbel noise of ``ChoiceModel``'s next ``n`` uniform draws, computed by torch."""
+        """Gumbel noise of ``ChoiceModel``'s next ``n`` uniform draws, computed by torch. Drawn ahead,
+        each step's ``n`` are followed by the leave's uniform where it draws one (:meth:`_leave_uniform`)."""
         if not self._gumbel_ahead:
             return _gumbel(torch.rand((1, n), generator=self.env._generator))[0]
-        if self._gumbel_left < n:
-            chunk = n * min(max(self.max_steps, 1), 64)
-            self._gumbel = _gumbel(torch.rand(chunk, generator=self.env._generator))
+        m = n + self._leave_draws
+        if self._gumbel_left < m:
+            chunk = m * min(max(self.max_steps, 1), 64)
+            uniform = torch.rand(chunk, generator=self.env._generator)
+            self._uniform = uniform.numpy().copy()  # before _gumbel clamps it in place
+            self._gumbel = _gumbel(uniform)
             self._gumbel_left = chunk
         start = len(self._gumbel) - self._gumbel_left
-        self._gumbel_left -= n
+        self._gumbel_left -= m
+        self._leave_next = start + n
         return self._gumbel[start : start + n]
+
+    def _leave_uniform(self) -> np.float32:
+        """The leave's uniform of this step: drawn ahead after the choice noise, or drawn now (after
+        the drift's noise, as the batched step draws it)."""
+        if self._gumbel_ahead:
+            return self._uniform[self._leave_next]
+        return torch.rand((1,), generator=self.env._generator).numpy()[0]
 
     def _ratings(self, slate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ratings, from_log, predicted) of the slate, as ``rate_with_prediction``."""

@@ -48,13 +48,12 @@ from recarena.simulators.preference import (
     fit_preference_model,
     preference_config,
 )
+from recarena.simulators.sessions import SESSION_GAP_SECONDS, session_starts
 
 COLD_THRESHOLD = 10
 """Items with at most this many training ratings count as cold."""
 MIN_USER_RATINGS = 5
 """Per-user Spearman uses users with at least this many held-out ratings."""
-SESSION_GAP_SECONDS = 3600
-"""Logged events of a user more than this far apart start a new session."""
 GENRE_WINDOW = 5
 """Genre spread = distinct genres among the first this-many items of a session."""
 VARIANTS = ("id", "text", "combined")
@@ -247,13 +246,7 @@ def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[
 def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECONDS) -> dict[str, Any]:
     """Sessions of the log (a user's events split where consecutive events are > ``gap`` s apart);
     an event is a repeat when its user consumed the item at an earlier event."""
-    if gap < 0:
-        raise ValueError(f"the session gap must be >= 0 seconds, got {gap}")
-    new_user = np.ones(log.n_events, dtype=bool)
-    new_user[1:] = log.user[1:] != log.user[:-1]
-    new_session = new_user.copy()
-    new_session[1:] |= np.diff(log.timestamp) > gap
-    starts = np.flatnonzero(new_session)
+    starts = np.flatnonzero(session_starts(log, gap))
     ends = np.append(starts[1:], log.n_events)
     repeated = np.ones(log.n_events, dtype=bool)  # events are in time order within a user
     repeated[np.unique(log.user.astype(np.int64) * log.n_items + log.item, return_index=True)[1]] = False

@@ -11,7 +11,8 @@ users in Python. :class:`recarena.simulators.composed.ComposedSimulator` compose
 3. **update** - history and consumed mask take the chosen item; per-topic fatigue decays, rises on
    the chosen item's topics, and optionally drifts;
 4. **leave** - patience falls on a no-click or a dislike, rises a little on a like; the user leaves
-   when it reaches 0, or by an optional constant per-step hazard.
+   when it reaches 0, or by an optional constant per-step hazard (``model: sessions``: a no-click
+   costs patience, and after a chosen item the user leaves with the hazard logged sessions show).
 
 The reward is a named function of the outcome (:data:`REWARDS`).
 """
@@ -30,6 +31,7 @@ from recarena.core.clustering import kmeans, nearest
 from recarena.core.config import config_dataclass
 from recarena.core.errors import ConfigError
 from recarena.data.interactions import LIKE_THRESHOLD, MAX_RATING, MIN_RATING
+from recarena.simulators.sessions import SessionHazard
 
 FIRST_POSITION_TABLE_LIMIT = 1 << 30
 """Largest :meth:`UserSampler.first_positions` table, in bytes (1 GiB), that is built; beyond it the
@@ -91,8 +93,18 @@ class InterestConfig:
 
 @config_dataclass
 class LeaveConfig:
-    """Patience budget: the user leaves when it reaches 0 (or by a constant per-step hazard)."""
+    """When the user leaves: a patience budget (the user leaves when it reaches 0), plus, with
+    ``model: sessions``, the leave hazard the logged sessions show after each chosen item."""
 
+    model: Literal["patience", "sessions"] = "patience"
+    """``patience``: patience falls by ``no_click_cost`` on a no-click and by ``dislike_cost`` on a
+    dislike, rises by ``like_bonus`` on a like. ``sessions`` (the logged users of env ``-v3``): a
+    no-click costs ``no_click_cost`` as before, and after each chosen item the user ends the session
+    with the probability the training log's sessions show at that position and like
+    (:mod:`recarena.simulators.sessions`, fitted by the simulator; ``dislike_cost`` and
+    ``like_bonus`` are unused)."""
+    session_gap: Annotated[int, Field(ge=0)] = 3600
+    """``sessions``: seconds between a user's consecutive logged events that start a new session."""
     initial_patience: Annotated[float, Field(gt=0)] = 5.0
     no_click_cost: Annotated[float, Field(ge=0)] = 1.0
     """Patience lost when the user chooses nothing."""
@@ -412,10 +424,33 @@ def item_topics_from_genres(genre_matrix: np.ndarray) -> torch.Tensor:
 
 
 class LeaveModel:
-    """Patience bookkeeping and the decision to leave."""
+    """Patience bookkeeping and the decision to leave.
 
-    def __init__(self, config: LeaveConfig) -> None:
+    With ``model: sessions`` it holds the fitted hazard (``hazard``, a
+    :class:`~recarena.simulators.sessions.SessionHazard`) as one float32 table of leave probabilities
+    [position bucket, outcome] (outcome: 0 nothing chosen, 1 chosen and not liked, 2 liked), the
+    constant ``hazard`` folded in, so every path looks up the same numbers."""
+
+    def __init__(self, config: LeaveConfig, hazard: SessionHazard | None = None,
+                 device: torch.device | str = "cpu") -> None:
         self.config = config
+        self.session_hazard = hazard if config.model == "sessions" else None
+        self.edges: torch.Tensor | None = None
+        self.table: torch.Tensor | None = None
+        if config.model == "sessions":
+            if hazard is None:
+                raise ConfigError("leave.model 'sessions' needs the leave hazard of logged sessions, which only "
+                                  "simulators built from a log fit (the logged simulator); use leave.model: patience")
+            fitted = torch.as_tensor(np.asarray(hazard.table), dtype=torch.float64)
+            constant = torch.full((fitted.shape[0], 1), float(config.hazard), dtype=torch.float64)
+            combined = torch.cat([constant, 1.0 - (1.0 - constant) * (1.0 - fitted)], dim=1)
+            self.table = combined.to(device=device, dtype=torch.float32)
+            self.edges = torch.as_tensor(hazard.edges, dtype=torch.int64, device=device)
+
+    @property
+    def draws(self) -> bool:
+        """Whether :meth:`update` draws one uniform per user (a hazard can fire)."""
+        return self.table is not None or self.config.hazard > 0
 
     def initial(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.full((n,), self.config.initial_patience, dtype=torch.float32, device=device)
@@ -426,10 +461,22 @@ class LeaveModel:
         clicked: torch.Tensor,
         liked: torch.Tensor,
         generator: torch.Generator,
+        position: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(new patience, left): -no_click_cost, -dislike_cost or +like_bonus; leave at <= 0 or by hazard."""
+        """(new patience, left). ``patience``: -no_click_cost, -dislike_cost or +like_bonus, leave at
+        <= 0 or by the constant hazard. ``sessions``: -no_click_cost on a no-click, leave at <= 0 or
+        with the table's probability at ``position`` (int64 [B], 0-based step of the session)."""
         c = self.config
         zero = torch.zeros_like(patience)
+        if self.table is not None:
+            if position is None:
+                raise ValueError("leave.model 'sessions' needs each user's position in the session")
+            new = (patience - torch.where(clicked, zero, zero + c.no_click_cost)).clamp(min=0.0, max=c.max_patience)
+            outcome = clicked.to(torch.int64) + liked.to(torch.int64)
+            bucket = torch.bucketize(position, self.edges, right=True)
+            probability = self.table[bucket, outcome]
+            uniform = torch.rand(patience.shape, generator=generator, device=patience.device)
+            return new, (new <= 0) | (uniform < probability)
         change = torch.where(clicked, torch.where(liked, zero + c.like_bonus, zero - c.dislike_cost), zero - c.no_click_cost)
         new = (patience + change).clamp(min=0.0, max=c.max_patience)
         left = new <= 0

@@ -32,6 +32,7 @@ from recarena.simulators.behaviour import (
     respond,
     reward_function,
 )
+from recarena.simulators.sessions import SessionHazard
 
 SessionStarts = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None"]
 """``starts(user, prefix)`` -> (interest [n, T], choice state [n, S], normaliser [n, 2]) of sessions
@@ -68,6 +69,7 @@ class ComposedSimulator(Simulator):
         item_topics: torch.Tensor,
         item_embeddings: torch.Tensor,
         device: torch.device | str = "cpu",
+        session_hazard: SessionHazard | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -79,7 +81,7 @@ class ComposedSimulator(Simulator):
         self.sampler = sampler
         self.interest_model = InterestModel(config.interest, item_topics.to(self.device))
         self.choice_model = ChoiceModel(config.choice)
-        self.leave_model = LeaveModel(config.leave)
+        self.leave_model = LeaveModel(config.leave, session_hazard, self.device)
         self.reward_fn = reward_function(config.reward)
         self._counts = torch.zeros(len(_STATISTICS), dtype=torch.int64, device=self.device)
         self._user_steps = self._shown = 0
@@ -382,7 +384,7 @@ class ComposedSimulator(Simulator):
         state.step += 1
 
         # 4. leave.
-        patience, left = self.leave_model.update(state.patience, clicked, liked, generator)
+        patience, left = self.leave_model.update(state.patience, clicked, liked, generator, position=state.step - 1)
         state.patience.copy_(patience)
 
         reward = self.reward_fn(clicked, liked, chosen_response).to(torch.float32)

@@ -26,6 +26,12 @@ likelihood on the validation events' real ratings (those the choice utility is f
 response rounds to 4 or more (``like_rounding``: response >= 3.5). The ``-v1`` users (simulator
 "logged-v1") answer with the mean prediction and like at a response >= 4.
 
+**Leaving (env ``-v3``).** After each chosen item the user ends the session with the probability the
+training log's sessions show at that position and like (``leave.model: sessions``;
+:mod:`recarena.simulators.sessions`, fitted when the simulator is built and recorded in
+``choice_fit["leave"]``); a no-click costs patience, and the user leaves when it runs out. The
+``-v2`` users (simulator "logged-v2") leave by the patience rules alone.
+
 The (user, item) -> (logged rating, position) lookup is a sorted int64 key array
 ``user * n_items + item`` searched with ``torch.searchsorted``, on the simulator's device. Where a
 user rated an item twice, the earliest event is used.
@@ -61,6 +67,7 @@ from recarena.simulators.behaviour import (
     MAX_RATING,
     BehaviourConfig,
     ChoiceConfig,
+    LeaveConfig,
     UserSampler,
     item_topics_from_genres,
     kmeans_topics,
@@ -81,6 +88,7 @@ from recarena.simulators.sequence import (
     hold_out_last,
     validation_events,
 )
+from recarena.simulators.sessions import fit_session_hazard
 
 
 @config_dataclass
@@ -112,10 +120,18 @@ class RatingChoiceConfig(LoggedChoiceConfig):
 
 
 @config_dataclass
+class SessionLeaveConfig(LeaveConfig):
+    """:class:`LeaveConfig` whose default model is the hazard of the logged sessions (env ``-v3``)."""
+
+    model: Literal["patience", "sessions"] = "sessions"
+
+
+@config_dataclass
 class LoggedConfig(BehaviourConfig):
     """Options of the logged-user simulator (plus the shared behaviour options)."""
 
     choice: LoggedChoiceConfig = field(default_factory=LoggedChoiceConfig)
+    leave: SessionLeaveConfig = field(default_factory=SessionLeaveConfig)
     choice_path: str | None = None
     """Directory of a saved next-item model (``NextItemModel.save``); None fits one on the training
     log (``choice.sequence``) when ``choice.model`` is ``learned``."""
@@ -148,7 +164,14 @@ class LoggedConfig(BehaviourConfig):
 
 
 @config_dataclass
-class V1LoggedConfig(LoggedConfig):
+class V2LoggedConfig(LoggedConfig):
+    """Options of "logged-v2": the logged simulator whose users leave by the patience rules (env ``-v2``)."""
+
+    leave: LeaveConfig = field(default_factory=LeaveConfig)
+
+
+@config_dataclass
+class V1LoggedConfig(V2LoggedConfig):
     """Options of "logged-v1": the logged simulator with the ``-v1`` answers (mean prediction) and likes (>= 4)."""
 
     answers: Literal["calibrated", "mean"] = "mean"
@@ -225,7 +248,7 @@ class LoggedUserSimulator(ComposedSimulator):
     """
 
     config_class = LoggedConfig
-    version = "logged-v2"  # the calibrated answers' defaults (env -v2); runs pin it
+    version = "logged-v3"  # the session-hazard leave model's defaults (env -v3); runs pin it
 
     def __init__(
         self,
@@ -281,7 +304,9 @@ class LoggedUserSimulator(ComposedSimulator):
         topics = item_topics_from_genres(log.items.genre_matrix())
         if config.interest.topics == "kmeans" or not bool(topics.any()):
             topics = kmeans_topics(item_embeddings, config.interest.n_clusters, seed=config.preference.seed)
-        super().__init__(config, sampler=sampler, item_topics=topics, item_embeddings=item_embeddings, device=device)
+        hazard = fit_session_hazard(log, config.leave.session_gap) if config.leave.model == "sessions" else None
+        super().__init__(config, sampler=sampler, item_topics=topics, item_embeddings=item_embeddings, device=device,
+                         session_hazard=hazard)
         self.penalise_response = self.uses_ratings
         self.log = log
         self.data_fingerprint = log.fingerprint()
@@ -298,6 +323,8 @@ class LoggedUserSimulator(ComposedSimulator):
             self._build_learned_choice(config, valid, events, item_embeddings, choice_model)
         if calibrated:
             self._calibrate_answers(events)
+        if hazard is not None:
+            self.choice_fit = {**(self.choice_fit or {}), "leave": hazard.info}
 
     # ------------------------------------------------------------------ calibrated answers
 
@@ -533,6 +560,15 @@ class LoggedUserSimulator(ComposedSimulator):
 def _select_rows(state: UserState, rows: torch.Tensor) -> UserState:
     """The rows ``rows`` of a state (a new state)."""
     return UserState(**{f.name: getattr(state, f.name).index_select(0, rows) for f in fields(state)})
+
+
+@register("logged-v2")
+class V2LoggedUserSimulator(LoggedUserSimulator):
+    """The logged simulator of the ``-v2`` env ids: users leave by the patience rules alone
+    (``leave.model: patience``), not by the hazard of the logged sessions."""
+
+    config_class = V2LoggedConfig
+    version = "logged-v2"
 
 
 @register("logged-v1")

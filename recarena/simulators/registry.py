@@ -29,10 +29,15 @@ ENTRY_POINT_GROUP = "recarena.simulators"
 _BUILTIN = {
     "logged": "recarena.simulators.logged",
     "logged-rating": "recarena.simulators.logged",
+    "logged-v2": "recarena.simulators.logged",
     "logged-v1": "recarena.simulators.logged",
     "synthetic": "recarena.simulators.synthetic",
 }
 """Built-in simulators and the module that registers each (imported on first use)."""
+
+LOGGED_USERS = ("logged", "logged-v2", "logged-v1")
+"""The logged-user simulator and its earlier versions (env ``-v3``, ``-v2``, ``-v1``): what simulated
+return, the greedy baseline and the on-disk model cache of named data work with."""
 
 _REGISTRY: dict[str, type[Simulator]] = {}
 

@@ -22,6 +22,7 @@ and everything else reads a finished run as one typed, frozen :class:`RunRecord`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import importlib.metadata
@@ -72,7 +73,8 @@ SIMULATOR_VERSION = "simulator_version"  # metadata.json key: the simulator's pi
 UNPINNED_VERSIONS: dict[str, tuple[str, str]] = {"logged": ("logged-v1", "env -v2")}
 """Simulator name -> (the version its runs without a ``simulator_version`` trained on, the change they
 predate). Such a run's ``config.yaml`` lacks the options added since (``answers``, ``like_rounding``,
-``answer_seed``): they are read with that version's defaults, not today's."""
+``answer_seed``, ``leave.model``, ``leave.session_gap``): they are read with that version's defaults,
+not today's."""
 
 _PACKAGES = ("recarena", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "transformers", "tensorboard")
 
@@ -144,7 +146,7 @@ def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str,
     config class, else today's). Where that version is not today's, the options ``simulator.config``
     lacks take that version's defaults (the simulator registered under the version's name) instead of
     today's. Returns the config, the version (None for an unknown simulator: validation says so) and
-    the options filled in that differ from today's defaults.
+    the options filled in that differ from today's defaults (dotted keys within sections: ``leave.model``).
     """
     from recarena.simulators.registry import get
 
@@ -165,17 +167,36 @@ def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str,
         version = UNPINNED_VERSIONS.get(name, (current,))[0] if missing else current
     else:
         raise ConfigError(f"{SIMULATOR_VERSION} must be a string, got {pinned!r}")
-    if version == current or not missing:
+    if version == current:
         return data, version, {}
     try:
         old = to_dict(get(version).config_class())
     except ConfigError as error:
         raise ConfigError(f"{SIMULATOR_VERSION} is {version!r}, which this recarena cannot rebuild ({error})") from error
-    today = to_dict(cls.config_class())
-    filled = {key: old[key] for key in missing if key in old and old[key] != today.get(key)}
+    filled = _old_defaults(options, old, to_dict(cls.config_class()))
     if not filled:
         return data, version, {}
-    return {**data, "simulator": {**section, "config": {**options, **filled}}}, version, filled
+    config = copy.deepcopy(options)
+    for key, value in filled.items():
+        *path, last = key.split(".")
+        section_of = config
+        for part in path:
+            section_of = section_of[part]
+        section_of[last] = value
+    return {**data, "simulator": {**section, "config": config}}, version, filled
+
+
+def _old_defaults(options: dict[str, Any], old: dict[str, Any], today: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: old default}`` of the options (nested sections included) that ``options`` lacks
+    and whose default in the old version differs from today's."""
+    filled: dict[str, Any] = {}
+    for key, value in old.items():
+        if key not in options:
+            if value != today.get(key):
+                filled[prefix + key] = value
+        elif isinstance(value, dict) and isinstance(options[key], dict) and isinstance(today.get(key), dict):
+            filled.update(_old_defaults(options[key], value, today[key], f"{prefix}{key}."))
+    return filled
 
 
 def default_run_name(agent: str, data: str | None, seed: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import recarena.simulators as simulators
@@ -359,4 +360,13 @@ def test_the_choice_section_of_the_fidelity_report(tmp_path):
     assert report["slate_choice"]["popularity"]["learned"]["p_real"] > report["slate_choice"]["popularity"]["rating"]["p_real"]
     constant = report["constant_item_slate1"]["learned"]
     assert constant["best_constant_return"] <= 1.0
-    assert "### slate choice" in format_choice_tables(report)
+    tables = format_choice_tables(report)
+    assert "### slate choice" in tables and "### items chosen per session" in tables
+    # Items per session: the training log's sessions (the cycle users' events are seconds apart: one
+    # session each), and each simulated session's clicks, at most max_steps.
+    logged = report["logged_sessions"]
+    assert logged["sessions"] == split.train.n_users and logged["mean"] == split.train.n_events / split.train.n_users
+    for sessions in report["sessions_slate10"].values():
+        items = sessions["items"]
+        assert items["sessions"] == 30 and 0 <= items["quantiles"]["p10"] <= items["quantiles"]["p90"] <= 5
+        assert items["mean"] == pytest.approx(sessions["ctr"] * sessions["session_length"])

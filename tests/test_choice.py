@@ -361,7 +361,7 @@ def test_the_choice_section_of_the_fidelity_report(tmp_path):
     constant = report["constant_item_slate1"]["learned"]
     assert constant["best_constant_return"] <= 1.0
     tables = format_choice_tables(report)
-    assert "### slate choice" in tables and "### items chosen per session" in tables
+    assert "### slate choice" in tables and "### items chosen per session" in tables and "Leave hazard after a chosen item" in tables
     # Items per session: the training log's sessions (the cycle users' events are seconds apart: one
     # session each), and each simulated session's clicks, at most max_steps.
     logged = report["logged_sessions"]

@@ -416,6 +416,15 @@ def format_choice_tables(report: dict[str, Any]) -> str:
             f"(drawn {format_number(info.get('drawn_like_rate'), 3)}), mean prediction >= 4 {format_number(info.get('mean_prediction_like_rate'), 3)}",
             "",
         ]
+    leave = weights.get("leave")
+    if leave:
+        edges = leave["position_edges"]
+        buckets = [f"{a}-{b - 1}" if b - 1 > a else f"{a}" for a, b in zip([0, *edges], edges, strict=False)] + [f"{edges[-1]}+"]
+        lines += [f"Leave hazard after a chosen item (sessions of the training log split at gaps > {leave['gap_seconds']} s: "
+                  f"{leave['sessions']} sessions, {leave['events']} events), by position in the session:", "",
+                  "| position | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets),
+                  "| liked | " + " | ".join(format_number(v, 3) for v in leave["hazard_liked"]) + " |",
+                  "| not liked | " + " | ".join(format_number(v, 3) for v in leave["hazard_not_liked"]) + " |", ""]
     lines += ["### full ranking", "", f"| ranker | HR@10 | NDCG@10 | HR@10 95% interval | cold HR@10 ({report.get('cold_queries')} queries, <= {COLD_EVENTS} training events) |",
               "|---|---|---|---|---|"]
     for name, r in report["ranking"].items():

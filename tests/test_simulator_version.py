@@ -184,6 +184,18 @@ def test_a_run_pinned_to_v2_stays_on_the_patience_leave_model(trained_run: Path,
     assert _simulated(tmp_path / "explicit_report", "explicit")[1] == metrics
 
 
+def test_a_run_from_between_v2_and_the_pin_reads_as_v2_with_one_warning(trained_run: Path, tmp_path: Path) -> None:
+    """Trained at -v2 before runs pinned their version: the -v2 options written out, no leave.model."""
+    old = v2_copy(trained_run, tmp_path / "unpinned_v2")
+    _edit(old / "metadata.json", lambda data: data.pop("simulator_version"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = read_run(old)
+    assert _simulator_warnings(caught) == [
+        f"{old}: trained before env -v3; its users are simulator logged-v2 (leave.model: patience)"]
+    assert record.simulator.version == "logged-v2" and record.simulator.options["leave"]["model"] == "patience"
+
+
 @config_dataclass
 class _ChangedConfig(LoggedConfig):
     answers: Literal["calibrated", "mean"] = "mean"

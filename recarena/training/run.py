@@ -70,10 +70,12 @@ AGENT_FILE = "agent.json"  # written by Agent.save into AGENT_DIR
 EVAL_FILE = "eval.json"
 SIMULATOR_VERSION = "simulator_version"  # metadata.json key: the simulator's pinned version
 
-UNPINNED_VERSIONS: dict[str, tuple[str, str]] = {"logged": ("logged-v1", "env -v2")}
-"""Simulator name -> (the version its runs without a ``simulator_version`` trained on, the change they
-predate). Such a run's ``config.yaml`` lacks the options added since (``answers``, ``like_rounding``,
-``answer_seed``, ``leave.model``, ``leave.session_gap``): they are read with that version's defaults,
+UNPINNED_VERSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "logged": (("logged-v1", "env -v2", "answers"), ("logged-v2", "env -v3", "leave.model")),
+}
+"""Simulator name -> ((version, the change it predates, an option that change added), ...), oldest
+first. A run without a ``simulator_version`` trained on the first version whose added option its
+``config.yaml`` lacks (else on today's); the options it lacks are read with that version's defaults,
 not today's."""
 
 _PACKAGES = ("recarena", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "transformers", "tensorboard")
@@ -142,8 +144,7 @@ def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str,
     """A saved run config (plain data) read on the simulator version it trained on.
 
     ``pinned`` is metadata.json's ``simulator_version`` (None for runs written before it was recorded:
-    their version is :data:`UNPINNED_VERSIONS`' where ``simulator.config`` lacks an option of today's
-    config class, else today's). Where that version is not today's, the options ``simulator.config``
+    their version is :func:`unpinned_version`'s). Where that version is not today's, the options ``simulator.config``
     lacks take that version's defaults (the simulator registered under the version's name) instead of
     today's. Returns the config, the version (None for an unknown simulator: validation says so) and
     the options filled in that differ from today's defaults (dotted keys within sections: ``leave.model``).
@@ -160,11 +161,10 @@ def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str,
     except ConfigError:
         return data, None, {}
     current = simulator_version(name)
-    missing = [f.name for f in dataclasses.fields(cls.config_class) if f.name not in options]
     if isinstance(pinned, str):
         version = pinned
     elif pinned is None:
-        version = UNPINNED_VERSIONS.get(name, (current,))[0] if missing else current
+        version = unpinned_version(name, options) or current
     else:
         raise ConfigError(f"{SIMULATOR_VERSION} must be a string, got {pinned!r}")
     if version == current:
@@ -184,6 +184,18 @@ def pin_simulator_defaults(data: dict[str, Any], pinned: Any) -> tuple[dict[str,
             section_of = section_of[part]
         section_of[last] = value
     return {**data, "simulator": {**section, "config": config}}, version, filled
+
+
+def unpinned_version(name: str, options: dict[str, Any]) -> str | None:
+    """The version a run without a pinned ``simulator_version`` trained on (:data:`UNPINNED_VERSIONS`),
+    None for today's."""
+    for version, _, added in UNPINNED_VERSIONS.get(name, ()):
+        section: Any = options
+        for part in added.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
+        if section is None:
+            return version
+    return None
 
 
 def _old_defaults(options: dict[str, Any], old: dict[str, Any], today: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -360,7 +372,7 @@ class RunDirectory:
         except ConfigError as error:
             raise CheckpointError(f"{self.path / METADATA_FILE}: {error}") from error
         if filled and pinned is None:
-            change = UNPINNED_VERSIONS[data["simulator"]["name"]][1]  # (unpinned runs fill only from these)
+            change = {v: c for v, c, _ in UNPINNED_VERSIONS[data["simulator"]["name"]]}[version]  # (unpinned: only these)
             values = ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
                                for key, value in filled.items())
             warnings.warn(f"{self.path}: trained before {change}; its users are simulator {version} ({values})",

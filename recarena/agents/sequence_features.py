@@ -54,7 +54,8 @@ class SequenceFeaturesExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         history = observations["history"].round().long()  # SB3 hands Box observations over as float
-        return self.encoder.encode_last(history, observations["responses"].to(torch.float32))
+        vectors = self.encoder.item_vectors(reuse=True)  # computed once per weight change when acting
+        return self.encoder.encode_last(history, observations["responses"].to(torch.float32), vectors)
 
 
 def policy_encoders(policy: nn.Module) -> list[SequenceEncoder]:

@@ -167,48 +167,6 @@ def test_cold_items_are_scored_through_their_text():
     assert torch.equal(text_only.scores(obs)[:, cold].argmax(dim=1), torch.arange(3))
 
 
-# --------------------------------------------------------------------- reused item vectors
-
-
-def test_reused_item_vectors_follow_every_kind_of_weight_change():
-    """item_vectors(reuse=True) without autograd returns the last result only while item_text, W and E
-    are unchanged - whether they change through an optimiser step, load_state_dict, ``.data`` in place
-    (SB3's target-network update, which leaves version counters alone) or a dtype move."""
-    torch.manual_seed(0)
-    config = from_dict(SequenceEncoderConfig, {"max_length": 4, "hidden_dim": 8, "n_heads": 2, "feedforward_dim": 16})
-    encoder = SequenceEncoder(6, config, torch.randn(6, 5))
-    encoder.text_projection.data.normal_()  # zero at first: give the text part a value
-
-    def check(reused_before: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            reused, fresh = encoder.item_vectors(reuse=True), encoder.item_vectors()
-        assert reused.dtype == fresh.dtype and torch.equal(reused, fresh)
-        assert reused_before is None or reused is not reused_before  # recomputed after the change
-        return reused
-
-    first = check()
-    with torch.no_grad():
-        assert encoder.item_vectors(reuse=True) is first  # unchanged weights: reused
-    with_grad = encoder.item_vectors(reuse=True)
-    assert with_grad.grad_fn is not None and with_grad is not first  # autograd on: computed afresh
-    optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
-    with_grad.sum().backward()
-    optimizer.step()
-    after_step = check(first)
-    with torch.no_grad():
-        encoder.item_embedding.data.mul_(0.5)  # in place through .data: version counter unchanged
-    after_data = check(after_step)
-    with torch.no_grad():
-        encoder.text_projection.data.add_(1.0)
-    after_projection = check(after_data)
-    state = {k: v.clone() for k, v in encoder.state_dict().items()}
-    state["item_text"] = torch.randn(6, 5)
-    encoder.load_state_dict(state)  # the frozen buffer copied in place (version bumped)
-    after_load = check(after_projection)
-    encoder.double()
-    assert check(after_load).dtype == torch.float64
-
-
 # ---------------------------------------------------------------------------------- the loss
 
 

@@ -48,10 +48,7 @@ class ItemDotHead(nn.Module):
         self._encoder = (encoder,)  # a tuple: nn.Module does not register what is inside it
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        """Scores of every item; without autograd (acting, DQN's target network) the item vectors of
-        the extractor's forward just before are reused while the weights are unchanged
-        (:meth:`SequenceEncoder.item_vectors` ``reuse``)."""
-        return torch.addmm(self.item_bias, state, self._encoder[0].item_vectors(reuse=True).T)
+        return torch.addmm(self.item_bias, state, self._encoder[0].item_vectors().T)
 
 
 class ItemDotQNetwork(QNetwork):

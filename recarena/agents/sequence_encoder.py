@@ -155,8 +155,6 @@ class SequenceEncoder(nn.Module):
         if text.ndim != 2 or text.shape[0] != n_items:
             raise ValueError(f"item_text must be [{n_items}, d], got shape {tuple(text.shape)}")
         self.register_buffer("item_text", text.detach().clone().contiguous())
-        # item_vectors(reuse=True)'s last result: (item_text, its version, copies of W and E, vectors).
-        self._reused_vectors: tuple[torch.Tensor, int, tuple[torch.Tensor, ...], torch.Tensor] | None = None
         self.item_embedding = nn.Parameter(torch.randn(n_items if config.use_ids else 0, dim) * dim**-0.5)
         # Zero: an untrained encoder reads ids only; with ids off, a random start breaks the symmetry.
         projection = torch.zeros(text.shape[1], dim) if config.use_ids else torch.randn(text.shape[1], dim) * dim**-0.5
@@ -185,28 +183,8 @@ class SequenceEncoder(nn.Module):
 
     # ------------------------------------------------------------------------------------ items
 
-    def item_vectors(self, reuse: bool = False) -> torch.Tensor:
-        """[n_items, dim]: ``E[i] + W e_i`` of every item (inputs and output scores share them).
-
-        ``reuse``: without autograd (acting, a target network), return the last such result while
-        what it was computed from is unchanged - the frozen ``item_text`` by identity (the same tensor
-        at the same version: ``load_state_dict`` bumps it, ``.to`` replaces it) and ``E``, ``W`` by
-        value (exact copies compared with :func:`torch.equal`: SB3 updates DQN's target network in
-        place through ``.data``, which leaves version counters unchanged). It saves the
-        [n_items, d] x [d, dim] product, most of an SB3 ``item_dot`` policy's acting forward at a
-        few envs. With autograd on it is always computed afresh (gradients flow through it)."""
-        if not reuse or torch.is_grad_enabled():
-            return self._compute_item_vectors()
-        cached = self._reused_vectors
-        text, weights = self.item_text, (self.text_projection, self.item_embedding)
-        if (cached is not None and cached[0] is text and cached[1] == text._version
-                and all(_identical(copy, weight) for copy, weight in zip(cached[2], weights, strict=True))):
-            return cached[3]
-        vectors = self._compute_item_vectors()
-        self._reused_vectors = (text, text._version, tuple(w.detach().clone() for w in weights), vectors)
-        return vectors
-
-    def _compute_item_vectors(self) -> torch.Tensor:
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items, dim]: ``E[i] + W e_i`` of every item (inputs and output scores share them)."""
         vectors = self.item_text @ self.text_projection
         return vectors + self.item_embedding if self.config.use_ids else vectors
 
@@ -295,12 +273,6 @@ class SequenceEncoder(nn.Module):
         """[B, n_items]: ``h_last . v_i`` for every item."""
         vectors = self.item_vectors()
         return self.encode_last(items, responses, vectors) @ vectors.T
-
-
-def _identical(copy: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Same shape, dtype, device and values (``torch.equal`` alone compares across dtypes)."""
-    return (copy.shape == weight.shape and copy.dtype == weight.dtype and copy.device == weight.device
-            and torch.equal(copy, weight))
 
 
 def next_item_loss(

@@ -54,8 +54,7 @@ class SequenceFeaturesExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         history = observations["history"].round().long()  # SB3 hands Box observations over as float
-        vectors = self.encoder.item_vectors(reuse=True)  # computed once per weight change when acting
-        return self.encoder.encode_last(history, observations["responses"].to(torch.float32), vectors)
+        return self.encoder.encode_last(history, observations["responses"].to(torch.float32))
 
 
 def policy_encoders(policy: nn.Module) -> list[SequenceEncoder]:

@@ -7,6 +7,7 @@
   so no module depends on what an earlier one built.
 * ``module_cache``: a module that marks itself ``pytest.mark.usefixtures("module_cache")`` gets a
   ``RECARENA_CACHE`` of its own for all its tests (its fits reused within it, not across modules).
+* ``drawn``: the readability problems of every figure an evaluation report saves during a test.
 * Tests marked ``gpu`` need CUDA and are skipped where it is not available.
 * Tests marked ``rllib`` need the ``rllib`` extra (ray[rllib]; README: RLlib) and are skipped where
   its distributions are not installed (checked from package metadata, without importing Ray).
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,23 @@ def module_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, list[str]]:
+    """{file name: readability problems} of every figure the report writes (``tests._report_fixtures``)."""
+    from recarena.evaluation import report
+    from tests._report_fixtures import readability_problems
+
+    found: dict[str, list[str]] = {}
+    save = report._save
+
+    def checked(figure, path, *args, **kwargs):
+        save(figure, path, *args, **kwargs)
+        found[Path(path).name] = readability_problems(figure)
+
+    monkeypatch.setattr(report, "_save", checked)
+    return found
 
 
 def pytest_unconfigure(config) -> None:

@@ -15,11 +15,9 @@ from recarena.core.errors import ConfigError
 from recarena.evaluation import panel
 from recarena.evaluation.agreement import agreement_markdown, compute_agreement, plot_agreement
 from recarena.evaluation.formatting import format_interval, format_number
-from tests import test_evaluate_cli
-from tests.test_evaluate_cli import FAST, write_tiny_data
+from tests._report_fixtures import FAST, evaluate_panel_report, write_tiny_data
 
 N_POLICIES, N_USERS = 8, 300
-drawn = test_evaluate_cli.drawn  # the fixture that checks every figure the report saves for readability
 
 
 def synthetic_panel(held_out_means: np.ndarray, seed: int = 0, noise: float = 0.05) -> dict[str, dict[str, np.ndarray]]:
@@ -139,19 +137,6 @@ def test_per_user_file_round_trip_and_unit_checks(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- evaluate.py
-
-
-def evaluate_panel_report(root: Path) -> Path:
-    """evaluate.py's report of 5 baselines on tiny data (ranking, replay, simulated return) under ``root``."""
-    data = write_tiny_data(root / "data")
-    out = root / "report"
-    argv = ["--data", str(data), "--out", str(out), "--k", "5", "--protocols", "ranking,replay,simulated",
-            "--set", "sasrec.epochs=1", "--set", "gru4rec.epochs=1", "--set", "preference.epochs=2", *FAST,
-            "--sim-users", "30", "--sim-steps", "20"]
-    for name in ("random", "most_popular", "greedy", "sasrec", "gru4rec"):
-        argv += ["--baseline", name]
-    assert evaluate.main(argv) == 0
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
@@ -21,31 +20,11 @@ from recarena.core.errors import CheckpointError
 from recarena.evaluation import sources
 from recarena.evaluation.report import read_learning_curves
 from recarena.training.run import RunRecord, read_run
-from tests._eval_fixtures import make_log
+from tests._report_fixtures import FAST, write_tiny_data
 
-FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
-"""Baseline-only reports: genre encodings, no model needed."""
 RUN_FAST = ["--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
 """Reports on the trained run: the MiniLM encodings it trained on (cached by training)."""
 SIM_ONLY = ["--protocols", "simulated", "--bootstrap", "50", "--sim-users", "10"]
-
-
-def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: int = 0) -> Path:
-    """MovieLens-style ratings.csv / movies.csv with popularity-skewed random histories."""
-    rng = np.random.default_rng(seed)
-    popularity = np.arange(n_items, 0, -1, dtype=float)
-    sequences = []
-    for _ in range(n_users):
-        items = rng.choice(n_items, size=int(rng.integers(6, 12)), replace=False, p=popularity / popularity.sum())
-        sequences.append([(int(i), float(rng.integers(1, 6))) for i in items])
-    log = make_log(sequences, n_items)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["userId,movieId,rating,timestamp"]
-    lines += [f"{u + 1},{i + 1},{r:.1f},{t}" for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=False)]
-    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
-    movies = ["movieId,title,genres"] + [f"{i + 1},Movie {i + 1} (1995),{'Drama' if i % 2 else 'Comedy'}" for i in range(n_items)]
-    (folder / "movies.csv").write_text("\n".join(movies) + "\n")
-    return folder
 
 
 # One recarena cache for the module: the encodings and preference model training fits, evaluation reuses.
@@ -284,56 +263,6 @@ def test_evaluating_again_replaces_the_points_it_wrote(trained_run: Path, tmp_pa
     description = read_descriptions(run / "tb")["eval/simulated/episodic_return"]
     assert "10 held-out users from their full training history, slate 10" in description
     assert "not train.py's train_eval/*" in description
-
-
-def _readability_problems(figure: Any) -> list[str]:
-    """What keeps a figure from being read on its own: a title, axis labels, a legend, the meaning of
-    error bars and dashed reference lines written on it, x tick labels that do not overlap."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.container import ErrorbarContainer
-
-    canvas = FigureCanvasAgg(figure)  # a saved figure is closed: draw it again, as laid out
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    axes = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
-    words = " ".join([text.get_text() for text in figure.texts] + [axis.get_title() for axis in axes]
-                     + ([figure._suptitle.get_text()] if figure._suptitle is not None else []))
-    problems = []
-    if figure._suptitle is None and not all(axis.get_title() for axis in axes):
-        problems.append("no title")
-    for axis in axes:
-        name = axis.get_title() or "an axis"
-        if not axis.get_xlabel() or not axis.get_ylabel():
-            problems.append(f"{name}: an axis label is missing")
-        boxes = [label.get_window_extent(renderer) for label in axis.get_xticklabels()
-                 if label.get_visible() and label.get_text()]
-        if any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)):
-            problems.append(f"{name}: x tick labels overlap")
-    if not figure.legends and not all(axis.get_legend() is not None for axis in axes):
-        problems.append("no legend")
-    intervals = any(isinstance(c, ErrorbarContainer) or getattr(c, "errorbar", None) is not None
-                    for axis in axes for c in axis.containers)
-    if intervals and "95%" not in words:
-        problems.append("what the error bars are is not stated")
-    if any(line.get_linestyle() == "--" for axis in axes for line in axis.get_lines()) and "dashed" not in words:
-        problems.append("what the dashed lines are is not stated")
-    return problems
-
-
-@pytest.fixture
-def drawn(monkeypatch) -> dict[str, list[str]]:
-    """{file name: readability problems} of every figure the report writes."""
-    from recarena.evaluation import report
-
-    found: dict[str, list[str]] = {}
-    save = report._save
-
-    def checked(figure, path, *args, **kwargs):
-        save(figure, path, *args, **kwargs)
-        found[Path(path).name] = _readability_problems(figure)
-
-    monkeypatch.setattr(report, "_save", checked)
-    return found
 
 
 def test_every_plot_reads_on_its_own(trained_run: Path, tmp_path: Path, drawn) -> None:

@@ -15,8 +15,7 @@ from recarena.cli import fidelity as fidelity_cli
 from recarena.data.interactions import ItemMetadata
 from recarena.evaluation import fidelity
 from tests._eval_fixtures import make_log
-from tests.test_agreement import evaluate_panel_report
-from tests.test_evaluate_cli import write_tiny_data
+from tests._report_fixtures import evaluate_panel_report, write_tiny_data
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@
 * ``module_cache``: a module that marks itself ``pytest.mark.usefixtures("module_cache")`` gets a
   ``RECARENA_CACHE`` of its own for all its tests (its fits reused within it, not across modules).
 * ``drawn``: the readability problems of every figure an evaluation report saves during a test.
+* ``panel_report``: an evaluate.py report of 5 baselines with the policy-ranking panel (per module).
 * Tests marked ``gpu`` need CUDA and are skipped where it is not available.
 * Tests marked ``rllib`` need the ``rllib`` extra (ray[rllib]; README: RLlib) and are skipped where
   its distributions are not installed (checked from package metadata, without importing Ray).
@@ -100,6 +101,14 @@ def drawn(monkeypatch) -> dict[str, list[str]]:
 
     monkeypatch.setattr(report, "_save", checked)
     return found
+
+
+@pytest.fixture(scope="module")
+def panel_report(tmp_path_factory) -> Path:
+    """An evaluate.py report of 5 baselines on tiny data, with its per-user panel (once per module)."""
+    from tests._report_fixtures import evaluate_panel_report
+
+    return evaluate_panel_report(tmp_path_factory.mktemp("panel"))
 
 
 def pytest_unconfigure(config) -> None:

@@ -15,7 +15,7 @@ from recarena.core.errors import ConfigError
 from recarena.evaluation import panel
 from recarena.evaluation.agreement import agreement_markdown, compute_agreement, plot_agreement
 from recarena.evaluation.formatting import format_interval, format_number
-from tests._report_fixtures import FAST, evaluate_panel_report, write_tiny_data
+from tests._report_fixtures import FAST, write_tiny_data
 
 N_POLICIES, N_USERS = 8, 300
 
@@ -137,11 +137,6 @@ def test_per_user_file_round_trip_and_unit_checks(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- evaluate.py
-
-
-@pytest.fixture(scope="module")
-def panel_report(tmp_path_factory) -> Path:
-    return evaluate_panel_report(tmp_path_factory.mktemp("panel"))
 
 
 def test_evaluate_writes_per_user_values_and_the_agreement(panel_report: Path) -> None:

@@ -15,13 +15,7 @@ from recarena.cli import fidelity as fidelity_cli
 from recarena.data.interactions import ItemMetadata
 from recarena.evaluation import fidelity
 from tests._eval_fixtures import make_log
-from tests._report_fixtures import evaluate_panel_report, write_tiny_data
-
-
-@pytest.fixture(scope="module")
-def panel_report(tmp_path_factory) -> Path:
-    """An evaluate.py report of 5 baselines on tiny data."""
-    return evaluate_panel_report(tmp_path_factory.mktemp("panel"))
+from tests._report_fixtures import write_tiny_data
 
 
 def _genre_embeddings(items, config, cache_dir=None) -> torch.Tensor:

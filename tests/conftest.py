@@ -7,6 +7,7 @@
   so no module depends on what an earlier one built.
 * ``module_cache``: a module that marks itself ``pytest.mark.usefixtures("module_cache")`` gets a
   ``RECARENA_CACHE`` of its own for all its tests (its fits reused within it, not across modules).
+* ``fresh_cache``: the same, per test: a ``RECARENA_CACHE`` of each test's own.
 * ``drawn``: the readability problems of every figure an evaluation report saves during a test.
 * ``panel_report``: an evaluate.py report of 5 baselines with the policy-ranking panel (per module).
 * Tests marked ``gpu`` need CUDA and are skipped where it is not available.
@@ -84,6 +85,13 @@ def module_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RECARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A fresh ``RECARENA_CACHE`` for each test (``pytestmark = pytest.mark.usefixtures("fresh_cache")``):
+    nothing one test fits or pretrains is found by the next."""
+    monkeypatch.setenv("RECARENA_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture

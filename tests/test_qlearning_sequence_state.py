@@ -30,9 +30,7 @@ AGENTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECARENA_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # a RECARENA_CACHE of each test's own
 
 
 def synthetic_env(num_envs: int = 16) -> RecommendationVectorEnv:

@@ -32,9 +32,7 @@ ENCODER = {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "feedforward_dim": 32,
 SEQUENCE = {"state": "sequence", "encoder": ENCODER, "pretrain_epochs": 2, "pretrain_batch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECARENA_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # a RECARENA_CACHE of each test's own
 
 
 def _env(num_envs: int = 8) -> RecommendationVectorEnv:

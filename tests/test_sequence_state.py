@@ -54,9 +54,7 @@ def sequence_config(cls=NativePPOConfig, **overrides):
     return from_dict(cls, {**settings, **overrides})
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECARENA_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # a RECARENA_CACHE of each test's own
 
 
 @pytest.mark.parametrize("agent_class", [NativePPOAgent, NativeDQNAgent], ids=["ppo", "dqn"])

@@ -40,6 +40,7 @@ would.
 
 from __future__ import annotations
 
+import bisect
 import math
 import weakref
 from collections.abc import Callable
@@ -224,8 +225,9 @@ class SingleUserStep:
         self._hazard = float(leave.hazard)
         leave_model = simulator.leave_model
         self._leave_draws = leave_model.draws  # one uniform per step after the choice's
-        self._leave_table = None if leave_model.table is None else leave_model.table.cpu().numpy()
-        self._leave_edges = None if leave_model.edges is None else leave_model.edges.cpu().numpy()
+        # Python lists (the float32 table's exact values): a bisect and two list indexings per step.
+        self._leave_table = None if leave_model.table is None else leave_model.table.cpu().tolist()
+        self._leave_edges = None if leave_model.edges is None else leave_model.edges.cpu().tolist()
         self._set_reward()
         self._initial_patience = _F32(leave.initial_patience)
         sampler = simulator.sampler
@@ -506,8 +508,8 @@ class SingleUserStep:
         self._patience[0] = patience
         left = bool(patience <= 0)
         if self._leave_table is not None:
-            bucket = int(np.searchsorted(self._leave_edges, int(self._step[0]) - 1, side="right"))
-            left = left | bool(self._leave_uniform() < self._leave_table[bucket, int(clicked) + int(liked)])
+            bucket = bisect.bisect_right(self._leave_edges, int(self._step[0]) - 1)
+            left = left | bool(self._leave_uniform() < self._leave_table[bucket][int(clicked) + int(liked)])
         elif self._hazard > 0:
             left = left | bool(self._leave_uniform() < self._hazard)
 

@@ -104,7 +104,10 @@ def test_memo_and_batched_path_agree_within_the_state_tolerance(simulator):
     assert reset_memo(simulator).hits >= 20
 
 
-def test_a_memo_hit_is_a_copy_that_in_place_updates_cannot_corrupt(simulator):
+def test_a_memo_hit_is_a_copy_that_in_place_updates_cannot_corrupt():
+    # Users who stay for the eight liked clicks below: the patience rules (-v3's logged-session
+    # hazard could end the session after any click).
+    simulator = learned_simulator(choice={"sequence": {**QUICK_SEQUENCE, "window": 4}}, leave={"model": "patience"})
     memo = fresh_memo(simulator)
     env = RecommendationEnv(simulator=simulator, slate_size=2, max_steps=50)
     state = env._batch.user_state

@@ -365,8 +365,9 @@ def test_the_choice_section_of_the_fidelity_report(tmp_path):
     # Items per session: the training log's sessions (the cycle users' events are seconds apart: one
     # session each), and each simulated session's clicks, at most max_steps.
     logged = report["logged_sessions"]
-    assert logged["sessions"] == split.train.n_users and logged["mean"] == split.train.n_events / split.train.n_users
+    assert logged["sessions"] == split.train.n_users and logged["mean_items"] == split.train.n_events / split.train.n_users
     for sessions in report["sessions_slate10"].values():
         items = sessions["items"]
-        assert items["sessions"] == 30 and 0 <= items["quantiles"]["p10"] <= items["quantiles"]["p90"] <= 5
-        assert items["mean"] == pytest.approx(sessions["ctr"] * sessions["session_length"])
+        assert items["sessions"] == 30 and 0 <= items["length_quantiles"]["p10"] <= items["length_quantiles"]["p90"] <= 5
+        assert items["mean_items"] == pytest.approx(sessions["ctr"] * sessions["session_length"])
+        assert 0 <= items["like_rate"] <= 1 and items["repeat_share"] == 0.0  # consumed items are masked

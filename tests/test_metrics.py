@@ -170,6 +170,27 @@ def test_simulated_return_starts_from_given_users_and_is_deterministic() -> None
         evaluate_simulated(agent, simulator, users=np.arange(2), k=31)
 
 
+def test_simulated_sessions_record_the_chosen_items_likes_and_repeats() -> None:
+    from recarena import simulators
+    from recarena.evaluation.simulated import evaluate_simulated
+
+    class SameSlate:  # shows items 0 and 1 every step, whatever was consumed (so repeats can happen)
+        n_items = 30
+
+        def act(self, observation, k, action_mask=None):
+            return torch.tensor([[0, 1]]).expand(observation["history"].shape[0], k)
+
+    simulator = simulators.make("synthetic", n_users=20, n_items=30, events_per_user=10, leave={"hazard": 0.0})
+    result = evaluate_simulated(SameSlate(), simulator, users=np.arange(8), k=2, max_steps=6, n_bootstrap=20, seed=1)
+    clicks = result.per_session["ctr"][0]
+    assert [len(items) for items in result.chosen] == clicks.astype(int).tolist()
+    assert all(set(items.tolist()) <= {0, 1} for items in result.chosen)
+    assert np.all(result.likes <= clicks) and np.all(result.repeats <= clicks)
+    # The third choice of a two-item slate repeats one of the first two at least.
+    assert all(result.repeats[i] >= len(items) - 2 for i, items in enumerate(result.chosen))
+    assert int(result.repeats.sum()) > 0
+
+
 def test_graded_ndcg_known_answer_and_single_relevant_case():
     ranked = torch.tensor([[3.0, 0.0, 1.0]])
     ideal = torch.tensor([[3.0, 1.0, 0.0]])

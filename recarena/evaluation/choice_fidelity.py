@@ -42,13 +42,13 @@ from recarena.agents.baselines import (
     SequenceModelConfig,
 )
 from recarena.data.interactions import LogSplit
-from recarena.evaluation.fidelity import LENGTH_QUANTILES
+from recarena.evaluation.fidelity import logged_session_statistics, session_summary
 from recarena.evaluation.formatting import format_interval, format_number
 from recarena.evaluation.histories import EvalQueries, batches, build_queries, query_batch
 from recarena.evaluation.ranking import evaluate_ranking
 from recarena.evaluation.simulated import evaluate_simulated
 from recarena.simulators.composed import ComposedSimulator
-from recarena.simulators.sessions import SESSION_GAP_SECONDS, session_starts
+from recarena.simulators.sessions import SESSION_GAP_SECONDS
 
 SLATE_SIZE = 10
 DISTRACTORS = ("popularity", "top50", "uniform")
@@ -342,10 +342,7 @@ def run_choice_report(
         report["calibration_plot"] = "reliability.png"
 
     rng = np.random.default_rng(seed)
-    new_session = session_starts(train, SESSION_GAP_SECONDS)
-    starts = np.flatnonzero(new_session)
-    report["logged_sessions"] = length_summary(np.diff(np.append(starts, train.n_events))) | {
-        "gap_seconds": SESSION_GAP_SECONDS, "log": "training part"}
+    report["logged_sessions"] = logged_session_statistics(train, SESSION_GAP_SECONDS) | {"log": "training part"}
     eligible = np.unique(queries.user)  # the held-out users
     users = np.sort(rng.choice(eligible, size=min(n_sim_users, len(eligible)), replace=False))
     sessions: dict[str, Any] = {}
@@ -355,7 +352,7 @@ def run_choice_report(
             sessions[f"{sim_name}:{agent_name}"] = {
                 "ctr": result.metrics["ctr"], "return": result.metrics["episodic_return"],
                 "session_length": result.metrics["session_length"], "ctr_interval": list(result.intervals["ctr"]),
-                "items": length_summary(result.per_session["ctr"][0]),  # items chosen per session
+                "items": session_summary(result.chosen, result.likes.tolist(), result.repeats.tolist(), train.items.genres),
             }
     report["sessions_slate10"] = sessions
 
@@ -382,15 +379,6 @@ def run_choice_report(
     report["max_steps"] = max_steps
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
-
-
-def length_summary(lengths: np.ndarray) -> dict[str, Any]:
-    """Mean, quantiles (p10..p90) and the share of sessions with at most one item of items-per-session counts."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    quantiles = np.quantile(lengths, LENGTH_QUANTILES)
-    return {"sessions": int(len(lengths)), "mean": float(lengths.mean()),
-            "quantiles": {f"p{round(100 * q)}": float(v) for q, v in zip(LENGTH_QUANTILES, quantiles, strict=True)},
-            "share_at_most_one": float((lengths <= 1).mean())}
 
 
 def format_choice_tables(report: dict[str, Any]) -> str:
@@ -451,12 +439,15 @@ def format_choice_tables(report: dict[str, Any]) -> str:
     if logged:
         lines += ["", f"### items chosen per session: simulated (<= {report['max_steps']} steps) vs the training log's sessions "
                       f"(split at gaps > {logged['gap_seconds']} s)", "",
-                  "| sessions of | sessions | mean | p10 / p25 / median / p75 / p90 | <= 1 item |", "|---|---|---|---|---|"]
+                  "| sessions of | sessions | mean | p10 / p25 / median / p75 / p90 | <= 1 item | like rate | genre spread (first 5) "
+                  "| genre entropy, bits | repeat share |", "|---|---|---|---|---|---|---|---|---|"]
         rows = [("logged", logged)] + [(key.replace(":", ", "), s["items"]) for key, s in report["sessions_slate10"].items() if "items" in s]
         for name, summary in rows:
-            quantiles = " / ".join(format_number(v, 0) for v in summary["quantiles"].values())
-            lines.append(f"| {name} | {summary['sessions']} | {format_number(summary['mean'], 1)} | {quantiles} | "
-                         f"{format_number(summary['share_at_most_one'], 3)} |")
+            quantiles = " / ".join(format_number(v, 0) for v in (summary["length_quantiles"] or {}).values())
+            lines.append(f"| {name} | {summary['sessions']} | {format_number(summary['mean_items'], 1)} | {quantiles} | "
+                         f"{format_number(summary['share_at_most_one'], 3)} | {format_number(summary['like_rate'], 3)} | "
+                         f"{format_number(summary['genre_spread'], 2)} | {format_number(summary['genre_entropy'], 2)} | "
+                         f"{format_number(summary['repeat_share'], 3)} |")
     lines += ["", "### constant item vs most-popular (slates of 1)", "",
               "| simulator | best constant item | its return | most-popular return |", "|---|---|---|---|"]
     for sim_name, c in report["constant_item_slate1"].items():

@@ -235,6 +235,7 @@ def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[
         "length_quantiles": ({f"p{round(100 * q)}": float(v) for q, v in zip(LENGTH_QUANTILES, np.quantile(lengths, LENGTH_QUANTILES),
                                                                             strict=True)} if len(lengths) else None),
         "share_single_item": float((lengths == 1).mean()) if len(lengths) else None,
+        "share_at_most_one": float((lengths <= 1).mean()) if len(lengths) else None,
         "like_rate": float(np.sum(likes) / total),
         "genre_spread": float(np.mean([len({g for i in w for g in genres[int(i)]}) for w in windows])) if windows else None,
         "genre_entropy": float(np.mean([genre_entropy(w, genres) for w in windows])) if windows else None,

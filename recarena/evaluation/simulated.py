@@ -34,6 +34,12 @@ class SimulatedResult:
     """The user each session started from: the units of :attr:`per_session`."""
     per_session: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     """Per session, (return, 1), (length, 1) and (clicks, steps): what the intervals resample."""
+    chosen: list[np.ndarray] = field(default_factory=list, repr=False)
+    """Per session, the items the user chose, in order (for session statistics against a log's)."""
+    likes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """Per session, how many chosen items were liked."""
+    repeats: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """Per session, how many chosen items the user had consumed before (history or earlier steps)."""
 
     def to_dict(self) -> dict:
         return {
@@ -88,7 +94,9 @@ def evaluate_simulated(
     episode_return = torch.zeros(b, dtype=torch.float64, device=device)
     clicks = torch.zeros(b, dtype=torch.float64, device=device)
     length = torch.zeros(b, dtype=torch.float64, device=device)
-    slates, ild, novel = [], [], []
+    slates, ild, novel, chosen = [], [], [], []
+    likes = torch.zeros(b, dtype=torch.int64, device=device)
+    repeats = torch.zeros(b, dtype=torch.int64, device=device)
     embeddings = simulator.item_embeddings
     if self_information is not None:
         self_information = self_information.to(device)
@@ -98,7 +106,13 @@ def evaluate_simulated(
         observation = build_observation(state.history, state.history_response, embeddings)
         observation["user"] = state.user  # the logged user each session starts from (greedy uses it)
         slate = agent.act(observation, k, action_mask=~state.consumed).to(device)
+        consumed_before = state.consumed.gather(1, slate)  # [B, k]: a repeat if the chosen one was
         outcome = simulator.step(state, slate, generator)
+        took = active & outcome.clicked
+        chosen.append(torch.where(took, outcome.item, torch.full_like(outcome.item, -1)).cpu())
+        likes += (active & outcome.liked).to(torch.int64)
+        slot = outcome.chosen_slot.clamp(min=0).unsqueeze(1)
+        repeats += (took & consumed_before.gather(1, slot).squeeze(1)).to(torch.int64)
         on = active.to(torch.float64)
         episode_return += on * outcome.reward.to(torch.float64)
         clicks += on * outcome.clicked.to(torch.float64)
@@ -130,4 +144,7 @@ def evaluate_simulated(
     ones = np.ones(b)
     sessions = {"episodic_return": (per_session["episodic_return"], ones), "session_length": (per_session["session_length"], ones),
                 "ctr": (click_total, step_total)}
-    return SimulatedResult(b, k, max_steps, origin, results, intervals, state.user.cpu().numpy(), sessions)
+    steps = torch.stack(chosen, dim=1).numpy() if chosen else np.full((b, 0), -1)
+    return SimulatedResult(b, k, max_steps, origin, results, intervals, state.user.cpu().numpy(), sessions,
+                           chosen=[row[row >= 0] for row in steps], likes=likes.cpu().numpy(),
+                           repeats=repeats.cpu().numpy())

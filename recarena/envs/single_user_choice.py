@@ -213,7 +213,7 @@ class NumpyLearnedChoice:
         copied into ``extra`` (the consumed mask must already be the reset's)."""
         t = self._current()
         starts = t.starts
-        from_table = starts is not None and starts.enabled and starts.matches(self.simulator)
+        from_table = starts is not None and starts.serves(self.simulator)
         if from_table:
             starts.resets += 1
             entry = starts.entry(user, prefix)

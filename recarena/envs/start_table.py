@@ -76,12 +76,14 @@ class StartTable:
         self.resets = 0
         self.build_seconds = 0.0
 
-    def matches(self, simulator: Any) -> bool:
-        """Whether the table still belongs to ``simulator``'s sampler and history length."""
-        return self.sampler is simulator.sampler and self.history_length == simulator.history_length
+    def serves(self, simulator: Any) -> bool:
+        """Whether resets of ``simulator`` read this table: it is on and still belongs to the
+        simulator's sampler and history length."""
+        return self.enabled and self.sampler is simulator.sampler and self.history_length == simulator.history_length
 
-    def entry(self, user: int, prefix: int) -> np.ndarray:
-        """The row of (``user``, ``prefix``): [state, shift, log_sum, interest...] (read-only: copy it out)."""
+    def entry(self, user: Any, prefix: Any) -> np.ndarray:
+        """The row of (``user``, ``prefix``): [state, shift, log_sum, interest...] (a read-only view:
+        copy it out), or, for int64 arrays of users and prefixes, a copy of their rows."""
         return self.data[self.first_row[user] + prefix]
 
     def statistics(self) -> dict[str, Any]:

@@ -77,16 +77,15 @@ class IncrementalUsers:
         """(interest, GRU state, normaliser) of these (user, prefix) starts from the start table
         (``ComposedSimulator.reset(starts=)``); None when there is none or it is off."""
         table = self.table
-        if table is None or not table.enabled or not table.matches(self.simulator):
+        if table is None or not table.serves(self.simulator):
             return None
         table.resets += int(user.numel())
-        rows = table.first_row[user.numpy()] + prefix.numpy()
-        block = torch.from_numpy(table.data[rows])  # fancy indexing copies the rows out of the map
+        block = torch.from_numpy(table.entry(user.numpy(), prefix.numpy()))  # a copy of the rows
         dim = table.dim
         if self.simulator.choice_model.warm_interest:
             interest = block[:, dim + 2 :]
         else:
-            interest = torch.zeros(len(rows), self.simulator.n_topics)
+            interest = torch.zeros(len(block), self.simulator.n_topics)
         return interest, block[:, :dim], block[:, dim : dim + 2]
 
     def reset(self, state: UserState, mask: torch.Tensor, generator: torch.Generator) -> None:

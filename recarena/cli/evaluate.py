@@ -288,8 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       "options": sim_spec.options if sim_spec is not None else {}, "max_steps": sim_steps},
         "command": "python evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    run_dirs = {c.label: c.run.path for c in runs}
-    report.write_report(results, args.out, args.k, run_dirs)
+    report.write_report(results, args.out, args.k, {c.label: c.run for c in runs})
     panel.write_per_user(Path(args.out) / panel.PER_USER_FILE, per_user)
     if not args.no_tensorboard:
         for candidate in runs:

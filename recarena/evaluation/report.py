@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recarena.core.io import atomic_write, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from recarena.training.config import RunConfig
+    from recarena.training.run import RunRecord
 
 LEARNING_CURVE_TAGS = ("charts/episodic_return", "charts/ctr", "train_eval/episodic_return")
 LEGACY_TAGS = {"eval/episodic_return": "train_eval/episodic_return"}
@@ -370,19 +374,8 @@ def _curve_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Pat
     return True
 
 
-def _run_settings(path: Path) -> dict[str, Any] | None:
+def _run_settings(config: RunConfig) -> dict[str, Any]:
     """Slate size, users per step and evaluation sessions of a run (for the curves' legend)."""
-    import warnings
-
-    from recarena.core.config import OldConfigWarning
-    from recarena.training.run import read_run
-
-    try:
-        with warnings.catch_warnings():  # an older run's warning was given when evaluate.py loaded it
-            warnings.simplefilter("ignore", OldConfigWarning)
-            config = read_run(path).config
-    except Exception:  # a run that cannot be read still has its curves drawn
-        return None
     return {"slate_size": config.env.slate_size, "num_envs": config.env.num_envs,
             "eval_sessions": config.train.eval_sessions}
 
@@ -512,8 +505,9 @@ def _markdown(results: dict[str, Any], k: int, plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs: dict[str, Path] | None = None) -> dict[str, Path]:
-    """Write report.json, report.md and the PNG plots into ``out_dir``; returns the paths written."""
+def write_report(results: dict[str, Any], out_dir: str | Path, k: int, runs: dict[str, RunRecord] | None = None) -> dict[str, Path]:
+    """Write report.json, report.md and the PNG plots into ``out_dir``; returns the paths written.
+    ``runs``: the evaluated runs as evaluate.py read them (their learning curves are drawn)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
@@ -531,10 +525,10 @@ def write_report(results: dict[str, Any], out_dir: str | Path, k: int, run_dirs:
         written["agreement.png"] = plot_agreement(results["agreement"], out_dir / "agreement.png",
                                                   f"Simulated return vs held-out measures on {results.get('config', {}).get('data')}")
         plots["agreement"] = "agreement.png"
-    curves = {label: read_learning_curves(path) for label, path in (run_dirs or {}).items()}
+    curves = {label: read_learning_curves(run.path) for label, run in (runs or {}).items()}
     curves = {label: c for label, c in curves.items() if c}
-    settings = {label: _run_settings(Path(path)) for label, path in (run_dirs or {}).items() if label in curves}
-    if curves and _curve_plot(curves, out_dir / "learning_curves.png", {k_: v for k_, v in settings.items() if v}):
+    settings = {label: _run_settings(runs[label].config) for label in curves}
+    if curves and _curve_plot(curves, out_dir / "learning_curves.png", settings):
         plots["curves"] = "learning_curves.png"
         written["learning_curves.png"] = out_dir / "learning_curves.png"
     written["report.json"] = atomic_write_json(out_dir / "report.json", results)

@@ -48,7 +48,6 @@ def test_the_hazard_is_the_share_of_events_that_end_their_session():
     # Too few events in a cell: the bucket's pooled rate; in a whole bucket: the previous bucket's.
     pooled = fit_session_hazard(log, gap=3600, edges=(1, 2), min_events=2)
     np.testing.assert_allclose(pooled.table, [[0.0, 0.0], [2 / 3, 2 / 3], [2 / 3, 2 / 3]])
-    np.testing.assert_allclose(hazard.probability(np.array([0, 1, 7]), np.array([True, True, False])), [0.0, 2 / 3, 1.0])
 
 
 def test_a_log_without_ratings_fits_the_liked_column_and_pools_the_other():

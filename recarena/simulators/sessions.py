@@ -58,11 +58,6 @@ class SessionHazard:
     edges: tuple[int, ...] = POSITION_EDGES
     info: dict[str, Any] = field(default_factory=dict)
 
-    def probability(self, position: np.ndarray, liked: np.ndarray) -> np.ndarray:
-        """The hazard of chosen items at 0-based ``position`` in the session, ``liked`` or not."""
-        bucket = np.searchsorted(np.asarray(self.edges), np.asarray(position), side="right")
-        return self.table[bucket, np.asarray(liked, dtype=np.int64)]
-
 
 def fit_session_hazard(log: InteractionLog, gap: int = SESSION_GAP_SECONDS, edges: tuple[int, ...] = POSITION_EDGES,
                        min_events: int = MIN_CELL_EVENTS) -> SessionHazard:

@@ -364,6 +364,11 @@ class RunDirectory:
         :class:`~recarena.core.config.OldConfigWarning` naming the run and the keys), and the simulator
         options it lacks read with the defaults of the simulator version it trained on
         (:func:`pin_simulator_defaults`; one :class:`OldSimulatorWarning` for a run without a pinned version)."""
+        return self._resolved_config(overrides)[0]
+
+    def _resolved_config(self, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], bool, str | None]:
+        """:meth:`config_data`'s work, once: (the data, whether old agent keys were migrated, the
+        simulator version)."""
         data, notes = migrate_run_config(apply_overrides(self.read_config(), overrides))
         warn_old_config(self.path, notes, prefix="agent.config.")
         pinned = self.read_metadata().get(SIMULATOR_VERSION)
@@ -376,8 +381,8 @@ class RunDirectory:
             values = ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
                                for key, value in filled.items())
             warnings.warn(f"{self.path}: trained before {change}; its users are simulator {version} ({values})",
-                          OldSimulatorWarning, stacklevel=2)
-        return data
+                          OldSimulatorWarning, stacklevel=3)
+        return data, bool(notes), version
 
     def simulator_version(self) -> str | None:
         """The simulator version the run trained on: metadata.json's pin, else as :func:`pin_simulator_defaults`
@@ -399,8 +404,12 @@ class RunDirectory:
 
     def run_config(self) -> RunConfig:
         """``config.yaml`` validated into a :class:`RunConfig` (old agent keys migrated: :meth:`config_data`)."""
+        return self._validated(self.config_data())
+
+    def _validated(self, data: dict[str, Any]) -> RunConfig:
+        """``data`` (:meth:`config_data`'s) as a :class:`RunConfig`; a CheckpointError naming config.yaml if invalid."""
         try:
-            return run_config_from_dict(self.config_data())
+            return run_config_from_dict(data)
         except (ConfigError, ValueError, TypeError) as error:
             raise CheckpointError(f"{self.path / CONFIG_FILE}: not a valid run config ({error})") from error
 
@@ -414,8 +423,8 @@ class RunDirectory:
 
     def record(self) -> RunRecord:
         """The finished run as a :class:`RunRecord`; refuses a run without a saved agent."""
-        config = self.run_config()
-        migrated = bool(migrate_run_config(self.read_config())[1])
+        data, migrated, version = self._resolved_config()
+        config = self._validated(data)
         metadata = self.read_metadata()
         simulator_record = metadata.get("simulator", {})
         if not isinstance(simulator_record, dict):
@@ -430,7 +439,7 @@ class RunDirectory:
             data_source=config.data.to_value(),
             data_fingerprint=self._fingerprint(simulator_record, "data_fingerprint"),
             item_set_fingerprint=self._fingerprint(simulator_record, "item_set_fingerprint"),
-            simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps, self.simulator_version()),
+            simulator=SimulatorSpec(config.simulator.name, options, config.env.max_steps, version),
             history_length=self._history_length(config, metadata),
             final_step=self._final_step(metadata),
             agent_dir=self._agent_dir(),

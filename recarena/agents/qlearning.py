@@ -66,7 +66,7 @@ from recarena.agents.serialization import (
     save_agent_files,
     set_generator_state,
 )
-from recarena.agents.session_stats import SUMS, SessionStats
+from recarena.agents.session_stats import SessionStats
 from recarena.core.checkpoint import OldCheckpointWarning
 from recarena.core.clustering import kmeans, nearest
 from recarena.core.config import config_dataclass, from_dict
@@ -120,10 +120,9 @@ def _env_item_embeddings(env: Any) -> torch.Tensor:
 
 
 def _restarted_stats(n_users: int, n_items: int) -> dict[str, torch.Tensor]:
-    """SessionStats' state of ``n_users`` sessions counted from now (nothing accumulated)."""
-    return {"episode_return": torch.zeros(n_users), "episode_length": torch.zeros(n_users),
-            "previous_item": torch.full((n_users,), -1, dtype=torch.int64), "sums": torch.zeros(len(SUMS)),
-            "shown": torch.zeros(n_items, dtype=torch.bool)}
+    """SessionStats' state of ``n_users`` sessions counted from now (nothing accumulated; the item
+    encodings only shape it)."""
+    return SessionStats(n_users, torch.zeros(n_items, 1), torch.device("cpu")).state()
 
 
 def _empty_window() -> dict[str, float]:

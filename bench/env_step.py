@@ -206,7 +206,7 @@ def _time_loop(step, reset, actions: list[Any], min_seconds: float) -> dict[str,
 def single_env_timer(env_id: str, kwargs: dict[str, Any], warm_resets: int = 0, memo_only: bool = False):
     """A closure timing ``gymnasium.make(env_id, **kwargs)`` (what a stock Gymnasium/SB3 user steps),
     with the counters of the start table and the reset memo over each round
-    (``recarena.envs.start_table``, ``recarena.envs.reset_memo``; -v1/-v2 ids only); ``memo_only``: the
+    (``recarena.envs.start_table``, ``recarena.envs.reset_memo``; -v1 to -v3 ids only); ``memo_only``: the
     start table turned off; ``warm_resets`` untimed resets first (they fill the memo).
     It prints what ``gymnasium.make`` cost (CPU-s), building or loading the start table included. Each timer's env has a simulator of its
     own: envs with the same options in one process share one, and with it the memo, and the envs
@@ -301,7 +301,7 @@ def single_vs_recsim(args: argparse.Namespace) -> dict[str, Any]:
                 if history_length is not None:
                     name, options["history_length"] = f"{name} H={history_length}", history_length
                 timers[name] = single_env_timer(env_id, options, args.warm_resets)
-                if args.compare_memo and env_id.endswith(("-v1", "-v2")):
+                if args.compare_memo and env_id.endswith(("-v1", "-v2", "-v3")):
                     timers[f"{name} memo only"] = single_env_timer(env_id, options, args.warm_resets, memo_only=True)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in timers}
     for _ in range(args.repeats):
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="history lengths (default: the simulator's or each id's own)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for --vs-recsim")
     parser.add_argument("--compare-memo", action="store_true",
-                        help="also time each -v1/-v2 id with its start table off (the reset memo alone)")
+                        help="also time each -v1/-v2/-v3 id with its start table off (the reset memo alone)")
     parser.add_argument("--observation-keys", nargs="+", default=None,
                         help="observation keys of every env (default: all three)")
     parser.add_argument("--compare-full", action="store_true",

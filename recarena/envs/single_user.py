@@ -25,7 +25,7 @@ The learned choice's next-item GRU and catalogue logits (:mod:`recarena.envs.sin
 are the exception: NumPy cannot reproduce torch's matrix products and gates bit for bit, so its GRU
 state and choice utilities agree with the batched path's to float32 tolerance (the draws, and so
 the choices unless a Gumbel-max is decided within that tolerance, stay the same); the warm-started
-interest (``InterestModel.replay``) and everything else stay bit-identical. A ``-v1``/``-v2`` reset
+interest (``InterestModel.replay``) and everything else stay bit-identical. A ``-v1`` to ``-v3`` reset
 copies its GRU state, normaliser and warm-started interest from the simulator's start table
 (:mod:`recarena.envs.start_table`: the state within the tolerance above, the interest exactly), or,
 where the table is off or over its size bound, from a memo keyed by (user, prefix length) where it

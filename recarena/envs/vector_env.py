@@ -72,7 +72,7 @@ class RecommendationVectorEnv(VectorEnv):
     are drawn for all rows and merged in with ``where``); on the CPU only the finished rows are,
     which synchronises, for free there, and keeps the CPU random streams as they were.
 
-    **Flat in the history length** (CPU, learned-choice users: ``-v1``/``-v2``). The env keeps per
+    **Flat in the history length** (CPU, learned-choice users: ``-v1`` to ``-v3``). The env keeps per
     user the catalogue's log-normaliser, reads resets from the start table and keeps the
     observation's pooled LLM state as a running sum (:mod:`recarena.envs.vector_incremental`), so a
     step scores only the slate's logits and nothing in it replays the history; results agree with

@@ -1,7 +1,7 @@
 """What the vector env keeps per user so that a step costs the same whatever the history length.
 
 :class:`recarena.envs.RecommendationVectorEnv` uses :class:`IncrementalUsers` on the CPU for a
-simulator whose choice model offers a ``normaliser`` (the learned choice, ``-v1``/``-v2``):
+simulator whose choice model offers a ``normaliser`` (the learned choice, ``-v1`` to ``-v3``):
 
 * **The catalogue's log-normaliser** (float32 [N, 2], ``LearnedChoice.normaliser``): a slate is
   scored from its own k logits; only the clicked rows' GRU state and normaliser are recomputed

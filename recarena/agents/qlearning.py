@@ -396,7 +396,8 @@ class _OnlineQAgent(TrainableAgent):
             next_observation, reward, terminated, truncated, info = env.step(actions.to(mask.device))
             reward = torch.as_tensor(reward, dtype=torch.float32)
             terminated = torch.as_tensor(terminated, dtype=torch.bool)
-            done = terminated | torch.as_tensor(truncated, dtype=torch.bool)
+            truncated = torch.as_tensor(truncated, dtype=torch.bool)
+            done = terminated | truncated
             encoded_next = self._state(next_observation)
             carried = encoded_next if self.config.state == "sequence" else None
             next_states = encoded_next.clone()
@@ -420,8 +421,8 @@ class _OnlineQAgent(TrainableAgent):
                 window["td_loss"] += float(td.square().mean())
                 window["updates"] += 1
             self._steps_done += n
-            self.stats.update(actions.reshape(n, 1).cpu(), reward.cpu(), terminated.cpu(),
-                              torch.as_tensor(truncated, dtype=torch.bool).cpu(), torch.as_tensor(info["clicked"]).cpu())
+            self.stats.update(actions.reshape(n, 1).cpu(), reward.cpu(), terminated.cpu(), truncated.cpu(),
+                              torch.as_tensor(info["clicked"]).cpu())
             self.episodes_done += int(done.sum())
             observation = next_observation
             self.observation = observation

@@ -123,3 +123,15 @@ def test_invalid_arguments() -> None:
         HistoryFeaturesExtractor(space, _embeddings(), embed_dim=0)
     with pytest.raises(ValueError, match="Dict observation space"):
         HistoryFeaturesExtractor(spaces.Box(0, 1, (3,)), _embeddings())  # type: ignore[arg-type]
+
+
+def test_unanswered_responses_are_observed_as_the_top_response() -> None:
+    """NaN responses (not answered, e.g. implicit logs) are observed as MAX_RESPONSE, in the declared
+    space, and pooled as such: every path (env, replay, evaluation) builds the same observation."""
+    history = torch.tensor([[-1, 2, 5, 7]])
+    unanswered = build_observation(history, torch.tensor([[float("nan"), 4.0, float("nan"), 1.0]]), _embeddings())
+    top = build_observation(history, torch.tensor([[0.0, 4.0, 5.0, 1.0]]), _embeddings())
+    assert torch.equal(unanswered["responses"], top["responses"])
+    assert torch.equal(unanswered["llm_state"], top["llm_state"])
+    space = observation_space(N_ITEMS, 4, D)
+    assert space.contains({key: value[0].numpy() for key, value in unanswered.items()})

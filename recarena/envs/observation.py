@@ -54,12 +54,13 @@ def clean_responses(history: torch.Tensor, responses: torch.Tensor) -> torch.Ten
 def build_observation(
     history: torch.Tensor, responses: torch.Tensor, item_embeddings: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The batched observation dict for histories [B, H] (item -1 = padding) and responses [B, H]."""
+    """The batched observation dict for histories [B, H] (item -1 = padding) and responses [B, H]
+    (the state's: NaN, not answered, is read as ``MAX_RESPONSE`` as in :func:`clean_responses`)."""
     history = history.to(torch.int64)
-    responses = torch.where(history >= 0, responses, torch.zeros_like(responses))
+    responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
     return {
         "history": history,
-        "responses": responses.clamp(0.0, MAX_RESPONSE).to(torch.float32),
+        "responses": clean_responses(history, responses).to(torch.float32),
         "llm_state": llm_state(history, responses, item_embeddings.to(history.device)),
     }
 

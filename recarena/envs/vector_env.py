@@ -413,7 +413,6 @@ class RecommendationVectorEnv(VectorEnv):
             history, responses = history.index_select(0, index), responses.index_select(0, index)
         keys = self.options.observation_keys
         if "llm_state" in keys:
-            responses = torch.nan_to_num(responses, nan=MAX_RESPONSE, posinf=MAX_RESPONSE, neginf=0.0)
             observation = build_observation(history, responses, self._embeddings)
         else:  # the same values without pooling the item encodings
             observation = {"history": history, "responses": clean_responses(history, responses)}

@@ -124,6 +124,27 @@ def test_resets_read_the_start_table_and_equal_the_replay(simulator):
             table.enabled = True
 
 
+def test_a_choice_model_replaced_after_the_env_was_built_gets_its_own_starts():
+    """Resets after ``simulator.choice_model`` was replaced start from the new model's states (its own
+    start table), not from the table of the model the env was built with."""
+    simulator = learned_simulator(choice=WINDOW4)
+    env = make(simulator)
+    env.reset(seed=3)
+    before = env.user_state.choice_state.clone()
+    changed = copy.deepcopy(simulator.choice_model)
+    with torch.no_grad():
+        changed.model.network.gru.weight_hh_l0.mul_(-1.0)
+    simulator.choice_model = changed
+    env.reset(seed=3)
+    state = env.user_state
+    assert start_table(simulator).resets == N
+    _, choice_state = simulator._session_start(state.user, state.prefix_length, state.history)
+    assert not torch.allclose(before, state.choice_state, atol=1e-3)
+    torch.testing.assert_close(state.choice_state, choice_state, rtol=0, atol=STATE_TOLERANCE)
+    expected = changed.normaliser(choice_state, state.consumed)
+    torch.testing.assert_close(env._incremental.normaliser, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_a_step_recomputes_only_the_clicked_and_reset_rows(simulator, monkeypatch):
     """The catalogue-wide normaliser runs for the rows whose state changed, never for every user."""
     env = make(simulator)

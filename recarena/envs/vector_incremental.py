@@ -64,12 +64,17 @@ class IncrementalUsers:
         self.pooled = torch.zeros(num_envs, embeddings.shape[1], dtype=torch.float64) if pooled else None
         self._llm_state = torch.zeros(num_envs, embeddings.shape[1]) if pooled else None  # normalised, per row
         self._responses = torch.zeros(num_envs, self.history_length)  # the observation's, cleaned
-        self.table = _start_table(simulator)
         first_row, starts = row_layout(simulator.sampler.offsets.numpy())  # the start table's rows
         self._first_row = torch.from_numpy(first_row)
         fits = pooled and starts * embeddings.shape[1] * 4 <= POOL_CACHE_BYTES
         self._start_pools = torch.empty(starts, embeddings.shape[1]) if fits else None
         self._pooled_start = torch.zeros(starts, dtype=torch.bool) if fits else None
+
+    @property
+    def table(self) -> StartTable | None:
+        """The start table of the simulator's choice model as it is now: looked up at each use, so a
+        choice model replaced after the env was built gets its own table, never the old model's."""
+        return _start_table(self.simulator)
 
     # ------------------------------------------------------------------------------- resets
 

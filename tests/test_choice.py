@@ -371,3 +371,9 @@ def test_the_choice_section_of_the_fidelity_report(tmp_path):
         assert items["sessions"] == 30 and 0 <= items["length_quantiles"]["p10"] <= items["length_quantiles"]["p90"] <= 5
         assert items["mean_items"] == pytest.approx(sessions["ctr"] * sessions["session_length"])
         assert 0 <= items["like_rate"] <= 1 and items["repeat_share"] == 0.0  # consumed items are masked
+        # Sessions of <= 5 steps: positions 0 and 1-4 only; their likes add up to the like rate.
+        by_position = items["like_rate_by_position"]
+        assert list(by_position) == ["0", "1-4", "5-19", "20-49"] and by_position["5-19"] is None
+        rates = [rate for rate in (by_position["0"], by_position["1-4"]) if rate is not None]
+        assert rates and min(rates) - 1e-12 <= items["like_rate"] <= max(rates) + 1e-12  # their weighted mean
+    assert "like rate (likes per chosen item) by position" in tables

@@ -68,6 +68,8 @@ def test_session_statistics_of_a_tiny_log() -> None:
     assert stats["share_single_item"] == pytest.approx(1 / 3)
     assert stats["repeat_share"] == pytest.approx(1 / 8)
     assert stats["like_rate"] == pytest.approx(5 / 8)
+    # Liked (>= 4) by position: first items 0 (5), 2 (2), 5 (4) -> 2/3; then 1, 3, 4, 5, 0 -> 3/5.
+    assert stats["like_rate_by_position"] == {"0": pytest.approx(2 / 3), "1-4": pytest.approx(3 / 5), "5-19": None, "20-49": None}
     # The one session with >= 5 items: 2,3,4,5,0 -> genres A, B, A|B, none, A: 2 distinct; weights A 2.5, B 1.5.
     assert stats["genre_spread"] == 2.0 and stats["share_with_window"] == pytest.approx(1 / 3)
     p = np.array([2.5, 1.5]) / 4.0
@@ -77,6 +79,16 @@ def test_session_statistics_of_a_tiny_log() -> None:
     assert joined["sessions"] == 2 and joined["length_quantiles"]["p50"] == 4.0 and joined["repeat_share"] == pytest.approx(1 / 8)
     with pytest.raises(ValueError, match="gap"):
         fidelity.logged_session_statistics(log, gap=-1)
+
+
+def test_like_rate_by_position_buckets_and_cap() -> None:
+    """Buckets [0], [1, 5), [5, 20), [20, 50); positions from 50 on are left out."""
+    long = np.zeros(60, dtype=bool)
+    long[[0, 1, 5, 6, 20, 55]] = True  # bucket likes: 1, 1, 2, 1 (55 is past the cap)
+    rates = fidelity.like_rate_by_position([long, np.array([False, True])])
+    assert rates == {"0": pytest.approx(1 / 2), "1-4": pytest.approx(2 / 5), "5-19": pytest.approx(2 / 15),
+                     "20-49": pytest.approx(1 / 30)}
+    assert fidelity.like_rate_by_position([]) == {"0": None, "1-4": None, "5-19": None, "20-49": None}
 
 
 def test_genre_entropy_known_answers() -> None:

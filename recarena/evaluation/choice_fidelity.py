@@ -352,7 +352,8 @@ def run_choice_report(
             sessions[f"{sim_name}:{agent_name}"] = {
                 "ctr": result.metrics["ctr"], "return": result.metrics["episodic_return"],
                 "session_length": result.metrics["session_length"], "ctr_interval": list(result.intervals["ctr"]),
-                "items": session_summary(result.chosen, result.likes.tolist(), result.repeats.tolist(), train.items.genres),
+                "items": session_summary(result.chosen, result.likes.tolist(), result.repeats.tolist(), train.items.genres,
+                                         result.liked),
             }
     report["sessions_slate10"] = sessions
 
@@ -448,6 +449,12 @@ def format_choice_tables(report: dict[str, Any]) -> str:
                          f"{format_number(summary['share_at_most_one'], 3)} | {format_number(summary['like_rate'], 3)} | "
                          f"{format_number(summary['genre_spread'], 2)} | {format_number(summary['genre_entropy'], 2)} | "
                          f"{format_number(summary['repeat_share'], 3)} |")
+        by_position = [(name, summary["like_rate_by_position"]) for name, summary in rows if summary.get("like_rate_by_position")]
+        if by_position:
+            buckets = list(by_position[0][1])
+            lines += ["", "like rate (likes per chosen item) by position in the session:", "",
+                      "| sessions of | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]
+            lines += [f"| {name} | " + " | ".join(format_number(rates[b], 3) for b in buckets) + " |" for name, rates in by_position]
     lines += ["", "### constant item vs most-popular (slates of 1)", "",
               "| simulator | best constant item | its return | most-popular return |", "|---|---|---|---|"]
     for sim_name, c in report["constant_item_slate1"].items():

@@ -48,7 +48,7 @@ from recarena.simulators.preference import (
     fit_preference_model,
     preference_config,
 )
-from recarena.simulators.sessions import SESSION_GAP_SECONDS, session_starts
+from recarena.simulators.sessions import POSITION_EDGES, SESSION_GAP_SECONDS, session_starts
 
 COLD_THRESHOLD = 10
 """Items with at most this many training ratings count as cold."""
@@ -221,14 +221,36 @@ def genre_entropy(items: np.ndarray | list[int], genres: list[tuple[str, ...]]) 
     return float(-(p * np.log2(p)).sum())
 
 
+LIKE_POSITION_EDGES = tuple(edge for edge in POSITION_EDGES if edge <= 50)
+"""Position buckets (0-based, in the session) of the like rate by position: [0], [1, 5), [5, 20),
+[20, 50) - the leave hazard's, up to the simulated sessions' default cap of 50 steps."""
+
+
+def like_rate_by_position(liked: list[np.ndarray], edges: tuple[int, ...] = LIKE_POSITION_EDGES) -> dict[str, float | None]:
+    """Likes per consumed item at each position bucket of the sessions (``liked``: per session, a
+    bool per consumed item, in order); None for a bucket no session reaches. Keys "0", "1-4", ...,
+    the last bucket "{edges[-2]}-{edges[-1] - 1}" (positions from ``edges[-1]`` on are left out)."""
+    lows = (0, *edges[:-1])
+    likes, items = np.zeros(len(edges)), np.zeros(len(edges))
+    for flags in liked:
+        flags = np.asarray(flags, dtype=bool)[: edges[-1]]
+        bucket = np.searchsorted(np.asarray(edges), np.arange(len(flags)), side="right")
+        likes += np.bincount(bucket, weights=flags, minlength=len(edges))[: len(edges)]
+        items += np.bincount(bucket, minlength=len(edges))[: len(edges)]
+    names = [f"{low}" if high - 1 == low else f"{low}-{high - 1}" for low, high in zip(lows, edges, strict=True)]
+    return {name: (float(likes[b] / items[b]) if items[b] else None) for b, name in enumerate(names)}
+
+
 def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[int],
-                    genres: list[tuple[str, ...]]) -> dict[str, Any]:
+                    genres: list[tuple[str, ...]], liked: list[np.ndarray] | None = None) -> dict[str, Any]:
     """Length distribution, like rate, genre spread and entropy, and repeat share of sessions given as
-    their consumed items in order (``likes``/``repeats``: liked / already-consumed items per session)."""
+    their consumed items in order (``likes``/``repeats``: liked / already-consumed items per session);
+    with ``liked`` (per session, a bool per consumed item) also the like rate by position."""
     lengths = np.asarray([len(s) for s in sessions], dtype=np.float64)
     windows = [s[:GENRE_WINDOW] for s in sessions if len(s) >= GENRE_WINDOW]
     total = max(float(lengths.sum()), 1.0)
-    return {
+    by_position = {} if liked is None else {"like_rate_by_position": like_rate_by_position(liked)}
+    return by_position | {
         "sessions": len(sessions),
         "mean_items": float(lengths.mean()) if len(lengths) else None,
         "median_items": float(np.median(lengths)) if len(lengths) else None,
@@ -253,9 +275,10 @@ def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECOND
     repeated[np.unique(log.user.astype(np.int64) * log.n_items + log.item, return_index=True)[1]] = False
     liked = log.liked
     sessions = [log.item[start:end] for start, end in zip(starts, ends, strict=True)]
-    likes = [int(liked[start:end].sum()) for start, end in zip(starts, ends, strict=True)]
+    flags = [liked[start:end] for start, end in zip(starts, ends, strict=True)]
+    likes = [int(f.sum()) for f in flags]
     repeats = [int(repeated[start:end].sum()) for start, end in zip(starts, ends, strict=True)]
-    return session_summary(sessions, likes, repeats, log.items.genres) | {"gap_seconds": gap}
+    return session_summary(sessions, likes, repeats, log.items.genres, flags) | {"gap_seconds": gap}
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ theirs and that those real files migrate.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import shutil
 import warnings
@@ -212,7 +211,7 @@ def test_the_real_old_files_migrate_to_valid_configs(name: str) -> None:
     assert notes and all(getattr(config, key) == value for key, value in CONFIGS[name].items())
     saved = json.loads((FIXTURES / name / "agent.json").read_text())["config"]
     cls = agent_class(name).config_class
-    saved, _ = migrate_renamed_keys(saved, [f.name for f in dataclasses.fields(cls)], TOTAL)
+    saved, _ = migrate_renamed_keys(saved, cls, TOTAL)
     assert from_dict(cls, saved) == config
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from dataclasses import field, fields
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -739,8 +739,7 @@ class SB3Agent(TrainableAgent):
         config = identity.get("config") if isinstance(identity, dict) else None
         if not isinstance(config, dict):
             return identity
-        names = [f.name for f in fields(self.config_class)]
-        migrated, _ = migrate_renamed_keys(config, names, self.model.planned_total_steps or None)
+        migrated, _ = migrate_renamed_keys(config, self.config_class, self.model.planned_total_steps or None)
         try:
             return {**identity, "config": to_dict(from_dict(self.config_class, migrated))}
         except ConfigError:

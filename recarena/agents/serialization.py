@@ -10,7 +10,6 @@ written before the manifest (``format_version`` 1) still load, unverified.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -145,7 +144,7 @@ def load_agent_files(
     tensors = load_tensors(Path(directory) / WEIGHTS_FILE)
     config = metadata["config"]
     if config_class is not None and isinstance(config, dict):
-        config, notes = migrate_renamed_keys(config, [f.name for f in dataclasses.fields(config_class)])
+        config, notes = migrate_renamed_keys(config, config_class)
         warn_old_config(directory, notes, prefix="config.")
     return config, tensors, metadata["extra"]
 

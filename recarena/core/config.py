@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import typing
 import warnings
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,20 +123,21 @@ class OldConfigWarning(UserWarning):
     it was read with the new names (:func:`migrate_renamed_keys`)."""
 
 
-def migrate_renamed_keys(config: dict[str, Any], valid: Collection[str],
+def migrate_renamed_keys(config: dict[str, Any], config_class: type,
                          total_steps: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """A saved agent config section (``config.yaml``'s ``agent.config``, ``agent.json``'s ``config``)
     written before the rename, with each old key of :data:`RENAMED_KEYS` read as its new one, and a
     note per key ("num_steps as n_steps"). Only for artefacts an older recarena wrote: a new config
     file with an old name is still refused (:func:`from_dict`).
 
-    ``valid`` are the agent config's fields: an old key is migrated only where it is no field and its
-    new name is one (or, ``log_interval``, has moved out: it is dropped). Values follow the hints:
+    ``config_class`` is the agent's config dataclass: an old key is migrated only where it is none of
+    its fields and its new name is one (or, ``log_interval``, has moved out: it is dropped). Values follow the hints:
     ``mask_consumed``/``mask_actions`` true -> ``env``, false -> ``none``; SB3 DQN's
     ``exploration_fraction`` -> ``exploration_steps`` = round(fraction x ``total_steps``), which gives
     SB3 the same fraction back whenever that product is whole (without ``total_steps`` it is dropped:
     only training reads it). A key whose new name is also present is left for validation to refuse."""
     migrated, notes = dict(config), []
+    valid = {f.name for f in dataclasses.fields(config_class)}
     for old, (new, _) in RENAMED_KEYS.items():
         if old not in migrated or old in valid or (new in migrated and old not in _MOVED_OUT):
             continue

@@ -23,7 +23,6 @@ and everything else reads a finished run as one typed, frozen :class:`RunRecord`
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
@@ -610,7 +609,7 @@ def migrate_run_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         return data, []  # an unknown agent: validation says so
     total = train.get("total_steps") if isinstance(train, dict) else None
     total = total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
-    config, notes = migrate_renamed_keys(agent["config"], [f.name for f in dataclasses.fields(config_class)], total)
+    config, notes = migrate_renamed_keys(agent["config"], config_class, total)
     return ({**data, "agent": {**agent, "config": config}}, notes) if notes else (data, [])
 
 

@@ -18,6 +18,8 @@ GROUP_SIZE = 12
 N_ITEMS = N_GROUPS * GROUP_SIZE
 QUICK_SEQUENCE = {"dim": 16, "window": 8, "epochs": 60, "lr": 0.02, "patience": 4, "dropout": 0.0}
 """A next-item network that fits the tiny logs in about a second."""
+WINDOW4 = {"sequence": {**QUICK_SEQUENCE, "window": 4}}
+"""The learned choice with a GRU window of 4: resets read both from the user's first item and a sliding window."""
 
 
 def group_of(item: int) -> int:

@@ -1,5 +1,6 @@
 """evaluate.py inputs and checks shared by the report tests: tiny MovieLens-format data, fast flags,
-the readability check of saved figures, and a 5-baseline report with a policy-ranking panel."""
+a train.py config of a few seconds on that data, the readability check of saved figures, and a
+5-baseline report with a policy-ranking panel."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests._eval_fixtures import make_log
 
 FAST = ["--item-encoder", "genres", "--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
 """Baseline-only reports: genre encodings, no model needed."""
+SIM_ONLY = ["--protocols", "simulated", "--bootstrap", "50", "--sim-users", "10"]
+"""Simulated-protocol reports only."""
 
 
 def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: int = 0) -> Path:
@@ -31,6 +34,27 @@ def write_tiny_data(folder: Path, n_users: int = 30, n_items: int = 20, seed: in
     movies = ["movieId,title,genres"] + [f"{i + 1},Movie {i + 1} (1995),{'Drama' if i % 2 else 'Comedy'}" for i in range(n_items)]
     (folder / "movies.csv").write_text("\n".join(movies) + "\n")
     return folder
+
+
+TOTAL_STEPS = 256
+MAX_STEPS = 7
+SIMULATOR_HISTORY = 12
+
+
+def train_config(data: Path) -> dict[str, Any]:
+    """A run of a few seconds: the logged simulator on ``data`` (2-epoch preference model), per-item linear Q.
+
+    The env leaves history_length to the simulator (12) and scores steps by rating, with a session cap of 7.
+    """
+    return {
+        "data": {"source": str(data)},
+        "simulator": {"name": "logged", "config": {"history_length": SIMULATOR_HISTORY, "preference": {"epochs": 2},
+                                                   "encoder": {"progress": False}}},
+        "env": {"num_envs": 8, "max_steps": MAX_STEPS, "reward": "rating"},
+        "agent": {"name": "linear_q", "config": {"form": "per_item", "exploration_steps": 200}},
+        "train": {"total_steps": TOTAL_STEPS, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
+                  "eval_sessions": 16, "log_every": 64},
+    }
 
 
 def readability_problems(figure: Any) -> list[str]:

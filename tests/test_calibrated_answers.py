@@ -38,6 +38,7 @@ from tests._choice_fixtures import (
     next_in_group,
     write_ratings_folder,
 )
+from tests._env_fixtures import trajectory_digest
 
 
 def tiny_simulator(name: str = "logged", ratings: torch.Tensor | None = None, **options):
@@ -315,8 +316,6 @@ def test_expected_reward_equals_the_monte_carlo_like_rate_over_the_hidden_draws(
 
 def v1_rollout_digest(name: str) -> str:
     """A short rollout (slates of 2) and the greedy values of a -v1 simulator, hashed."""
-    from tests.test_envs import trajectory_digest
-
     sim = tiny_simulator(name)
     env = RecommendationEnv(simulator=sim, slate_size=2, max_steps=20)
     digest, clicks, total = trajectory_digest(env, seed=4, steps=300)

@@ -19,6 +19,7 @@ from recarena.envs import RecommendationEnv
 from recarena.envs.observation import build_observation, history_item_mask
 from recarena.simulators.base import StepOutcome
 from recarena.simulators.synthetic import SyntheticConfig, SyntheticSimulator
+from tests._env_fixtures import assert_same, trajectory_digest
 
 NEVER_LEAVE = {"leave": {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}}
 ALWAYS_LEAVE = {"leave": {"hazard": 1.0}}
@@ -47,19 +48,6 @@ def _valid_action(env: gym.Env, rng: np.random.Generator):
     if isinstance(space, gym.spaces.Discrete):
         return np.int64(rng.integers(space.n))
     return rng.choice(space.nvec[0], size=len(space.nvec), replace=False).astype(np.int64)
-
-
-def assert_same(a, b) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert_same(a[key], b[key])
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y)
-    else:
-        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------------------------- registration
@@ -559,47 +547,6 @@ RECORDED_DIGESTS = {
 }
 """``trajectory_digest(env, seed=5, steps=400)`` of each case, recorded from the batched torch step
 (before the single env stepped in NumPy): the same seed must keep giving the same rollout."""
-
-
-def trajectory_digest(env: gym.Env, seed: int, steps: int) -> tuple[str, int, float]:
-    """(SHA-256 prefix of every observation, reward, flag and info value, clicks, return) of a
-    random-action rollout that resets whenever an episode ends."""
-    import hashlib
-
-    digest = hashlib.sha256()
-
-    def feed(value) -> None:
-        if isinstance(value, dict):
-            for key in sorted(value):
-                digest.update(key.encode())
-                feed(value[key])
-        else:
-            array = np.asarray(value)
-            digest.update(str(array.dtype).encode())
-            digest.update(array.tobytes())
-
-    rng = np.random.default_rng(seed + 1000)
-    observation, info = env.reset(seed=seed)
-    feed(observation)
-    feed(info)
-    space, clicks, total = env.action_space, 0, 0.0
-    for _ in range(steps):
-        if isinstance(space, gym.spaces.Discrete):
-            action = int(rng.integers(space.n))
-        else:
-            action = rng.choice(space.nvec[0], size=len(space.nvec), replace=False)
-        observation, reward, terminated, truncated, info = env.step(action)
-        feed(observation)
-        feed(np.float64(reward))
-        feed(np.array([terminated, truncated]))
-        feed(info)
-        clicks += info["clicked"]
-        total += reward
-        if terminated or truncated:
-            observation, info = env.reset()
-            feed(observation)
-            feed(info)
-    return digest.hexdigest()[:16], clicks, round(total, 4)
 
 
 @pytest.mark.parametrize("case", sorted(TRAJECTORY_CASES))

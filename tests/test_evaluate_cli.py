@@ -20,11 +20,18 @@ from recarena.core.errors import CheckpointError
 from recarena.evaluation import sources
 from recarena.evaluation.report import read_learning_curves
 from recarena.training.run import RunRecord, read_run
-from tests._report_fixtures import FAST, write_tiny_data
+from tests._report_fixtures import (
+    FAST,
+    MAX_STEPS,
+    SIM_ONLY,
+    SIMULATOR_HISTORY,
+    TOTAL_STEPS,
+    train_config,
+    write_tiny_data,
+)
 
 RUN_FAST = ["--bootstrap", "50", "--ope-validation-events", "0", "--sim-users", "10", "--sim-steps", "3"]
 """Reports on the trained run: the MiniLM encodings it trained on (cached by training)."""
-SIM_ONLY = ["--protocols", "simulated", "--bootstrap", "50", "--sim-users", "10"]
 
 
 # One recarena cache for the module: the encodings and preference model training fits, evaluation reuses.
@@ -34,27 +41,6 @@ pytestmark = pytest.mark.usefixtures("module_cache")
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return write_tiny_data(tmp_path_factory.mktemp("data"))
-
-
-TOTAL_STEPS = 256
-MAX_STEPS = 7
-SIMULATOR_HISTORY = 12
-
-
-def train_config(data: Path) -> dict[str, Any]:
-    """A run of a few seconds: the logged simulator on ``data`` (2-epoch preference model), per-item linear Q.
-
-    The env leaves history_length to the simulator (12) and scores steps by rating, with a session cap of 7.
-    """
-    return {
-        "data": {"source": str(data)},
-        "simulator": {"name": "logged", "config": {"history_length": SIMULATOR_HISTORY, "preference": {"epochs": 2},
-                                                   "encoder": {"progress": False}}},
-        "env": {"num_envs": 8, "max_steps": MAX_STEPS, "reward": "rating"},
-        "agent": {"name": "linear_q", "config": {"form": "per_item", "exploration_steps": 200}},
-        "train": {"total_steps": TOTAL_STEPS, "device": "cpu", "checkpoint_every": 128, "eval_every": 128,
-                  "eval_sessions": 16, "log_every": 64},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from recarena.data.spec import data_spec
 from recarena.evaluation import ope_logs, ranking, replay, simulated
 from recarena.simulators import preference
 from recarena.simulators.logged import LoggedUserSimulator
-from tests.test_evaluate_cli import write_tiny_data
+from tests._report_fixtures import write_tiny_data
 
 Events = set[tuple[int, int]]
 

@@ -19,9 +19,9 @@ from recarena.envs import start_table as start_table_module
 from recarena.envs.reset_memo import ENTRY_OVERHEAD, ResetMemo
 from recarena.envs.single_user_choice import reset_memo, start_table
 from recarena.simulators.choice import UtilityWeights
-from tests._choice_fixtures import N_ITEMS, QUICK_SEQUENCE, next_in_group
-from tests.test_envs import assert_same
-from tests.test_single_user_learned import STATE_TOLERANCE, learned_simulator, pair
+from tests._choice_fixtures import QUICK_SEQUENCE, next_in_group
+from tests._env_fixtures import assert_same
+from tests._learned_env_fixtures import STATE_TOLERANCE, learned_simulator, pair, rollout
 
 
 @pytest.fixture(autouse=True)
@@ -45,28 +45,6 @@ def fresh_memo(simulator, max_bytes: int | None = None) -> ResetMemo:
     memo.resets = memo.hits = memo.extended = memo.clears = 0
     memo.max_bytes = ResetMemo(1).max_bytes if max_bytes is None else max_bytes
     return memo
-
-
-def rollout(env: RecommendationEnv, seed: int, steps: int) -> list:
-    """Slates holding the likely next item half the time (clicks advance the GRU), short sessions
-    (many resets); after every step and reset the GRU state and the interest, as exact copies."""
-    rng = np.random.default_rng(seed)
-    state = env._batch.user_state
-    trace = [env.reset(seed=seed)]
-    observation = trace[0][0]
-    for _ in range(steps):
-        slate = rng.choice(N_ITEMS, size=2, replace=False)
-        last = int(observation["history"][-1])
-        if last >= 0 and rng.random() < 0.5 and next_in_group(last) not in slate:
-            slate[0] = next_in_group(last)
-        result = env.step(slate)
-        trace.append(result)
-        observation = result[0]
-        if result[2] or result[3]:
-            trace.append(env.reset())
-            observation = trace[-1][0]
-        trace.append((state.choice_state.numpy().copy(), state.interest.numpy().copy()))
-    return trace
 
 
 def test_rollouts_with_the_memo_equal_rollouts_without_it_bit_for_bit(simulator):

@@ -26,7 +26,7 @@ from recarena.core.errors import CheckpointError
 from recarena.simulators import registry
 from recarena.simulators.logged import LoggedConfig, LoggedUserSimulator
 from recarena.training.run import OldSimulatorWarning, read_run
-from tests.test_evaluate_cli import SIM_ONLY, TOTAL_STEPS, train_config, write_tiny_data
+from tests._report_fixtures import SIM_ONLY, TOTAL_STEPS, train_config, write_tiny_data
 
 V2_OPTIONS = ("answers", "answer_seed", "like_rounding")
 """The logged simulator's options added with env -v2 (absent from the config.yaml of older runs)."""

@@ -31,33 +31,13 @@ from tests._choice_fixtures import (
     next_in_group,
     write_ratings_folder,
 )
-from tests.test_envs import assert_same
-
-STATE_TOLERANCE = 1e-5
-"""The GRU state of the NumPy step agrees with torch's to float32 rounding (module docstring)."""
-
-
-def learned_simulator(implicit: bool = False, **options):
-    log = cycle_log(implicit=implicit)
-    components = {"item_embeddings": group_embeddings()}
-    if not implicit:
-        components["preference_model"] = TableModel(in_group_ratings(log.n_users))
-    options.setdefault("history_length", 6)
-    options.setdefault("choice", {"sequence": QUICK_SEQUENCE})
-    return simulators.make("logged", leave_last_out(log), sampler={"min_prefix": 2}, components=components, **options)
+from tests._env_fixtures import assert_same
+from tests._learned_env_fixtures import STATE_TOLERANCE, assert_same_state, learned_simulator, pair
 
 
 @pytest.fixture(scope="module")
 def simulator():
     return learned_simulator()
-
-
-def pair(simulator, **kwargs) -> tuple[RecommendationEnv, RecommendationEnv]:
-    """(the NumPy step, the batched torch step) of the same simulator and options."""
-    fast, slow = RecommendationEnv(simulator=simulator, **kwargs), RecommendationEnv(simulator=simulator, **kwargs)
-    assert fast._fast is not None and fast._fast._learned is not None  # the learned choice in NumPy
-    slow._fast = None
-    return fast, slow
 
 
 def rollout(env: RecommendationEnv, seed: int, steps: int) -> tuple[list, dict, int]:
@@ -81,18 +61,6 @@ def rollout(env: RecommendationEnv, seed: int, steps: int) -> tuple[list, dict, 
             trace.append((observation, info))
     trace.append(env.action_masks())
     return trace, env.simulator.statistics(), clicks
-
-
-def assert_same_state(fast: RecommendationEnv, slow: RecommendationEnv) -> None:
-    """Every state tensor equal, the GRU state to float32 tolerance; the random streams in step."""
-    a, b = fast._batch.get_state(), slow._batch.get_state()
-    for name, value in a["user_state"].items():
-        if name == "choice_state":
-            np.testing.assert_allclose(value.numpy(), b["user_state"][name].numpy(), rtol=0, atol=STATE_TOLERANCE)
-        else:
-            np.testing.assert_array_equal(value.numpy(), b["user_state"][name].numpy(), err_msg=name)
-    np.testing.assert_array_equal(a["steps"].numpy(), b["steps"].numpy())
-    assert a["np_random"] == b["np_random"]
 
 
 CASES = {

@@ -20,12 +20,9 @@ from recarena.envs import start_table as start_table_module
 from recarena.envs.reset_memo import MEMO_BYTES
 from recarena.envs.single_user_choice import NumpyLearnedChoice, reset_memo, start_table
 from recarena.envs.start_table import TABLE_FILE, table_key
-from tests._choice_fixtures import QUICK_SEQUENCE, next_in_group
-from tests.test_envs import assert_same
-from tests.test_reset_memo import rollout
-from tests.test_single_user_learned import STATE_TOLERANCE, assert_same_state, learned_simulator, pair
-
-WINDOW4 = {"sequence": {**QUICK_SEQUENCE, "window": 4}}
+from tests._choice_fixtures import WINDOW4, next_in_group
+from tests._env_fixtures import assert_same
+from tests._learned_env_fixtures import STATE_TOLERANCE, assert_same_state, learned_simulator, pair, rollout
 
 
 @pytest.fixture(scope="module")

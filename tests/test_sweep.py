@@ -23,24 +23,11 @@ from recarena.cli import sweep as sweep_cli
 from recarena.core.errors import ConfigError
 from recarena.evaluation.sweep_report import best_runs, mean_interval
 from recarena.training.sweep_spec import expand, load_sweep_spec
-from tests.test_evaluate_cli import train_config, write_tiny_data
+from tests._report_fixtures import write_tiny_data
+from tests._sweep_fixtures import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-MEASURES = ["ranking/validation/HR@10", "ranking/leave-last-out/HR@10", "simulated/episodic_return",
-            "train_eval/episodic_return"]
 KILLED = "c1_s0"
-
-
-def write_spec(folder: Path, data: Path, **changes) -> Path:
-    """A base config (tiny logged-simulator linear Q run, 256 steps, checkpoints every 128) and a spec over it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "base.yaml").write_text(yaml.safe_dump(train_config(data)))
-    spec = {"base": "base.yaml", "params": {"agent.config.exploration_steps": [50, 400]}, "seeds": [0, 1],
-            "select": "ranking/validation/HR@10", "measures": MEASURES, "max_failures": 1,
-            "evaluation": {"sim_users": 10, "sim_steps": 3, "bootstrap": 50}, **changes}
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.fixture(scope="module")

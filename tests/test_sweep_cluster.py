@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_evaluate_cli import write_tiny_data
-from tests.test_sweep import write_spec
+from tests._report_fixtures import write_tiny_data
+from tests._sweep_fixtures import write_spec
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,8 @@ from gymnasium.vector import AutoresetMode
 from recarena.envs import RecommendationVectorEnv
 from recarena.envs.observation import build_observation
 from recarena.envs.single_user_choice import start_table
-from tests._choice_fixtures import N_ITEMS, next_in_group
-from tests.test_single_user_learned import STATE_TOLERANCE, learned_simulator
-from tests.test_start_table import WINDOW4
+from tests._choice_fixtures import N_ITEMS, WINDOW4, next_in_group
+from tests._learned_env_fixtures import STATE_TOLERANCE, learned_simulator
 
 N = 24
 NEVER_LEAVE = {"no_click_cost": 0.0, "dislike_cost": 0.0, "hazard": 0.0}

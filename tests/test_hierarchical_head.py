@@ -14,7 +14,7 @@ from recarena.agents.item_scorer import allowed_items, history_mask
 from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig
 from recarena.agents.registry import load_agent, make_agent
 from recarena.core.errors import ConfigError
-from tests.test_native_agents import (
+from tests._native_fixtures import (
     BEST,
     SESSION_TAGS,
     RecordingLogger,

@@ -10,40 +10,19 @@ import torch
 
 from recarena.agents.item_scorer import MASKED_SCORE, ItemScorer, history_mask, mask_scores
 from recarena.agents.native_dqn import NativeDQNAgent, NativeDQNConfig, random_slates
-from recarena.agents.native_ppo import NativePPOAgent, NativePPOConfig, slate_log_prob
+from recarena.agents.native_ppo import NativePPOAgent, slate_log_prob
 from recarena.agents.registry import available_agents, load_agent, make_agent
 from recarena.agents.serialization import write_manifest
 from recarena.core.errors import CheckpointError, ConfigError
 from recarena.envs.vector_env import RecommendationVectorEnv
-
-BEST = 7
-SESSION_TAGS = ("charts/episodic_return", "charts/session_length", "charts/ctr", "charts/sps",
-                "sim/leave_rate", "sim/coverage", "sim/diversity")
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.scalars: dict[str, list[tuple[int, float]]] = {}
-
-    def log_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars.setdefault(tag, []).append((step, value))
-
-
-def known_answer_env(slate_size: int = 1, num_envs: int = 32, n_items: int = 30) -> RecommendationVectorEnv:
-    """Every user rates item BEST highest by a clear margin: the right policy always shows it."""
-    return RecommendationVectorEnv(
-        num_envs=num_envs,
-        simulator="synthetic",
-        simulator_config={"n_items": n_items, "n_users": 40, "best_item": BEST},
-        max_steps=8,
-        mask_consumed=False,
-        slate_size=slate_size,
-    )
-
-
-def greedy_picks(agent, env: RecommendationVectorEnv, k: int = 1) -> torch.Tensor:
-    observation, _ = env.reset(seed=123)
-    return agent.act(observation, k)
+from tests._native_fixtures import (
+    BEST,
+    SESSION_TAGS,
+    RecordingLogger,
+    greedy_picks,
+    known_answer_env,
+    make_ppo,
+)
 
 
 def make_dqn(env, **overrides) -> NativeDQNAgent:
@@ -52,12 +31,6 @@ def make_dqn(env, **overrides) -> NativeDQNAgent:
     config = NativeDQNConfig(**{**settings, **overrides})
     return NativeDQNAgent(env.n_items, config, item_embeddings=env.simulator.item_embeddings,
                           slate_size=env.slate_size, log_every=log_every)
-
-
-def make_ppo(env, **overrides) -> NativePPOAgent:
-    config = NativePPOConfig(mask="none", learning_rate=3e-3, **overrides)
-    return NativePPOAgent(env.n_items, config, item_embeddings=env.simulator.item_embeddings,
-                          slate_size=env.slate_size)
 
 
 def test_native_agents_are_registered():

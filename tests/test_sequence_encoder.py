@@ -17,7 +17,7 @@ from recarena.agents.sequence_encoder import SequenceEncoder, SequenceEncoderCon
 from recarena.core.config import from_dict
 from recarena.core.errors import ConfigError
 from recarena.envs.observation import build_observation, left_pad_histories, observation_space
-from tests.test_baselines import make_log, observation
+from tests._baseline_fixtures import make_log, observation
 
 SMALL = {"max_length": 8, "hidden_dim": 32, "n_heads": 2, "feedforward_dim": 64, "batch_size": 16, "dropout": 0.0,
          "learning_rate": 1e-2, "exclude_history": False, "init_from_llm": False}

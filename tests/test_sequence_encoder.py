@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from recarena.agents import sequence_encoder
 from recarena.agents.baselines import GRU4RecAgent, GRU4RecConfig, SequenceModelAgent, SequenceModelConfig
 from recarena.agents.features import HistoryFeaturesExtractor
 from recarena.agents.registry import load_agent, make_agent
@@ -124,6 +125,37 @@ def test_newest_state_alone_equals_the_full_pass(n_layers):
     full = encoder(items, responses)[:, -1]
     torch.testing.assert_close(encoder(items, responses, last_only=True)[:, -1], full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(encoder.encode_last(items, responses), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("group_rows", [2, 128])
+def test_packed_newest_state_equals_the_padded_pass_with_its_gradients(monkeypatch, n_layers, group_rows):
+    """encode_last in eval mode reads only the real tokens, rows sorted by length in groups
+    (GROUP_ROWS); its state and every parameter's gradient equal the padded full pass's, with empty
+    histories, padding inside a history or at its newest position, and rows out of length order."""
+    monkeypatch.setattr(sequence_encoder, "GROUP_ROWS", group_rows)
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(30, SequenceEncoderConfig(n_layers=n_layers, hidden_dim=16, max_length=10),
+                              torch.randn(30, 5)).eval()
+    with torch.no_grad():
+        encoder.text_projection.normal_()  # a trained projection: the text part counts too
+    items = torch.randint(0, 30, (9, 10))
+    items[0, :6], items[1, :9], items[2], items[5, :2], items[7, :8] = -1, -1, -1, -1, -1
+    items[3, 4], items[4, -1] = -1, -1  # a gap, and a newest position left empty: padding all the same
+    responses = torch.rand(9, 10) * 5
+    weights = torch.randn(9, 16)
+
+    def state_and_gradients(last_only: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        encoder.zero_grad()
+        state = encoder(items, responses, last_only=last_only)[:, -1]
+        (state * weights).sum().backward()
+        return state.detach(), [p.grad.clone() for p in encoder.parameters()]
+
+    packed, packed_grads = state_and_gradients(True)
+    full, full_grads = state_and_gradients(False)
+    torch.testing.assert_close(packed, full, atol=1e-5, rtol=1e-5)
+    for (name, _), a, b in zip(encoder.named_parameters(), packed_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
 
 
 # ------------------------------------------------------------------------------- save / load

@@ -38,6 +38,14 @@ def data_dir(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------ no Ray needed
 
 
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (ROOT / "configs" / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_spec_expands_into_valid_trials(spec: str) -> None:
+    """Each spec under configs/sweeps validates, and so does every trial's full run config."""
+    trials = expand(*load_sweep_spec(ROOT / "configs" / "sweeps" / spec))
+    assert trials and len({trial.name for trial in trials}) == len(trials)
+    assert all(trial.config["data"]["path"] in ("ml-100k", "ml-1m") for trial in trials)
+
 def test_spec_expands_to_validated_trials(data_dir: Path, tmp_path: Path) -> None:
     spec, base = load_sweep_spec(write_spec(tmp_path, data_dir, set={"train.total_steps": 128}))
     trials = expand(spec, base)

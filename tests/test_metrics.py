@@ -187,7 +187,6 @@ def test_simulated_sessions_record_the_chosen_items_likes_and_repeats() -> None:
     assert all(set(items.tolist()) <= {0, 1} for items in result.chosen)
     assert np.all(result.likes <= clicks) and np.all(result.repeats <= clicks)
     assert [len(flags) for flags in result.liked] == [len(items) for items in result.chosen]
-    assert [int(flags.sum()) for flags in result.liked] == result.likes.tolist()
     # The third choice of a two-item slate repeats one of the first two at least.
     assert all(result.repeats[i] >= len(items) - 2 for i, items in enumerate(result.chosen))
     assert int(result.repeats.sum()) > 0

@@ -352,8 +352,7 @@ def run_choice_report(
             sessions[f"{sim_name}:{agent_name}"] = {
                 "ctr": result.metrics["ctr"], "return": result.metrics["episodic_return"],
                 "session_length": result.metrics["session_length"], "ctr_interval": list(result.intervals["ctr"]),
-                "items": session_summary(result.chosen, result.likes.tolist(), result.repeats.tolist(), train.items.genres,
-                                         result.liked),
+                "items": session_summary(result.chosen, result.liked, result.repeats.tolist(), train.items.genres),
             }
     report["sessions_slate10"] = sessions
 

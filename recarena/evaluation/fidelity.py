@@ -231,26 +231,24 @@ def like_rate_by_position(liked: list[np.ndarray], edges: tuple[int, ...] = LIKE
     bool per consumed item, in order); None for a bucket no session reaches. Keys "0", "1-4", ...,
     the last bucket "{edges[-2]}-{edges[-1] - 1}" (positions from ``edges[-1]`` on are left out)."""
     lows = (0, *edges[:-1])
-    likes, items = np.zeros(len(edges)), np.zeros(len(edges))
-    for flags in liked:
-        flags = np.asarray(flags, dtype=bool)[: edges[-1]]
-        bucket = np.searchsorted(np.asarray(edges), np.arange(len(flags)), side="right")
-        likes += np.bincount(bucket, weights=flags, minlength=len(edges))[: len(edges)]
-        items += np.bincount(bucket, minlength=len(edges))[: len(edges)]
+    flags = [np.asarray(f, dtype=bool)[: edges[-1]] for f in liked]
+    position = np.concatenate([np.arange(len(f)) for f in flags]) if flags else np.zeros(0, dtype=np.int64)
+    bucket = np.searchsorted(np.asarray(edges), position, side="right")
+    likes = np.bincount(bucket, weights=np.concatenate(flags) if flags else None, minlength=len(edges))
+    items = np.bincount(bucket, minlength=len(edges))
     names = [f"{low}" if high - 1 == low else f"{low}-{high - 1}" for low, high in zip(lows, edges, strict=True)]
     return {name: (float(likes[b] / items[b]) if items[b] else None) for b, name in enumerate(names)}
 
 
-def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[int],
-                    genres: list[tuple[str, ...]], liked: list[np.ndarray] | None = None) -> dict[str, Any]:
-    """Length distribution, like rate, genre spread and entropy, and repeat share of sessions given as
-    their consumed items in order (``likes``/``repeats``: liked / already-consumed items per session);
-    with ``liked`` (per session, a bool per consumed item) also the like rate by position."""
+def session_summary(sessions: list[np.ndarray], liked: list[np.ndarray], repeats: list[int],
+                    genres: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Length distribution, like rate (overall and by position), genre spread and entropy, and repeat
+    share of sessions given as their consumed items in order (``liked``: per session, whether each
+    consumed item was liked; ``repeats``: already-consumed items per session)."""
     lengths = np.asarray([len(s) for s in sessions], dtype=np.float64)
     windows = [s[:GENRE_WINDOW] for s in sessions if len(s) >= GENRE_WINDOW]
     total = max(float(lengths.sum()), 1.0)
-    by_position = {} if liked is None else {"like_rate_by_position": like_rate_by_position(liked)}
-    return by_position | {
+    return {"like_rate_by_position": like_rate_by_position(liked)} | {
         "sessions": len(sessions),
         "mean_items": float(lengths.mean()) if len(lengths) else None,
         "median_items": float(np.median(lengths)) if len(lengths) else None,
@@ -258,7 +256,7 @@ def session_summary(sessions: list[np.ndarray], likes: list[int], repeats: list[
                                                                             strict=True)} if len(lengths) else None),
         "share_single_item": float((lengths == 1).mean()) if len(lengths) else None,
         "share_at_most_one": float((lengths <= 1).mean()) if len(lengths) else None,
-        "like_rate": float(np.sum(likes) / total),
+        "like_rate": float(sum(int(np.sum(f)) for f in liked) / total),
         "genre_spread": float(np.mean([len({g for i in w for g in genres[int(i)]}) for w in windows])) if windows else None,
         "genre_entropy": float(np.mean([genre_entropy(w, genres) for w in windows])) if windows else None,
         "share_with_window": float(len(windows) / max(len(sessions), 1)),
@@ -276,9 +274,8 @@ def logged_session_statistics(log: InteractionLog, gap: int = SESSION_GAP_SECOND
     liked = log.liked
     sessions = [log.item[start:end] for start, end in zip(starts, ends, strict=True)]
     flags = [liked[start:end] for start, end in zip(starts, ends, strict=True)]
-    likes = [int(f.sum()) for f in flags]
     repeats = [int(repeated[start:end].sum()) for start, end in zip(starts, ends, strict=True)]
-    return session_summary(sessions, likes, repeats, log.items.genres, flags) | {"gap_seconds": gap}
+    return session_summary(sessions, flags, repeats, log.items.genres) | {"gap_seconds": gap}
 
 
 @torch.no_grad()
@@ -311,7 +308,7 @@ def simulated_session_statistics(
     genres = split.full.items.genres
     active = torch.ones(n_sessions, dtype=torch.bool, device=model.device)
     consumed: list[list[int]] = [[] for _ in range(n_sessions)]
-    likes = np.zeros(n_sessions, dtype=np.int64)
+    liked: list[list[bool]] = [[] for _ in range(n_sessions)]
     repeats = np.zeros(n_sessions, dtype=np.int64)
     steps = np.zeros(n_sessions, dtype=np.int64)
     from_log = 0
@@ -322,14 +319,15 @@ def simulated_session_statistics(
         outcome = simulator.step(state, slate, generator)
         for row in torch.nonzero(active & outcome.clicked).squeeze(1).tolist():
             consumed[row].append(int(outcome.item[row]))
+            liked[row].append(bool(outcome.liked[row]))
             repeats[row] += int(before[row, int(outcome.item[row])])
-        likes += (active & outcome.liked).cpu().numpy()
         from_log += int((active & outcome.from_log).sum())
         steps += active.cpu().numpy()
         active &= ~outcome.left
         if not bool(active.any()):
             break
-    summary = session_summary([np.asarray(c, dtype=np.int64) for c in consumed], likes.tolist(), repeats.tolist(), genres)
+    summary = session_summary([np.asarray(c, dtype=np.int64) for c in consumed], [np.asarray(f, dtype=bool) for f in liked],
+                              repeats.tolist(), genres)
     return summary | {
         "users": "sampled by the simulator (a training user at a sampled point of their history)",
         "mean_steps": float(steps.mean()),

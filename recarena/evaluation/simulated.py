@@ -36,12 +36,15 @@ class SimulatedResult:
     """Per session, (return, 1), (length, 1) and (clicks, steps): what the intervals resample."""
     chosen: list[np.ndarray] = field(default_factory=list, repr=False)
     """Per session, the items the user chose, in order (for session statistics against a log's)."""
-    likes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
-    """Per session, how many chosen items were liked."""
     liked: list[np.ndarray] = field(default_factory=list, repr=False)
     """Per session, whether each chosen item (of :attr:`chosen`, in order) was liked."""
     repeats: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     """Per session, how many chosen items the user had consumed before (history or earlier steps)."""
+
+    @property
+    def likes(self) -> np.ndarray:
+        """Per session, how many chosen items were liked (from :attr:`liked`)."""
+        return np.asarray([int(flags.sum()) for flags in self.liked], dtype=np.int64)
 
     def to_dict(self) -> dict:
         return {
@@ -97,7 +100,6 @@ def evaluate_simulated(
     clicks = torch.zeros(b, dtype=torch.float64, device=device)
     length = torch.zeros(b, dtype=torch.float64, device=device)
     slates, ild, novel, chosen, liked = [], [], [], [], []
-    likes = torch.zeros(b, dtype=torch.int64, device=device)
     repeats = torch.zeros(b, dtype=torch.int64, device=device)
     embeddings = simulator.item_embeddings
     if self_information is not None:
@@ -113,7 +115,6 @@ def evaluate_simulated(
         took = active & outcome.clicked
         chosen.append(torch.where(took, outcome.item, torch.full_like(outcome.item, -1)).cpu())
         liked.append((took & outcome.liked).cpu())
-        likes += (active & outcome.liked).to(torch.int64)
         slot = outcome.chosen_slot.clamp(min=0).unsqueeze(1)
         repeats += (took & consumed_before.gather(1, slot).squeeze(1)).to(torch.int64)
         on = active.to(torch.float64)
@@ -150,6 +151,6 @@ def evaluate_simulated(
     steps = torch.stack(chosen, dim=1).numpy() if chosen else np.full((b, 0), -1)
     liked_steps = torch.stack(liked, dim=1).numpy() if liked else np.zeros((b, 0), dtype=bool)
     return SimulatedResult(b, k, max_steps, origin, results, intervals, state.user.cpu().numpy(), sessions,
-                           chosen=[row[row >= 0] for row in steps], likes=likes.cpu().numpy(),
+                           chosen=[row[row >= 0] for row in steps],
                            liked=[flags[row >= 0] for row, flags in zip(steps, liked_steps, strict=True)],
                            repeats=repeats.cpu().numpy())
